@@ -1,0 +1,81 @@
+//! The runtime: a [`supervisor::Supervisor`] that owns one [`tenant::TenantActor`] per org and the
+//! [`ip_allocator::IpAllocator`]. Callers use the typed handles; every call has a timeout.
+
+pub mod ip_allocator;
+pub mod supervisor;
+pub mod tenant;
+
+use crate::crypto::HubKeyCipher;
+use crate::db::{DbError, Pool};
+use crate::kernel::Kernel;
+use crate::names::KernelPrefix;
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, Message, RpcReplyPort};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What every actor needs from the outside world.
+#[derive(Clone)]
+pub struct Deps {
+    pub pool: Pool,
+    pub kernel: Kernel,
+    pub cipher: Arc<HubKeyCipher>,
+    pub prefix: KernelPrefix,
+    pub reconcile_interval: Duration,
+    pub port_range: RangeInclusive<u16>,
+}
+
+/// Errors of controller operations. `Clone`, because one reconcile answers many waiters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("database unavailable")]
+    DbUnavailable,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Exhausted(String),
+    #[error("kernel: {0}")]
+    Kernel(String),
+    #[error("timed out waiting for the kernel")]
+    Timeout,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<DbError> for CoreError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(_) => CoreError::DbUnavailable,
+            DbError::NotFound => CoreError::NotFound,
+            DbError::Conflict(c) => CoreError::Conflict(c),
+            DbError::Exhausted(what) => CoreError::Exhausted(format!("no free {what} left")),
+            other => CoreError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// How long a caller waits for an actor that must first make the kernel agree.
+pub const KERNEL_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a caller waits for an answer that needs no kernel work.
+pub const QUICK_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `actor.call` with a timeout, its failure modes folded into [`CoreError`].
+pub async fn call<M, T, F>(actor: &ActorRef<M>, build: F, timeout: Duration) -> Result<T, CoreError>
+where
+    M: Message,
+    T: Send + 'static,
+    F: FnOnce(RpcReplyPort<T>) -> M,
+{
+    match actor.call(build, Some(timeout)).await {
+        Ok(CallResult::Success(v)) => Ok(v),
+        Ok(CallResult::Timeout) => Err(CoreError::Timeout),
+        Ok(CallResult::SenderError) | Err(_) => Err(CoreError::Unavailable(
+            "the actor stopped before answering".into(),
+        )),
+    }
+}

@@ -1,0 +1,365 @@
+//! The supervisor: loads every tenant at start, owns the tenant actors and the IP allocator,
+//! restarts a failed child with exponential backoff (other tenants are unaffected) and removes
+//! kernel objects with our prefix that no tenant owns.
+//!
+//! Start-up never touches the kernel before PostgreSQL has been read: it retries until it can.
+//! Orgs left in state `creating` (the controller died while making them; nobody got an answer)
+//! are rolled back, orgs left in `deleting` are finished.
+
+use super::ip_allocator::{IpAllocator, IpAllocatorMsg};
+use super::tenant::{TenantActor, TenantArgs, TenantMsg};
+use super::{CoreError, Deps};
+use crate::db::orgs::{self, Org, OrgState};
+use crate::reconcile::apply::teardown;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A child that ran this long before failing starts its backoff from the beginning again.
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Supervisor;
+
+struct Child {
+    actor: ActorRef<TenantMsg>,
+    kid: i64,
+    started: Instant,
+}
+
+pub struct SupervisorState {
+    deps: Deps,
+    tenants: BTreeMap<Uuid, Child>,
+    by_actor: HashMap<ActorId, Uuid>,
+    /// Kid of each tenant waiting for a restart.
+    pending: BTreeMap<Uuid, i64>,
+    /// Consecutive quick failures per tenant (for backoff); reset once a child runs long enough.
+    attempts: BTreeMap<Uuid, u32>,
+    /// Restarts per tenant since this controller started.
+    restarts: BTreeMap<Uuid, u64>,
+    allocator: ActorRef<IpAllocatorMsg>,
+}
+
+pub enum SupervisorMsg {
+    /// Spawns the actor of an org that exists in the database (idempotent).
+    Start {
+        org_id: Uuid,
+        kid: i64,
+        reply: RpcReplyPort<Result<ActorRef<TenantMsg>, CoreError>>,
+    },
+    /// Stops an org's actor on purpose (it is not restarted); the kernel is left alone.
+    Stop {
+        org_id: Uuid,
+        reply: RpcReplyPort<()>,
+    },
+    Get {
+        org_id: Uuid,
+        reply: RpcReplyPort<Option<ActorRef<TenantMsg>>>,
+    },
+    Allocator(RpcReplyPort<ActorRef<IpAllocatorMsg>>),
+    /// Restarts per tenant since start.
+    Restarts(RpcReplyPort<BTreeMap<Uuid, u64>>),
+    Restart {
+        org_id: Uuid,
+    },
+}
+
+fn backoff(attempt: u32) -> Duration {
+    BACKOFF_FIRST
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX)
+}
+
+async fn remove_tenant(deps: &Deps, org: &Org, why: &str) {
+    let Ok(names) = deps.prefix.tenant(org.kid) else {
+        return;
+    };
+    match teardown(&deps.kernel, &names).await {
+        Ok(()) => match orgs::delete(&deps.pool, org.id).await {
+            Ok(_) => tracing::info!(tenant = %org.id, kid = org.kid, "{why}"),
+            Err(e) => tracing::error!(tenant = %org.id, error = %e, "could not delete org row"),
+        },
+        Err(e) => {
+            tracing::error!(tenant = %org.id, error = %e, "teardown failed; retried at next start")
+        }
+    }
+}
+
+/// Reads every org, settles interrupted creations and deletions, removes orphans; returns the
+/// orgs whose actors must run.
+async fn load(deps: &Deps) -> Result<Vec<Org>, CoreError> {
+    let all = orgs::list(&deps.pool).await?;
+    let mut active = Vec::new();
+    for org in all {
+        match org.state {
+            OrgState::Creating => {
+                remove_tenant(
+                    deps,
+                    &org,
+                    "rolled back a creation the controller did not finish",
+                )
+                .await
+            }
+            OrgState::Deleting => {
+                remove_tenant(deps, &org, "finished an interrupted deletion").await
+            }
+            OrgState::Active => active.push(org),
+        }
+    }
+    let owned: BTreeSet<i64> = active.iter().map(|o| o.kid).collect();
+    remove_orphans(deps, &owned).await;
+    Ok(active)
+}
+
+/// Removes namespaces, daemons, sockets and birth links with our prefix that belong to no org.
+async fn remove_orphans(deps: &Deps, owned: &BTreeSet<i64>) {
+    let k = &deps.kernel;
+    let mut found = BTreeSet::new();
+    for listed in [
+        k.netns.list(&deps.prefix).await,
+        k.wg.list(&deps.prefix).await,
+        k.netns.list_host_links(&deps.prefix).await,
+    ] {
+        match listed {
+            Ok(kids) => found.extend(kids),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list kernel objects for orphan removal")
+            }
+        }
+    }
+    for kid in found.difference(owned) {
+        let Ok(names) = deps.prefix.tenant(*kid) else {
+            continue;
+        };
+        match teardown(k, &names).await {
+            Ok(()) => tracing::warn!(kid, netns = %names.netns, "removed orphan kernel objects"),
+            Err(e) => tracing::error!(kid, error = %e, "could not remove orphan kernel objects"),
+        }
+    }
+}
+
+impl SupervisorState {
+    async fn spawn_tenant(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        org_id: Uuid,
+        kid: i64,
+    ) -> Result<ActorRef<TenantMsg>, CoreError> {
+        if let Some(child) = self.tenants.get(&org_id) {
+            return Ok(child.actor.clone());
+        }
+        let names = self
+            .deps
+            .prefix
+            .tenant(kid)
+            .map_err(|e| CoreError::Internal(e.to_string()))?;
+        let args = TenantArgs {
+            org_id,
+            names,
+            deps: self.deps.clone(),
+        };
+        let (actor, _) = Actor::spawn_linked(None, TenantActor, args, myself.get_cell())
+            .await
+            .map_err(|e| CoreError::Internal(format!("tenant actor did not start: {e}")))?;
+        self.by_actor.insert(actor.get_id(), org_id);
+        self.tenants.insert(
+            org_id,
+            Child {
+                actor: actor.clone(),
+                kid,
+                started: Instant::now(),
+            },
+        );
+        Ok(actor)
+    }
+
+    async fn restart(&mut self, myself: &ActorRef<SupervisorMsg>, org_id: Uuid) {
+        let Some(&kid) = self.pending.get(&org_id) else {
+            return;
+        };
+        let attempt = self.attempts.get(&org_id).copied().unwrap_or(1);
+        match orgs::get(&self.deps.pool, org_id).await {
+            Ok(Some(org)) if org.state != OrgState::Deleting => {
+                self.pending.remove(&org_id);
+                *self.restarts.entry(org_id).or_default() += 1;
+                match self.spawn_tenant(myself, org_id, org.kid).await {
+                    Ok(_) => tracing::info!(tenant = %org_id, attempt, "tenant actor restarted"),
+                    Err(e) => {
+                        tracing::error!(tenant = %org_id, error = %e, "tenant actor restart failed")
+                    }
+                }
+            }
+            Ok(Some(_)) => {
+                self.pending.remove(&org_id);
+            }
+            Ok(None) => {
+                self.pending.remove(&org_id);
+                if let Ok(names) = self.deps.prefix.tenant(kid) {
+                    match teardown(&self.deps.kernel, &names).await {
+                        Ok(()) => {
+                            tracing::warn!(tenant = %org_id, "org vanished from the database; kernel objects removed")
+                        }
+                        Err(e) => {
+                            tracing::error!(tenant = %org_id, error = %e, "teardown of vanished org failed")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let attempt = attempt + 1;
+                self.attempts.insert(org_id, attempt);
+                tracing::warn!(tenant = %org_id, error = %e, "database unreadable; restart postponed");
+                myself.send_after(backoff(attempt), move || SupervisorMsg::Restart { org_id });
+            }
+        }
+    }
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Deps;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        deps: Deps,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let (allocator, _) =
+            Actor::spawn_linked(None, IpAllocator, deps.pool.clone(), myself.get_cell()).await?;
+        let mut wait = BACKOFF_FIRST;
+        let active = loop {
+            match load(&deps).await {
+                Ok(active) => break active,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "cannot load tenants yet; kernel left as it is");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let mut state = SupervisorState {
+            deps,
+            tenants: BTreeMap::new(),
+            by_actor: HashMap::new(),
+            pending: BTreeMap::new(),
+            attempts: BTreeMap::new(),
+            restarts: BTreeMap::new(),
+            allocator,
+        };
+        for org in &active {
+            state.spawn_tenant(&myself, org.id, org.kid).await?;
+        }
+        tracing::info!(tenants = active.len(), "supervisor started");
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Actors stop; the kernel objects they own stay up (data-plane independence).
+        for (_, child) in std::mem::take(&mut state.tenants) {
+            let _ = child.actor.stop_and_wait(None, Some(STOP_TIMEOUT)).await;
+        }
+        state.allocator.stop(None);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Start { org_id, kid, reply } => {
+                let result = state.spawn_tenant(&myself, org_id, kid).await;
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Stop { org_id, reply } => {
+                state.pending.remove(&org_id);
+                state.attempts.remove(&org_id);
+                if let Some(child) = state.tenants.remove(&org_id) {
+                    state.by_actor.remove(&child.actor.get_id());
+                    let _ = child.actor.stop_and_wait(None, Some(STOP_TIMEOUT)).await;
+                }
+                let _ = reply.send(());
+            }
+            SupervisorMsg::Get { org_id, reply } => {
+                let _ = reply.send(state.tenants.get(&org_id).map(|c| c.actor.clone()));
+            }
+            SupervisorMsg::Allocator(reply) => {
+                let _ = reply.send(state.allocator.clone());
+            }
+            SupervisorMsg::Restarts(reply) => {
+                let _ = reply.send(state.restarts.clone());
+            }
+            SupervisorMsg::Restart { org_id } => state.restart(&myself, org_id).await,
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match &evt {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.clone().unwrap_or_else(|| "stopped".into()))
+            }
+            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
+            _ => return Ok(()),
+        };
+        let id = cell.get_id();
+        if id == state.allocator.get_id() {
+            tracing::error!(reason = %why, "IP allocator exited; starting a new one");
+            let (allocator, _) = Actor::spawn_linked(
+                None,
+                IpAllocator,
+                state.deps.pool.clone(),
+                myself.get_cell(),
+            )
+            .await?;
+            state.allocator = allocator;
+            return Ok(());
+        }
+        // Children stopped on purpose were unmapped before they stopped.
+        let Some(org_id) = state.by_actor.remove(&id) else {
+            return Ok(());
+        };
+        let Some(child) = state.tenants.remove(&org_id) else {
+            return Ok(());
+        };
+        let attempt = if child.started.elapsed() > BACKOFF_RESET {
+            1
+        } else {
+            state.attempts.get(&org_id).map_or(1, |n| n + 1)
+        };
+        let delay = backoff(attempt);
+        tracing::warn!(tenant = %org_id, reason = %why, attempt, retry_in = ?delay, "tenant actor exited unexpectedly");
+        state.attempts.insert(org_id, attempt);
+        state.pending.insert(org_id, child.kid);
+        myself.send_after(delay, move || SupervisorMsg::Restart { org_id });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(2), Duration::from_millis(400));
+        assert_eq!(backoff(5), Duration::from_millis(3200));
+        assert_eq!(backoff(30), BACKOFF_MAX);
+    }
+}

@@ -1,0 +1,269 @@
+//! One actor per tenant: the only writer of that tenant's kernel state.
+//!
+//! Every reconcile reads the tenant from PostgreSQL, observes the kernel, plans and applies until
+//! they agree. It runs at start, on every change (`Sync`, answered only once the kernel reflects
+//! the database) and on a timer. A database that cannot be read changes nothing: the kernel is
+//! left as it is and the next tick tries again.
+
+use super::{CoreError, Deps};
+use crate::db::orgs::{self, OrgState, Snapshot};
+use crate::kernel::{DeviceState, PeerObserved, RuleObserved};
+use crate::keys::PublicKey;
+use crate::names::TenantNames;
+use crate::policy::render::{MachineAddr, render};
+use crate::reconcile::apply::{Converged, converge};
+use crate::reconcile::{Desired, Observed};
+use chrono::{DateTime, Utc};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use uuid::Uuid;
+
+/// After this many failed reconciles in a row the actor gives up and lets the supervisor restart
+/// it with backoff.
+const MAX_CONSECUTIVE_FAILURES: u32 = 10;
+
+/// What the kernel held for a tenant at its last successful reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantStatus {
+    pub observed_at: DateTime<Utc>,
+    pub up: bool,
+    pub listen_port: u16,
+    pub public_key: Option<PublicKey>,
+    pub daemon_pid: Option<u32>,
+    pub netns_inode: Option<u64>,
+    pub peers: BTreeMap<PublicKey, PeerObserved>,
+    /// The tenant chain with its counters, in order.
+    pub rules: Vec<RuleObserved>,
+    /// The last reconcile's failure, if it failed.
+    pub last_error: Option<String>,
+}
+
+impl TenantStatus {
+    fn from_observed(o: &Observed) -> Self {
+        let dev = match &o.device {
+            DeviceState::Up(dev) => Some(dev),
+            _ => None,
+        };
+        Self {
+            observed_at: Utc::now(),
+            up: dev.is_some() && o.netns.is_some(),
+            listen_port: dev.map(|d| d.listen_port).unwrap_or_default(),
+            public_key: dev.and_then(|d| d.public_key),
+            daemon_pid: dev.and_then(|d| d.pid),
+            netns_inode: o.netns.as_ref().map(|n| n.inode),
+            peers: dev.map(|d| d.peers.clone()).unwrap_or_default(),
+            rules: o
+                .firewall
+                .as_ref()
+                .and_then(|f| f.acl.clone())
+                .unwrap_or_default(),
+            last_error: None,
+        }
+    }
+}
+
+pub struct TenantActor;
+
+pub struct TenantArgs {
+    pub org_id: Uuid,
+    pub names: TenantNames,
+    pub deps: Deps,
+}
+
+pub struct TenantState {
+    org_id: Uuid,
+    names: TenantNames,
+    deps: Deps,
+    waiting: Vec<RpcReplyPort<Result<(), CoreError>>>,
+    status: Option<TenantStatus>,
+    last_run: Option<Instant>,
+    failures: u32,
+    /// The org is gone from the database (or being deleted): stop and let the supervisor decide.
+    gone: bool,
+}
+
+pub enum TenantMsg {
+    /// Periodic reconcile.
+    Tick,
+    /// Reconcile now; answered once the kernel reflects the database.
+    Sync(RpcReplyPort<Result<(), CoreError>>),
+    /// Runs one reconcile for everybody waiting (many `Sync`s coalesce into one).
+    Flush,
+    /// The last observed kernel state.
+    Status(RpcReplyPort<Option<TenantStatus>>),
+}
+
+/// Everything that can stop one reconcile.
+enum Outcome {
+    Done(Box<Converged>),
+    /// The org is gone or being deleted: nothing to do.
+    Gone,
+    Failed(CoreError),
+}
+
+fn desired(
+    names: &TenantNames,
+    deps: &Deps,
+    snap: &Snapshot,
+    last: Option<&TenantStatus>,
+) -> Result<Desired, CoreError> {
+    let org = &snap.org;
+    let private_key = deps
+        .cipher
+        .open(org.id, &org.sealed_key)
+        .map_err(|e| CoreError::Internal(e.to_string()))?;
+    let machines: Vec<MachineAddr> = snap
+        .machines
+        .iter()
+        .map(|m| MachineAddr {
+            id: m.id,
+            address: m.address,
+            tags: m.tags.iter().cloned().collect(),
+        })
+        .collect();
+    Ok(Desired {
+        names: names.clone(),
+        listen_port: org.listen_port,
+        private_key,
+        hub_address: org.cidr.hub_address(),
+        prefix: org.cidr.prefix(),
+        peers: snap
+            .machines
+            .iter()
+            .map(|m| (m.public_key, m.address))
+            .collect(),
+        endpoint_hints: last
+            .iter()
+            .flat_map(|s| &s.peers)
+            .filter_map(|(k, p)| Some((*k, p.endpoint.clone()?)))
+            .collect(),
+        firewall: render(&snap.policies, &machines, org.default_action),
+    })
+}
+
+impl TenantState {
+    async fn reconcile(&mut self) -> Outcome {
+        let snap = match orgs::snapshot(&self.deps.pool, self.org_id).await {
+            Ok(Some(snap)) if snap.org.state != OrgState::Deleting => snap,
+            Ok(_) => return Outcome::Gone,
+            Err(e) => {
+                tracing::warn!(tenant = %self.org_id, error = %e, "database unreadable; kernel left as it is");
+                return Outcome::Failed(e.into());
+            }
+        };
+        let want = match desired(&self.names, &self.deps, &snap, self.status.as_ref()) {
+            Ok(d) => d,
+            Err(e) => return Outcome::Failed(e),
+        };
+        match converge(&self.deps.kernel, &want).await {
+            Ok(c) => Outcome::Done(Box::new(c)),
+            Err(e) => Outcome::Failed(CoreError::Kernel(e.to_string())),
+        }
+    }
+
+    /// One reconcile; answers everybody waiting. `Err` only when the actor should be restarted.
+    async fn run(&mut self, periodic: bool) -> Result<(), ActorProcessingErr> {
+        let waiting = std::mem::take(&mut self.waiting);
+        let outcome = self.reconcile().await;
+        self.last_run = Some(Instant::now());
+        let answer = match outcome {
+            Outcome::Done(c) => {
+                if periodic && !c.applied.is_empty() {
+                    let kinds: Vec<_> = c.applied.iter().map(|a| a.kind()).collect();
+                    tracing::warn!(tenant = %self.org_id, repairs = ?kinds, "kernel drift repaired");
+                }
+                self.failures = 0;
+                self.status = Some(TenantStatus::from_observed(&c.observed));
+                Ok(())
+            }
+            Outcome::Gone => {
+                self.gone = true;
+                Err(CoreError::NotFound)
+            }
+            Outcome::Failed(e) => {
+                if e != CoreError::DbUnavailable {
+                    self.failures += 1;
+                    tracing::error!(tenant = %self.org_id, error = %e, failures = self.failures, "reconcile failed");
+                }
+                if let Some(s) = self.status.as_mut() {
+                    s.last_error = Some(e.to_string());
+                }
+                Err(e)
+            }
+        };
+        for reply in waiting {
+            let _ = reply.send(answer.clone());
+        }
+        if self.failures >= MAX_CONSECUTIVE_FAILURES {
+            return Err(format!("{} reconciles failed in a row", self.failures).into());
+        }
+        Ok(())
+    }
+}
+
+impl Actor for TenantActor {
+    type Msg = TenantMsg;
+    type State = TenantState;
+    type Arguments = TenantArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TenantMsg>,
+        args: TenantArgs,
+    ) -> Result<TenantState, ActorProcessingErr> {
+        myself.send_interval(args.deps.reconcile_interval, || TenantMsg::Tick);
+        Ok(TenantState {
+            org_id: args.org_id,
+            names: args.names,
+            deps: args.deps,
+            waiting: Vec::new(),
+            status: None,
+            last_run: None,
+            failures: 0,
+            gone: false,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<TenantMsg>,
+        _state: &mut TenantState,
+    ) -> Result<(), ActorProcessingErr> {
+        myself.send_message(TenantMsg::Tick)?;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<TenantMsg>,
+        msg: TenantMsg,
+        state: &mut TenantState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            TenantMsg::Tick => {
+                // Ticks that queued up behind a slow reconcile are dropped, not replayed.
+                let half = state.deps.reconcile_interval / 2;
+                if state.last_run.is_none_or(|t| t.elapsed() >= half) {
+                    state.run(true).await?;
+                }
+            }
+            TenantMsg::Sync(reply) => {
+                state.waiting.push(reply);
+                myself.send_message(TenantMsg::Flush)?;
+            }
+            TenantMsg::Flush => {
+                if !state.waiting.is_empty() {
+                    state.run(false).await?;
+                }
+            }
+            TenantMsg::Status(reply) => {
+                let _ = reply.send(state.status.clone());
+            }
+        }
+        if state.gone {
+            myself.stop(Some("org no longer in the database".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! Machines: a tenant's peers. Addresses are allocated lowest-free inside a transaction that
+//! locks the org row, and a UNIQUE(org_id, address) constraint backs that up.
+
+use super::{Conn, DbError, Pool};
+use crate::keys::PublicKey;
+use crate::overlay::Ipv4Cidr;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub public_key: PublicKey,
+    pub tags: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMachine {
+    pub id: Uuid,
+    pub name: String,
+    pub public_key: PublicKey,
+    pub tags: Vec<String>,
+}
+
+const COLUMNS: &str = "id, org_id, name, address, public_key, tags, created_at";
+
+fn from_row(row: &Row) -> Result<Machine, DbError> {
+    let address = match row.get::<_, IpAddr>(3) {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => return Err(DbError::Corrupt("machines.address".into())),
+    };
+    let key: String = row.get(4);
+    Ok(Machine {
+        id: row.get(0),
+        org_id: row.get(1),
+        name: row.get(2),
+        address,
+        public_key: PublicKey::from_base64(&key)
+            .map_err(|_| DbError::Corrupt("machines.public_key".into()))?,
+        tags: row.get(5),
+        created_at: row.get(6),
+    })
+}
+
+/// Inserts a machine at the lowest free address of its org's network.
+pub async fn insert_lowest_free(
+    pool: &Pool,
+    org_id: Uuid,
+    new: &NewMachine,
+) -> Result<Machine, DbError> {
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    // Serialises allocation per org, across processes too.
+    let Some(org) = tx
+        .query_opt(
+            "SELECT cidr::text FROM orgs WHERE id = $1 AND state = 'active' FOR UPDATE",
+            &[&org_id],
+        )
+        .await?
+    else {
+        return Err(DbError::NotFound);
+    };
+    let cidr: Ipv4Cidr = org
+        .get::<_, String>(0)
+        .parse()
+        .map_err(|_| DbError::Corrupt("orgs.cidr".into()))?;
+    let used: BTreeSet<Ipv4Addr> = tx
+        .query("SELECT address FROM machines WHERE org_id = $1", &[&org_id])
+        .await?
+        .iter()
+        .filter_map(|r| match r.get::<_, IpAddr>(0) {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let address = cidr
+        .lowest_free(&used)
+        .ok_or(DbError::Exhausted("address in the org network"))?;
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO machines (id, org_id, name, address, public_key, tags) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+            ),
+            &[
+                &new.id,
+                &org_id,
+                &new.name,
+                &IpAddr::V4(address),
+                &new.public_key.to_base64(),
+                &new.tags,
+            ],
+        )
+        .await?;
+    tx.commit().await?;
+    from_row(&row)
+}
+
+pub(crate) async fn list_with(conn: &Conn<'_>, org_id: Uuid) -> Result<Vec<Machine>, DbError> {
+    conn.query(
+        &format!("SELECT {COLUMNS} FROM machines WHERE org_id = $1 ORDER BY address"),
+        &[&org_id],
+    )
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
+pub async fn list(pool: &Pool, org_id: Uuid) -> Result<Vec<Machine>, DbError> {
+    let conn = pool.get().await?;
+    list_with(&conn, org_id).await
+}
+
+pub async fn get(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<Option<Machine>, DbError> {
+    let conn = pool.get().await?;
+    conn.query_opt(
+        &format!("SELECT {COLUMNS} FROM machines WHERE org_id = $1 AND id = $2"),
+        &[&org_id, &id],
+    )
+    .await?
+    .as_ref()
+    .map(from_row)
+    .transpose()
+}
+
+/// Changes name and/or tags.
+pub async fn update(
+    pool: &Pool,
+    org_id: Uuid,
+    id: Uuid,
+    name: Option<&str>,
+    tags: Option<&[String]>,
+) -> Result<Option<Machine>, DbError> {
+    let conn = pool.get().await?;
+    conn.query_opt(
+        &format!(
+            "UPDATE machines SET name = COALESCE($3, name), tags = COALESCE($4, tags) \
+             WHERE org_id = $1 AND id = $2 RETURNING {COLUMNS}"
+        ),
+        &[&org_id, &id, &name, &tags],
+    )
+    .await?
+    .as_ref()
+    .map(from_row)
+    .transpose()
+}
+
+pub async fn delete(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<bool, DbError> {
+    let conn = pool.get().await?;
+    Ok(conn
+        .execute(
+            "DELETE FROM machines WHERE org_id = $1 AND id = $2",
+            &[&org_id, &id],
+        )
+        .await?
+        == 1)
+}

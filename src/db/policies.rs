@@ -1,0 +1,165 @@
+//! Policies: stored as the API writes them; selectors are JSONB in their API form.
+
+use super::{Conn, DbError, Pool};
+use crate::policy::{Policy, PortRange, Protocol, Selector, Verdict};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// The writable fields of a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyFields {
+    pub name: String,
+    pub priority: i32,
+    pub action: Verdict,
+    pub src: Selector,
+    pub dst: Selector,
+    pub protocol: Protocol,
+    pub ports: Option<PortRange>,
+    pub enabled: bool,
+}
+
+impl PolicyFields {
+    pub fn of(p: &Policy) -> Self {
+        Self {
+            name: p.name.clone(),
+            priority: p.priority,
+            action: p.action,
+            src: p.src.clone(),
+            dst: p.dst.clone(),
+            protocol: p.protocol,
+            ports: p.ports,
+            enabled: p.enabled,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, name, priority, action, src, dst, protocol, ports, enabled, created_at";
+
+fn from_row(row: &Row) -> Result<Policy, DbError> {
+    let corrupt = |what: &str| DbError::Corrupt(format!("policies.{what}"));
+    let action: String = row.get(3);
+    let protocol: String = row.get(6);
+    let ports: Option<String> = row.get(7);
+    Ok(Policy {
+        id: row.get(0),
+        name: row.get(1),
+        priority: row.get(2),
+        action: Verdict::parse(&action).ok_or_else(|| corrupt("action"))?,
+        src: serde_json::from_value(row.get(4)).map_err(|_| corrupt("src"))?,
+        dst: serde_json::from_value(row.get(5)).map_err(|_| corrupt("dst"))?,
+        protocol: Protocol::parse(&protocol).ok_or_else(|| corrupt("protocol"))?,
+        ports: ports
+            .map(|p| p.parse())
+            .transpose()
+            .map_err(|_| corrupt("ports"))?,
+        enabled: row.get(8),
+        created_at: row.get(9),
+    })
+}
+
+fn json(sel: &Selector) -> serde_json::Value {
+    serde_json::to_value(sel).expect("selectors always serialise")
+}
+
+pub(crate) async fn list_with(conn: &Conn<'_>, org_id: Uuid) -> Result<Vec<Policy>, DbError> {
+    conn.query(
+        &format!(
+            "SELECT {COLUMNS} FROM policies WHERE org_id = $1 ORDER BY priority, created_at, id"
+        ),
+        &[&org_id],
+    )
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
+pub async fn list(pool: &Pool, org_id: Uuid) -> Result<Vec<Policy>, DbError> {
+    let conn = pool.get().await?;
+    list_with(&conn, org_id).await
+}
+
+pub async fn get(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<Option<Policy>, DbError> {
+    let conn = pool.get().await?;
+    conn.query_opt(
+        &format!("SELECT {COLUMNS} FROM policies WHERE org_id = $1 AND id = $2"),
+        &[&org_id, &id],
+    )
+    .await?
+    .as_ref()
+    .map(from_row)
+    .transpose()
+}
+
+pub async fn insert(
+    pool: &Pool,
+    org_id: Uuid,
+    id: Uuid,
+    f: &PolicyFields,
+) -> Result<Policy, DbError> {
+    let conn = pool.get().await?;
+    let row = conn
+        .query_one(
+            &format!(
+                "INSERT INTO policies (id, org_id, name, priority, action, src, dst, protocol, ports, enabled) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+            ),
+            &[
+                &id,
+                &org_id,
+                &f.name,
+                &f.priority,
+                &f.action.as_str(),
+                &json(&f.src),
+                &json(&f.dst),
+                &f.protocol.as_str(),
+                &f.ports.map(|p| p.to_string()),
+                &f.enabled,
+            ],
+        )
+        .await?;
+    from_row(&row)
+}
+
+/// Replaces every writable field.
+pub async fn update(
+    pool: &Pool,
+    org_id: Uuid,
+    id: Uuid,
+    f: &PolicyFields,
+) -> Result<Option<Policy>, DbError> {
+    let conn = pool.get().await?;
+    conn.query_opt(
+        &format!(
+            "UPDATE policies SET name = $3, priority = $4, action = $5, src = $6, dst = $7, protocol = $8, \
+             ports = $9, enabled = $10, updated_at = now() WHERE org_id = $1 AND id = $2 RETURNING {COLUMNS}"
+        ),
+        &[
+            &org_id,
+            &id,
+            &f.name,
+            &f.priority,
+            &f.action.as_str(),
+            &json(&f.src),
+            &json(&f.dst),
+            &f.protocol.as_str(),
+            &f.ports.map(|p| p.to_string()),
+            &f.enabled,
+        ],
+    )
+    .await?
+    .as_ref()
+    .map(from_row)
+    .transpose()
+}
+
+pub async fn delete(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<bool, DbError> {
+    let conn = pool.get().await?;
+    Ok(conn
+        .execute(
+            "DELETE FROM policies WHERE org_id = $1 AND id = $2",
+            &[&org_id, &id],
+        )
+        .await?
+        == 1)
+}

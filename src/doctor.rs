@@ -1,0 +1,102 @@
+//! `meshwg doctor`: what this host offers and what `WG_BACKEND=auto` would pick.
+
+use crate::cmd::Cmd;
+use crate::config::{self, Lookup};
+use crate::kernel::{find_program, kernel_wg::KernelWg};
+
+async fn first_line(program: &str, args: &[&str]) -> String {
+    match Cmd::new(program).args(args).output().await {
+        Ok(out) => {
+            let text = if out.stdout.trim().is_empty() {
+                out.stderr
+            } else {
+                out.stdout
+            };
+            text.lines().next().unwrap_or("").trim().to_string()
+        }
+        Err(e) => format!("not available ({e})"),
+    }
+}
+
+/// Prints one line per fact; returns false if something the controller needs is missing.
+pub async fn run(env: Lookup<'_>) -> bool {
+    let mut ok = true;
+    let kcfg = match config::kernel(env) {
+        Ok(k) => k,
+        Err(e) => {
+            println!("configuration:      {e}");
+            return false;
+        }
+    };
+    let kernel_wg = KernelWg::available(&kcfg.prefix).await;
+    println!(
+        "kernel WireGuard:   {}",
+        if kernel_wg {
+            "yes (ip link add … type wireguard works)"
+        } else {
+            "no (no module or not permitted)"
+        }
+    );
+    let go = find_program(&kcfg.wireguard_go);
+    match &go {
+        Some(p) => println!(
+            "wireguard-go:       {} ({})",
+            p.display(),
+            first_line(&p.to_string_lossy(), &["--version"]).await
+        ),
+        None => println!("wireguard-go:       not found ({:?})", kcfg.wireguard_go),
+    }
+    for (label, prog, args) in [
+        ("iptables:           ", "iptables", &["--version"][..]),
+        ("ipset:              ", "ipset", &["version"][..]),
+        ("iproute2:           ", "ip", &["-V"][..]),
+        ("wg:                 ", "wg", &["--version"][..]),
+    ] {
+        let line = first_line(prog, args).await;
+        if line.starts_with("not available") {
+            ok = false;
+        }
+        println!("{label}{line}");
+    }
+    let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    println!(
+        "ip_forward (host):  {} (tenant namespaces set their own)",
+        fwd.trim()
+    );
+    match config::database_url(env) {
+        Err(_) => println!("PostgreSQL:         DATABASE_URL not set"),
+        Ok(url) => match crate::db::pool(&url) {
+            Ok(pool) => match pool.get().await {
+                Ok(conn) => match conn.query_one("SHOW server_version", &[]).await {
+                    Ok(row) => println!(
+                        "PostgreSQL:         reachable (server {})",
+                        row.get::<_, String>(0)
+                    ),
+                    Err(e) => println!("PostgreSQL:         connected but query failed: {e}"),
+                },
+                Err(e) => {
+                    ok = false;
+                    println!("PostgreSQL:         unreachable: {e}");
+                }
+            },
+            Err(e) => println!("PostgreSQL:         {e}"),
+        },
+    }
+    let choice = config::backend(env).unwrap_or(config::BackendChoice::Auto);
+    let picked = match (choice, kernel_wg, go.is_some()) {
+        (config::BackendChoice::Userspace, _, true)
+        | (config::BackendChoice::Auto, false, true) => "userspace (wireguard-go)",
+        (config::BackendChoice::Kernel, true, _) | (config::BackendChoice::Auto, true, _) => {
+            "kernel"
+        }
+        _ => {
+            ok = false;
+            "none: no usable backend"
+        }
+    };
+    println!(
+        "WG_BACKEND={:<10} picks: {picked}",
+        format!("{choice:?}").to_lowercase()
+    );
+    ok
+}

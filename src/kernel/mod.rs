@@ -1,0 +1,286 @@
+//! The only code that touches the kernel, behind three narrow traits:
+//! [`Netns`] (namespace, links, addresses, routes, sysctl), [`WireGuard`] (the hub device, by
+//! backend) and [`Firewall`] (iptables and ipsets). Observations are plain data that the pure
+//! planner in `reconcile` compares with the desired state.
+
+pub mod firewall;
+pub mod kernel_wg;
+pub mod netns;
+pub mod uapi;
+pub mod userspace;
+
+use crate::cmd::CmdError;
+use crate::keys::{PrivateKey, PublicKey};
+use crate::names::{KernelPrefix, TenantNames};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Cmd(#[from] CmdError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("unexpected output from {what}: {detail}")]
+    Parse { what: String, detail: String },
+    #[error("wireguard device {device}: {detail}")]
+    Device { device: String, detail: String },
+}
+
+impl KernelError {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn parse(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::Parse {
+            what: what.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+pub type KResult<T> = Result<T, KernelError>;
+
+/// A link inside a tenant namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkObserved {
+    pub name: String,
+    pub mtu: u32,
+    pub up: bool,
+    pub ipv4: BTreeSet<(Ipv4Addr, u8)>,
+}
+
+/// A route inside a tenant namespace, with what it takes to delete it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteObserved {
+    pub kind: Option<String>,
+    pub dst: String,
+    pub table: Option<String>,
+    pub dev: Option<String>,
+    pub gateway: Option<String>,
+    pub protocol: Option<String>,
+    pub metric: Option<u64>,
+}
+
+impl RouteObserved {
+    /// Routes the kernel makes for addresses (and the local table) are expected; anything else
+    /// (a default route, a static route) is drift.
+    pub fn is_kernel_made(&self) -> bool {
+        self.protocol.as_deref() == Some("kernel") || self.table.as_deref() == Some("local")
+    }
+}
+
+/// A tenant namespace as it is, or `None` if it does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetnsObserved {
+    /// Identity of the namespace (inode of its nsfs handle): changes only if it was recreated.
+    pub inode: u64,
+    pub links: Vec<LinkObserved>,
+    pub routes: Vec<RouteObserved>,
+    pub ip_forward: bool,
+    /// IPv6 is off for every interface (the overlay is IPv4 only; no v6 path can leak).
+    pub ipv6_disabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerObserved {
+    pub allowed_ips: BTreeSet<String>,
+    pub endpoint: Option<String>,
+    /// Unix seconds of the last handshake, `None` if never.
+    pub last_handshake: Option<i64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// What a live WireGuard device reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceObserved {
+    pub listen_port: u16,
+    /// Derived from the device's private key; `None` while it has none.
+    pub public_key: Option<PublicKey>,
+    pub peers: BTreeMap<PublicKey, PeerObserved>,
+    /// Process id of the userspace daemon, if that is the backend.
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceState {
+    /// Nothing of the device exists.
+    Absent,
+    /// Remains (a stale socket, a dead or hung daemon) that must be cleared before a new start.
+    Stale(String),
+    Up(DeviceObserved),
+}
+
+/// A peer as the hub should hold it: one machine, one /32.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    pub public_key: PublicKey,
+    pub address: Ipv4Addr,
+    /// Where the machine was last seen, for a peer that is (re)added: with it and the hub's
+    /// keepalive the hub handshakes at once instead of waiting minutes for the machine to rekey.
+    pub endpoint: Option<String>,
+}
+
+/// The hub's persistent keepalive towards every peer, in seconds.
+pub const HUB_KEEPALIVE: u16 = 25;
+
+/// Namespace, links, addresses, routes and sysctls of one tenant.
+#[async_trait::async_trait]
+pub trait Netns: Send + Sync {
+    async fn observe(&self, names: &TenantNames) -> KResult<Option<NetnsObserved>>;
+    /// Is the birth link still in the controller namespace (a creation that stopped half-way)?
+    async fn birth_link_in_host(&self, names: &TenantNames) -> KResult<bool>;
+    async fn create(&self, names: &TenantNames) -> KResult<()>;
+    async fn delete(&self, names: &TenantNames) -> KResult<()>;
+    /// Moves the birth link from the controller namespace into the tenant namespace.
+    async fn move_birth_link(&self, names: &TenantNames) -> KResult<()>;
+    /// Renames `from` to `wg0` inside the tenant namespace.
+    async fn rename_to_wg0(&self, names: &TenantNames, from: &str) -> KResult<()>;
+    /// Exactly one address, the given MTU, and up.
+    async fn configure_wg0(
+        &self,
+        names: &TenantNames,
+        addr: Ipv4Addr,
+        prefix: u8,
+        mtu: u32,
+    ) -> KResult<()>;
+    async fn delete_link(&self, names: &TenantNames, link: &str) -> KResult<()>;
+    async fn delete_route(&self, names: &TenantNames, route: &RouteObserved) -> KResult<()>;
+    /// `ip_forward=1` and IPv6 disabled on all (and future) interfaces.
+    async fn set_sysctls(&self, names: &TenantNames) -> KResult<()>;
+    /// Kernel ids of every namespace with our prefix (for orphan removal).
+    async fn list(&self, prefix: &KernelPrefix) -> KResult<BTreeSet<i64>>;
+    /// Kernel ids of every birth link with our prefix left in the controller namespace.
+    async fn list_host_links(&self, prefix: &KernelPrefix) -> KResult<BTreeSet<i64>>;
+    async fn delete_host_link(&self, name: &str) -> KResult<()>;
+}
+
+/// The hub device of one tenant, addressed by its birth name for life.
+#[async_trait::async_trait]
+pub trait WireGuard: Send + Sync {
+    /// `"userspace"` or `"kernel"`.
+    fn backend(&self) -> &'static str;
+    async fn observe(&self, names: &TenantNames) -> KResult<DeviceState>;
+    /// Creates the device in the controller namespace under its birth name.
+    async fn create(&self, names: &TenantNames) -> KResult<()>;
+    async fn configure(&self, names: &TenantNames, key: &PrivateKey, port: u16) -> KResult<()>;
+    async fn set_peers(
+        &self,
+        names: &TenantNames,
+        upsert: &[PeerSpec],
+        remove: &[PublicKey],
+    ) -> KResult<()>;
+    /// Removes the device and whatever keeps it (daemon, socket). Idempotent.
+    async fn destroy(&self, names: &TenantNames) -> KResult<()>;
+    /// Kernel ids of every device of ours that exists (for orphan removal).
+    async fn list(&self, prefix: &KernelPrefix) -> KResult<BTreeSet<i64>>;
+}
+
+/// One rule of the tenant chain as read back, with its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleObserved {
+    pub rule: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The tenant's filter and nat tables and ipsets as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FirewallObserved {
+    pub forward_policy: Option<String>,
+    pub forward: Vec<String>,
+    /// `None` if the chain does not exist.
+    pub acl: Option<Vec<RuleObserved>>,
+    /// Every rule in the nat table (must stay empty).
+    pub nat: Vec<String>,
+    pub sets: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+}
+
+/// The rendered firewall a tenant should have (see `policy::render`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FirewallRules {
+    /// Rules of the ACL chain exactly as `iptables-save` prints them (`-A MWG-ACL …`).
+    pub acl: Vec<String>,
+    pub sets: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+}
+
+#[async_trait::async_trait]
+pub trait Firewall: Send + Sync {
+    async fn observe(&self, names: &TenantNames) -> KResult<FirewallObserved>;
+    /// Installs FORWARD policy DROP, the single jump to the ACL chain and the chain itself in one
+    /// transaction. `carry` holds counters of rules that stay, so rewrites do not reset them.
+    async fn apply(
+        &self,
+        names: &TenantNames,
+        rules: &FirewallRules,
+        carry: &BTreeMap<String, (u64, u64)>,
+    ) -> KResult<()>;
+    async fn flush_nat(&self, names: &TenantNames) -> KResult<()>;
+}
+
+/// The three kernel seams a tenant actor needs.
+#[derive(Clone)]
+pub struct Kernel {
+    pub netns: Arc<dyn Netns>,
+    pub wg: Arc<dyn WireGuard>,
+    pub firewall: Arc<dyn Firewall>,
+}
+
+/// Resolves a program name against `PATH` (and the safe default path), like a shell would.
+pub fn find_program(program: &std::path::Path) -> Option<std::path::PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(crate::cmd::SAFE_PATH.split(':'))
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}
+
+/// Picks the WireGuard backend (`auto`: kernel if this host can create WireGuard links, else
+/// wireguard-go) and returns the kernel seams.
+pub async fn select(
+    choice: crate::config::BackendChoice,
+    cfg: &crate::config::KernelConfig,
+) -> Result<Kernel, String> {
+    use crate::config::BackendChoice;
+    let kernel_ok = match choice {
+        BackendChoice::Userspace => false,
+        BackendChoice::Auto | BackendChoice::Kernel => {
+            kernel_wg::KernelWg::available(&cfg.prefix).await
+        }
+    };
+    let wg: Arc<dyn WireGuard> = match (choice, kernel_ok) {
+        (BackendChoice::Kernel, false) => {
+            return Err(
+                "WG_BACKEND=kernel, but this host cannot create WireGuard links (no module?)"
+                    .into(),
+            );
+        }
+        (_, true) => Arc::new(kernel_wg::KernelWg),
+        (_, false) => {
+            let go = find_program(&cfg.wireguard_go).ok_or_else(|| {
+                format!(
+                    "the userspace backend needs wireguard-go, not found as {:?} (install wireguard-go or set WIREGUARD_GO)",
+                    cfg.wireguard_go
+                )
+            })?;
+            Arc::new(userspace::Userspace::new(go, cfg.runtime_dir.clone()))
+        }
+    };
+    Ok(Kernel {
+        netns: Arc::new(netns::IpNetns),
+        wg,
+        firewall: Arc::new(firewall::Iptables),
+    })
+}

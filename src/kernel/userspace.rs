@@ -1,0 +1,321 @@
+//! The userspace backend: one wireguard-go daemon per tenant, started by us in the controller
+//! namespace, detached (own session, stdio to a log file) so that a controller restart or
+//! `kill -9` leaves it running, and re-adopted on start through its UAPI socket.
+//!
+//! A daemon is identified by its pid *and* its command line (`wireguard-go -f <birth>`), read
+//! from `/proc`, so a recycled pid is never killed. Its pid is kept in `<runtime>/<birth>.pid`
+//! so a daemon whose socket was removed by hand is still found (and never doubled).
+
+use super::uapi::{self, UapiError};
+use super::{DeviceState, HUB_KEEPALIVE, KResult, KernelError, PeerSpec, WireGuard};
+use crate::cmd::SAFE_PATH;
+use crate::keys::{PrivateKey, PublicKey};
+use crate::names::{KernelPrefix, TenantNames};
+use crate::secret::Secret;
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const START_DEADLINE: Duration = Duration::from_secs(5);
+const STOP_DEADLINE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone)]
+pub struct Userspace {
+    wireguard_go: PathBuf,
+    runtime_dir: PathBuf,
+}
+
+impl Userspace {
+    pub fn new(wireguard_go: PathBuf, runtime_dir: PathBuf) -> Self {
+        Self {
+            wireguard_go,
+            runtime_dir,
+        }
+    }
+
+    fn pidfile(&self, birth: &str) -> PathBuf {
+        self.runtime_dir.join(format!("{birth}.pid"))
+    }
+
+    fn logfile(&self, birth: &str) -> PathBuf {
+        self.runtime_dir.join(format!("{birth}.log"))
+    }
+
+    /// Every live daemon of this tenant: the pidfile's and the socket's listener.
+    async fn daemons(&self, birth: &str) -> BTreeSet<u32> {
+        let mut pids = BTreeSet::new();
+        if let Some(pid) = read_pidfile(&self.pidfile(birth))
+            && is_our_daemon(pid, birth)
+        {
+            pids.insert(pid);
+        }
+        if let Ok(conn) = uapi::connect(&uapi::socket_path(birth)).await
+            && let Some(pid) = conn.pid.filter(|&p| is_our_daemon(p, birth))
+        {
+            pids.insert(pid);
+        }
+        pids
+    }
+
+    async fn connect(&self, names: &TenantNames) -> KResult<uapi::Connection> {
+        uapi::connect(&uapi::socket_path(&names.birth))
+            .await
+            .map_err(|e| device_error(names, e))
+    }
+}
+
+fn device_error(names: &TenantNames, e: UapiError) -> KernelError {
+    KernelError::Device {
+        device: names.birth.clone(),
+        detail: e.to_string(),
+    }
+}
+
+/// `(pid, start time)` from a pidfile; the start time guards against pid reuse.
+fn read_pidfile(path: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut it = text.split_whitespace();
+    let pid: u32 = it.next()?.parse().ok()?;
+    let start: u64 = it.next()?.parse().ok()?;
+    (process_start_time(pid) == Some(start)).then_some(pid)
+}
+
+/// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after it follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); a zombie is as good as gone.
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(22 - 3)?.parse().ok()
+}
+
+/// True if `pid` is alive and is `wireguard-go -f <birth>`.
+fn is_our_daemon(pid: u32, birth: &str) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = raw.split(|&b| b == 0).filter(|a| !a.is_empty()).collect();
+    process_start_time(pid).is_some()
+        && args.len() == 3
+        && args[0].ends_with(b"wireguard-go")
+        && args[1] == b"-f"
+        && args[2] == birth.as_bytes()
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) with a pid we verified to be our daemon.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+async fn stop_process(pid: u32, birth: &str) {
+    signal(pid, libc::SIGTERM);
+    let deadline = Instant::now() + STOP_DEADLINE;
+    while is_our_daemon(pid, birth) {
+        if Instant::now() > deadline {
+            signal(pid, libc::SIGKILL);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn remove_if_exists(path: &Path) -> KResult<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(KernelError::io(path.display().to_string(), e)),
+    }
+}
+
+#[async_trait::async_trait]
+impl WireGuard for Userspace {
+    fn backend(&self) -> &'static str {
+        "userspace"
+    }
+
+    async fn observe(&self, names: &TenantNames) -> KResult<DeviceState> {
+        let path = uapi::socket_path(&names.birth);
+        match uapi::connect(&path).await {
+            Ok(mut conn) => match conn.get().await {
+                Ok(dev) => Ok(DeviceState::Up(dev)),
+                Err(e) => Ok(DeviceState::Stale(format!("daemon does not answer: {e}"))),
+            },
+            Err(UapiError::Missing) => {
+                if self.daemons(&names.birth).await.is_empty() {
+                    Ok(DeviceState::Absent)
+                } else {
+                    Ok(DeviceState::Stale("daemon without socket".into()))
+                }
+            }
+            Err(e) => Ok(DeviceState::Stale(format!("socket: {e}"))),
+        }
+    }
+
+    async fn create(&self, names: &TenantNames) -> KResult<()> {
+        let birth = &names.birth;
+        if !self.daemons(birth).await.is_empty() {
+            // Never two daemons for one tenant: whatever is there must be destroyed first.
+            return Err(KernelError::Device {
+                device: birth.clone(),
+                detail: "a daemon already runs for this tenant".into(),
+            });
+        }
+        remove_if_exists(&uapi::socket_path(birth))?;
+        for dir in [self.runtime_dir.as_path(), Path::new(uapi::SOCKET_DIR)] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| KernelError::io(dir.display().to_string(), e))?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logfile(birth))
+            .map_err(|e| KernelError::io("daemon log", e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| KernelError::io("daemon log", e))?;
+        tracing::debug!(tenant_kid = names.kid, device = %birth, "starting wireguard-go");
+        let mut command = std::process::Command::new(&self.wireguard_go);
+        command
+            .args(["-f", birth])
+            .env_clear()
+            .env("PATH", SAFE_PATH)
+            .env("WG_PROCESS_FOREGROUND", "1")
+            .env("LOG_LEVEL", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2));
+        // SAFETY: setsid(2) is async-signal-safe; it detaches the daemon from our session so
+        // that signals aimed at the controller's process group never reach it.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        // A plain std child: dropping it neither kills nor waits, and the daemon outlives us.
+        // If it exits while we run, tokio's SIGCHLD reaper is not involved, so reap it here.
+        let mut child = command
+            .spawn()
+            .map_err(|e| KernelError::io(format!("start {}", self.wireguard_go.display()), e))?;
+        let pid = child.id();
+        std::thread::Builder::new()
+            .name(format!("reap-{pid}"))
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let _ = child.wait();
+            })
+            .map_err(|e| KernelError::io("reaper thread", e))?;
+
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            match uapi::connect(&uapi::socket_path(birth)).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() > deadline => {
+                    stop_process(pid, birth).await;
+                    return Err(device_error(names, e));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        let start = process_start_time(pid).unwrap_or_default();
+        std::fs::write(self.pidfile(birth), format!("{pid} {start}\n"))
+            .map_err(|e| KernelError::io("pidfile", e))?;
+        tracing::info!(tenant_kid = names.kid, device = %birth, pid, "wireguard-go started");
+        Ok(())
+    }
+
+    async fn configure(&self, names: &TenantNames, key: &PrivateKey, port: u16) -> KResult<()> {
+        let body = Secret::new(format!(
+            "private_key={}\nlisten_port={port}\n",
+            key.expose_hex().expose()
+        ));
+        let mut conn = self.connect(names).await?;
+        conn.set(&body).await.map_err(|e| device_error(names, e))
+    }
+
+    async fn set_peers(
+        &self,
+        names: &TenantNames,
+        upsert: &[PeerSpec],
+        remove: &[PublicKey],
+    ) -> KResult<()> {
+        let mut body = String::new();
+        for p in upsert {
+            let _ = write!(
+                body,
+                "public_key={}\nreplace_allowed_ips=true\nallowed_ip={}/32\npersistent_keepalive_interval={HUB_KEEPALIVE}\n",
+                p.public_key.to_hex(),
+                p.address
+            );
+            if let Some(endpoint) = &p.endpoint {
+                let _ = writeln!(body, "endpoint={endpoint}");
+            }
+        }
+        for k in remove {
+            let _ = write!(body, "public_key={}\nremove=true\n", k.to_hex());
+        }
+        if body.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.connect(names).await?;
+        conn.set(&Secret::new(body))
+            .await
+            .map_err(|e| device_error(names, e))
+    }
+
+    async fn destroy(&self, names: &TenantNames) -> KResult<()> {
+        let birth = &names.birth;
+        for pid in self.daemons(birth).await {
+            tracing::info!(tenant_kid = names.kid, device = %birth, pid, "stopping wireguard-go");
+            stop_process(pid, birth).await;
+        }
+        remove_if_exists(&uapi::socket_path(birth))?;
+        remove_if_exists(&self.pidfile(birth))?;
+        remove_if_exists(&self.logfile(birth))?;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &KernelPrefix) -> KResult<BTreeSet<i64>> {
+        let mut kids = BTreeSet::new();
+        for (dir, suffix) in [
+            (Path::new(uapi::SOCKET_DIR), ".sock"),
+            (self.runtime_dir.as_path(), ".pid"),
+        ] {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(kid) = name
+                    .strip_suffix(suffix)
+                    .and_then(|n| prefix.parse_birth(n))
+                {
+                    kids.insert(kid);
+                }
+            }
+        }
+        Ok(kids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_not_a_daemon() {
+        let me = std::process::id();
+        assert!(process_start_time(me).is_some());
+        assert!(!is_our_daemon(me, "mwg1"));
+        assert!(!is_our_daemon(u32::MAX - 1, "mwg1"));
+    }
+}

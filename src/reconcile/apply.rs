@@ -1,0 +1,157 @@
+//! Observing, applying and converging: the effectful half of reconciliation, through the
+//! [`Kernel`] traits only.
+
+use super::{Action, Desired, HUB_MTU, Observed, plan};
+use crate::cmd::CmdError;
+use crate::kernel::{DeviceState, KResult, Kernel, KernelError};
+use crate::names::{TENANT_IFACE, TenantNames};
+use std::collections::BTreeMap;
+
+/// How many observe → plan → apply rounds a reconcile may take before it reports failure.
+const MAX_ROUNDS: usize = 4;
+
+/// Reads everything the planner compares, concurrently.
+pub async fn observe(kernel: &Kernel, names: &TenantNames) -> KResult<Observed> {
+    let (netns, device, firewall) = tokio::join!(
+        kernel.netns.observe(names),
+        kernel.wg.observe(names),
+        kernel.firewall.observe(names),
+    );
+    let netns = netns?;
+    let device = device?;
+    let firewall = match firewall {
+        Ok(fw) if netns.is_some() => Some(fw),
+        Ok(_) | Err(KernelError::Cmd(CmdError::NoNetns(_))) => None,
+        Err(e) => return Err(e),
+    };
+    // Only a device that is not in its namespace can have a birth link left in ours.
+    let in_netns = netns.as_ref().is_some_and(|n| {
+        n.links
+            .iter()
+            .any(|l| l.name == TENANT_IFACE || l.name == names.birth)
+    });
+    let host_link = !in_netns && kernel.netns.birth_link_in_host(names).await?;
+    Ok(Observed {
+        netns,
+        host_link,
+        device,
+        firewall,
+    })
+}
+
+async fn apply_one(kernel: &Kernel, d: &Desired, o: &Observed, action: &Action) -> KResult<()> {
+    let names = &d.names;
+    match action {
+        Action::CreateNetns => kernel.netns.create(names).await,
+        Action::ApplyFirewall => {
+            let carry: BTreeMap<String, (u64, u64)> = o
+                .firewall
+                .iter()
+                .flat_map(|fw| fw.acl.iter().flatten())
+                .map(|r| (r.rule.clone(), (r.packets, r.bytes)))
+                .collect();
+            kernel.firewall.apply(names, &d.firewall, &carry).await
+        }
+        Action::FlushNat => kernel.firewall.flush_nat(names).await,
+        Action::DeleteLink(link) => kernel.netns.delete_link(names, link).await,
+        Action::DeleteRoute(route) => kernel.netns.delete_route(names, route).await,
+        Action::DestroyDevice => {
+            kernel.wg.destroy(names).await?;
+            if kernel.netns.birth_link_in_host(names).await? {
+                kernel.netns.delete_host_link(&names.birth).await?;
+            }
+            Ok(())
+        }
+        Action::CreateDevice => kernel.wg.create(names).await,
+        Action::ConfigureDevice => {
+            kernel
+                .wg
+                .configure(names, &d.private_key, d.listen_port)
+                .await
+        }
+        Action::MoveDevice => kernel.netns.move_birth_link(names).await,
+        Action::RenameDevice { from } => kernel.netns.rename_to_wg0(names, from).await,
+        Action::ConfigureWg0 => {
+            kernel
+                .netns
+                .configure_wg0(names, d.hub_address, d.prefix, HUB_MTU)
+                .await
+        }
+        Action::SetSysctls => kernel.netns.set_sysctls(names).await,
+        Action::SetPeers { upsert, remove } => kernel.wg.set_peers(names, upsert, remove).await,
+    }
+}
+
+/// The result of a successful reconcile.
+#[derive(Debug)]
+pub struct Converged {
+    /// The kernel as it was left (equal to desired).
+    pub observed: Observed,
+    /// Every action applied, in order (empty if nothing had drifted).
+    pub applied: Vec<Action>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("{action} failed: {source}")]
+    Action {
+        action: &'static str,
+        source: KernelError,
+    },
+    #[error("observing the kernel failed: {0}")]
+    Observe(#[source] KernelError),
+    #[error("kernel state did not converge after {MAX_ROUNDS} rounds; still needed: {0:?}")]
+    NoConvergence(Vec<&'static str>),
+}
+
+/// Observe, plan and apply until the plan is empty; returns only when the kernel equals `d`.
+pub async fn converge(kernel: &Kernel, d: &Desired) -> Result<Converged, ReconcileError> {
+    let mut applied = Vec::new();
+    for _ in 0..MAX_ROUNDS {
+        let observed = observe(kernel, &d.names)
+            .await
+            .map_err(ReconcileError::Observe)?;
+        let actions = plan(d, &observed);
+        if actions.is_empty() {
+            return Ok(Converged { observed, applied });
+        }
+        for action in actions {
+            tracing::info!(tenant_kid = d.names.kid, action = action.kind(), "repair");
+            apply_one(kernel, d, &observed, &action)
+                .await
+                .map_err(|source| ReconcileError::Action {
+                    action: action.kind(),
+                    source,
+                })?;
+            applied.push(action);
+        }
+    }
+    let observed = observe(kernel, &d.names)
+        .await
+        .map_err(ReconcileError::Observe)?;
+    let left = plan(d, &observed);
+    if left.is_empty() {
+        Ok(Converged { observed, applied })
+    } else {
+        Err(ReconcileError::NoConvergence(
+            left.iter().map(Action::kind).collect(),
+        ))
+    }
+}
+
+/// Removes every kernel object of a tenant: daemon or device, socket, birth link, namespace.
+/// Idempotent; safe on a tenant that was only half made.
+pub async fn teardown(kernel: &Kernel, names: &TenantNames) -> KResult<()> {
+    kernel.wg.destroy(names).await?;
+    if kernel.netns.birth_link_in_host(names).await? {
+        kernel.netns.delete_host_link(&names.birth).await?;
+    }
+    kernel.netns.delete(names).await?;
+    if !matches!(kernel.wg.observe(names).await?, DeviceState::Absent) {
+        return Err(KernelError::Device {
+            device: names.birth.clone(),
+            detail: "still present after teardown".into(),
+        });
+    }
+    Ok(())
+}

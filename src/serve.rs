@@ -1,0 +1,84 @@
+//! `meshwg serve`: migrate, bootstrap the operator, start the actors, serve until a signal.
+//! On SIGTERM/SIGINT the actors stop; namespaces, daemons and rules stay up.
+
+use crate::actors::Deps;
+use crate::auth::password;
+use crate::config::Config;
+use crate::controller::Controller;
+use crate::crypto::HubKeyCipher;
+use crate::db::{self, Pool};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Waits for PostgreSQL and applies migrations; retries while it is unreachable.
+pub async fn migrate_when_ready(pool: &Pool) -> anyhow::Result<()> {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match db::migrate(pool).await {
+            Ok(n) => {
+                tracing::info!(applied = n, "database schema up to date");
+                return Ok(());
+            }
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, retry_in = ?wait, "waiting for PostgreSQL");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e).context("migrating the database"),
+        }
+    }
+}
+
+async fn bootstrap_operator(pool: &Pool, config: &Config) -> anyhow::Result<()> {
+    let (Some(email), Some(pw)) = (&config.admin_email, &config.admin_password) else {
+        return Ok(());
+    };
+    if db::users::operator_exists(pool, email).await? {
+        return Ok(());
+    }
+    let pw = crate::secret::Secret::new(pw.expose().clone());
+    let hash = tokio::task::spawn_blocking(move || password::hash_blocking(&pw))
+        .await?
+        .context("ADMIN_PASSWORD")?;
+    db::users::upsert_operator(pool, email, &hash).await?;
+    tracing::info!(email = %email, "operator account created from ADMIN_EMAIL");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let pool = db::pool(&config.database_url)?;
+    migrate_when_ready(&pool).await?;
+    bootstrap_operator(&pool, &config).await?;
+    let kernel = crate::kernel::select(config.backend, &config.kernel)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        backend = kernel.wg.backend(),
+        prefix = config.kernel.prefix.as_str(),
+        "kernel backend selected"
+    );
+    let deps = Deps {
+        pool: pool.clone(),
+        kernel,
+        cipher: Arc::new(HubKeyCipher::new(&config.encryption_key)),
+        prefix: config.kernel.prefix.clone(),
+        reconcile_interval: config.reconcile_interval,
+        port_range: config.port_range.clone(),
+    };
+    let controller = Controller::start(deps).await?;
+    tracing::info!("controller running");
+    shutdown_signal().await;
+    tracing::info!("shutting down; tenant data planes stay up");
+    controller.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,606 @@
+//! Controller core against the real kernel and a real PostgreSQL (needs root; see common/mod.rs).
+
+mod common;
+
+use common::*;
+use meshwg::db::machines::NewMachine;
+use meshwg::keys::PrivateKey;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use uuid::Uuid;
+
+macro_rules! ensure {
+    ($cond:expr, $($why:tt)+) => {
+        if !$cond {
+            return Err(format!($($why)+));
+        }
+    };
+}
+
+/// Checks the documented layout of one tenant namespace.
+fn tenant_layout(netns: &str, hub: &str) -> Result<(), String> {
+    let out = ns_out(netns, &["ip", "-j", "addr", "show"]);
+    ensure!(out.status.success(), "{netns} missing");
+    let links: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let names: Vec<&str> = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap())
+        .collect();
+    ensure!(
+        names == ["lo", "wg0"],
+        "{netns} holds {names:?}, not only lo and wg0"
+    );
+    let wg0 = &links[1];
+    ensure!(wg0["mtu"] == 1420, "wg0 mtu {}", wg0["mtu"]);
+    ensure!(
+        wg0["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+        "wg0 down"
+    );
+    let addrs: Vec<String> = wg0["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect();
+    ensure!(addrs == [hub], "wg0 addresses {addrs:?}");
+    let routes = ns(netns, &["ip", "route", "show", "table", "all"]);
+    ensure!(!routes.contains("default"), "default route: {routes}");
+    ensure!(
+        ns(netns, &["sysctl", "-n", "net.ipv4.ip_forward"]).trim() == "1",
+        "ip_forward off"
+    );
+    ensure!(
+        ns(netns, &["sysctl", "-n", "net.ipv6.conf.all.disable_ipv6"]).trim() == "1",
+        "IPv6 on"
+    );
+    let filter = ns(netns, &["iptables-save", "-t", "filter"]);
+    ensure!(filter.contains(":FORWARD DROP"), "FORWARD policy: {filter}");
+    let forward: Vec<&str> = filter
+        .lines()
+        .filter(|l| l.starts_with("-A FORWARD"))
+        .collect();
+    ensure!(
+        forward == ["-A FORWARD -i wg0 -o wg0 -j MWG-ACL"],
+        "FORWARD: {forward:?}"
+    );
+    ensure!(filter.contains(":MWG-ACL - "), "no ACL chain: {filter}");
+    let nat = ns(netns, &["iptables-save", "-t", "nat"]);
+    ensure!(
+        !nat.lines().any(|l| l.starts_with("-A")),
+        "nat rules: {nat}"
+    );
+    Ok(())
+}
+
+fn assert_tenant_layout(netns: &str, hub: &str) {
+    if let Err(why) = tenant_layout(netns, hub) {
+        panic!("{why}");
+    }
+}
+
+#[test]
+fn kernel_two_tenants_with_the_same_cidr_side_by_side() {
+    run(|h| async move {
+        let a = h.tenant("Acme", "10.100.0.0/16").await;
+        let b = h
+            .tenant(
+                "Bravo \"quoted\" 🚀 with a long name that still onboards fine",
+                "10.100.0.0/16",
+            )
+            .await;
+        assert_ne!(a.listen_port, b.listen_port);
+        let (na, nb) = (h.names(&a), h.names(&b));
+        assert_tenant_layout(&na.netns, "10.100.0.1/16");
+        assert_tenant_layout(&nb.netns, "10.100.0.1/16");
+
+        // Both ports listen in the controller namespace, each held by its own daemon.
+        let ss = ns(&h.world.host_ns, &["ss", "-Hulnp"]);
+        let (pa, pb) = (daemon_pid(&h, &na), daemon_pid(&h, &nb));
+        assert_ne!(pa, pb);
+        for (port, pid) in [(a.listen_port, pa), (b.listen_port, pb)] {
+            assert!(
+                ss.lines().any(|l| l.contains(&format!(":{port} ")) && l.contains(&format!("pid={pid},"))),
+                "port {port} held by pid {pid}: {ss}"
+            );
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+            assert!(cmdline.contains("wireguard-go"), "{cmdline}");
+        }
+        // The hub keys the kernel holds are the ones PostgreSQL has the public halves of.
+        for (org, names) in [(&a, &na), (&b, &nb)] {
+            let pk = sh(&["wg", "show", &names.birth, "public-key"]);
+            assert_eq!(pk.trim(), org.hub_public_key.to_base64());
+        }
+        // Nothing of ours leaks into the controller namespace: the birth links moved away.
+        let host_links = ns(&h.world.host_ns, &["ip", "-o", "link", "show"]);
+        assert!(
+            !host_links.contains(&na.birth) && !host_links.contains(&nb.birth),
+            "{host_links}"
+        );
+    });
+}
+
+#[test]
+fn kernel_fifty_parallel_machine_additions_get_fifty_distinct_addresses() {
+    run(|h| async move {
+        let org = h.tenant("Parallel", "10.77.0.0/24").await;
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let (ctl, org_id) = (h.ctl.clone(), org.id);
+            tasks.push(tokio::spawn(async move {
+                ctl.add_machine(
+                    org_id,
+                    NewMachine {
+                        id: Uuid::new_v4(),
+                        name: format!("m{i}"),
+                        public_key: PrivateKey::generate().public_key(),
+                        tags: vec![],
+                    },
+                )
+                .await
+            }));
+        }
+        let mut addrs = BTreeSet::new();
+        let mut machines = Vec::new();
+        for t in tasks {
+            let m = t.await.unwrap().expect("add machine");
+            addrs.insert(m.address);
+            machines.push(m);
+        }
+        assert_eq!(addrs.len(), 50, "50 distinct addresses");
+        let want: BTreeSet<_> = (2..=51)
+            .map(|i| std::net::Ipv4Addr::new(10, 77, 0, i))
+            .collect();
+        assert_eq!(addrs, want, "lowest free, hub .1 skipped");
+        // Every peer is live in the hub with exactly its address.
+        let dump = sh(&["wg", "show", &h.names(&org).birth, "allowed-ips"]);
+        assert_eq!(dump.lines().count(), 50);
+        for m in &machines {
+            assert!(
+                dump.contains(&format!("{}\t{}/32", m.public_key, m.address)),
+                "{} {} in {dump}",
+                m.public_key,
+                m.address
+            );
+        }
+        // A freed address is handed out again.
+        h.ctl.remove_machine(org.id, machines[0].id).await.unwrap();
+        let (again, _) = h.machine(&org, "again", &[]).await;
+        assert_eq!(again.address, machines[0].address);
+    });
+}
+
+type Inflict = dyn Fn(&str, &str, u32);
+
+/// One drift inflicted by hand, and the check that it is gone.
+struct Drift {
+    name: &'static str,
+    /// Called with (tenant namespace, birth name, daemon pid).
+    inflict: Box<Inflict>,
+    /// Whether the device (and so the clients' sessions) is recreated.
+    recreates_device: bool,
+}
+
+#[test]
+fn kernel_every_drift_kind_is_repaired_and_traffic_flows_again() {
+    run(|h| async move {
+        let org = h.tenant("Drift", "10.100.0.0/16").await;
+        let names = h.names(&org);
+        let (_, c1) = h.machine(&org, "one", &[]).await;
+        let (m2, c2) = h.machine(&org, "two", &[]).await;
+        let vm1 = h.client(1, &c1);
+        let _vm2 = h.client(2, &c2);
+        let peer_two = m2.public_key.to_base64();
+        let dst = m2.address.to_string();
+        eventually(Duration::from_secs(20), "first ping", || async {
+            vm1.ping(&dst, 1).then_some(())
+        })
+        .await;
+        // The hub has seen where both machines are (a reconcile observed their endpoints).
+        eventually(Duration::from_secs(5), "endpoints observed", || async {
+            let s = h.ctl.status(org.id).await.ok()?;
+            (s.peers.len() == 2 && s.peers.values().all(|p| p.endpoint.is_some())).then_some(())
+        })
+        .await;
+
+        let drifts = vec![
+            Drift {
+                name: "peer removed by hand",
+                recreates_device: false,
+                inflict: Box::new({
+                    let k = peer_two.clone();
+                    move |_, birth, _| {
+                        sh(&["wg", "set", birth, "peer", &k, "remove"]);
+                    }
+                }),
+            },
+            Drift {
+                name: "rogue peer added by hand",
+                recreates_device: false,
+                inflict: Box::new(|_, birth, _| {
+                    let k = PrivateKey::generate().public_key().to_base64();
+                    sh(&[
+                        "wg",
+                        "set",
+                        birth,
+                        "peer",
+                        &k,
+                        "allowed-ips",
+                        "10.100.9.9/32",
+                    ]);
+                }),
+            },
+            Drift {
+                name: "ACL chain flushed",
+                recreates_device: false,
+                inflict: Box::new(|netns, _, _| {
+                    ns(netns, &["iptables", "-F", "MWG-ACL"]);
+                }),
+            },
+            Drift {
+                name: "ACL chain edited",
+                recreates_device: false,
+                inflict: Box::new(|netns, _, _| {
+                    ns(netns, &["iptables", "-I", "MWG-ACL", "1", "-j", "DROP"]);
+                }),
+            },
+            Drift {
+                name: "foreign rule on top of FORWARD",
+                recreates_device: false,
+                inflict: Box::new(|netns, _, _| {
+                    ns(netns, &["iptables", "-I", "FORWARD", "1", "-j", "ACCEPT"]);
+                    ns(netns, &["iptables", "-P", "FORWARD", "ACCEPT"]);
+                }),
+            },
+            Drift {
+                name: "ip_forward switched off",
+                recreates_device: false,
+                inflict: Box::new(|netns, _, _| {
+                    ns(netns, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+                }),
+            },
+            Drift {
+                name: "default route added",
+                recreates_device: false,
+                inflict: Box::new(|netns, _, _| {
+                    ns(netns, &["ip", "route", "add", "default", "dev", "wg0"]);
+                }),
+            },
+            Drift {
+                name: "NAT rule added",
+                recreates_device: false,
+                inflict: Box::new(|netns, _, _| {
+                    ns(
+                        netns,
+                        &[
+                            "iptables",
+                            "-t",
+                            "nat",
+                            "-A",
+                            "POSTROUTING",
+                            "-j",
+                            "MASQUERADE",
+                        ],
+                    );
+                }),
+            },
+            Drift {
+                name: "foreign link added",
+                recreates_device: false,
+                inflict: Box::new(|netns, _, _| {
+                    ns(
+                        netns,
+                        &[
+                            "ip", "link", "add", "rogue0", "type", "veth", "peer", "name", "rogue1",
+                        ],
+                    );
+                }),
+            },
+            Drift {
+                name: "IPv6 switched on",
+                recreates_device: false,
+                inflict: Box::new(|netns, _, _| {
+                    ns(
+                        netns,
+                        &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0"],
+                    );
+                }),
+            },
+            Drift {
+                name: "wg0 deleted",
+                recreates_device: true,
+                inflict: Box::new(|netns, _, _| {
+                    ns(netns, &["ip", "link", "del", "wg0"]);
+                }),
+            },
+            Drift {
+                name: "daemon killed (stale socket)",
+                recreates_device: true,
+                inflict: Box::new(|_, _, pid| {
+                    sh(&["kill", "-9", &pid.to_string()]);
+                }),
+            },
+            Drift {
+                name: "namespace deleted",
+                recreates_device: true,
+                inflict: Box::new(|netns, _, _| {
+                    sh(&["ip", "netns", "del", netns]);
+                }),
+            },
+        ];
+
+        let two_intervals = 2 * INTERVAL;
+        for d in drifts {
+            let pid = daemon_pid(&h, &names);
+            (d.inflict)(&names.netns, &names.birth, pid);
+            // Kernel state back within two intervals (plus the time one reconcile takes).
+            let (_, took) = eventually(two_intervals + Duration::from_millis(1500), d.name, || {
+                let names = names.clone();
+                let peer_two = peer_two.clone();
+                async move {
+                    let back = || -> Result<(), String> {
+                        tenant_layout(&names.netns, "10.100.0.1/16")?;
+                        let acl = ns(&names.netns, &["iptables-save", "-t", "filter"]);
+                        let rules: Vec<&str> = acl
+                            .lines()
+                            .filter(|l| l.starts_with("-A MWG-ACL"))
+                            .collect();
+                        ensure!(
+                            rules == ["-A MWG-ACL -m comment --comment \"mwg:default\" -j ACCEPT"],
+                            "{rules:?}"
+                        );
+                        let peers = sh_out(&["wg", "show", &names.birth, "peers"]);
+                        let peers = String::from_utf8_lossy(&peers.stdout);
+                        ensure!(
+                            peers.lines().count() == 2 && peers.contains(&peer_two),
+                            "peers {peers}"
+                        );
+                        Ok(())
+                    };
+                    back().ok()
+                }
+            })
+            .await;
+            eprintln!("REPAIRED {:<32} in {took:?}", d.name);
+            if std::env::var("DEBUG_DRIFT").is_ok() {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                eprintln!("HUB\n{}", sh(&["wg", "show", &names.birth]));
+                eprintln!("C1\n{}", ns(&vm1.netns, &["wg", "show"]));
+                eprintln!("C2\n{}", ns(&_vm2.netns, &["wg", "show"]));
+            }
+            // And traffic flows again (after a re-handshake when the device was recreated).
+            let deadline = if d.recreates_device {
+                Duration::from_secs(40)
+            } else {
+                Duration::from_secs(10)
+            };
+            eventually(deadline, &format!("ping after {}", d.name), || async {
+                vm1.ping(&dst, 1).then_some(())
+            })
+            .await;
+        }
+    });
+}
+
+#[test]
+fn kernel_delete_tenant_leaves_nothing() {
+    run(|h| async move {
+        let org = h.tenant("Doomed", "10.5.0.0/16").await;
+        let keep = h.tenant("Survivor", "10.5.0.0/16").await;
+        let names = h.names(&org);
+        h.machine(&org, "a", &["web"]).await;
+        h.machine(&org, "b", &[]).await;
+        let pid = daemon_pid(&h, &names);
+        let conn = h.pool.get().await.unwrap();
+        conn.execute(
+            "INSERT INTO policies (id, org_id, action, src, dst) VALUES ($1, $2, 'deny', '\"any\"', '\"any\"')",
+            &[&Uuid::new_v4(), &org.id],
+        )
+        .await
+        .unwrap();
+
+        h.ctl.delete_tenant(org.id).await.unwrap();
+
+        assert!(netns_inode(&names.netns).is_none(), "namespace gone");
+        assert!(!process_alive(pid), "daemon gone");
+        assert!(
+            !std::path::Path::new(&format!("/var/run/wireguard/{}.sock", names.birth)).exists(),
+            "socket gone"
+        );
+        assert!(
+            !h.world
+                .runtime_dir
+                .join(format!("{}.pid", names.birth))
+                .exists(),
+            "pidfile gone"
+        );
+        let links = ns(&h.world.host_ns, &["ip", "-o", "link", "show"]);
+        assert!(!links.contains(&names.birth), "no birth link: {links}");
+        let ss = ns(&h.world.host_ns, &["ss", "-Huln"]);
+        assert!(
+            !ss.contains(&format!(":{} ", org.listen_port)),
+            "port closed: {ss}"
+        );
+        for table in ["orgs", "machines", "policies", "users", "audit_log"] {
+            let col = if table == "orgs" { "id" } else { "org_id" };
+            let n: i64 = conn
+                .query_one(
+                    &format!("SELECT count(*) FROM {table} WHERE {col} = $1"),
+                    &[&org.id],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(n, 0, "{table} rows left");
+        }
+        // The other tenant is untouched.
+        assert!(h.ctl.status(keep.id).await.unwrap().up);
+        assert!(
+            h.ctl.delete_tenant(org.id).await.is_err(),
+            "second delete is NotFound"
+        );
+    });
+}
+
+#[test]
+fn kernel_restart_adopts_and_kill_minus_nine_recreates_nothing() {
+    run(|mut h| async move {
+        let org = h.tenant("Steady", "10.100.0.0/16").await;
+        let names = h.names(&org);
+        let (_, c1) = h.machine(&org, "one", &[]).await;
+        let (m2, c2) = h.machine(&org, "two", &[]).await;
+        let vm1 = h.client(1, &c1);
+        let _vm2 = h.client(2, &c2);
+        let dst = m2.address.to_string();
+        eventually(Duration::from_secs(20), "first ping", || async {
+            vm1.ping(&dst, 1).then_some(())
+        })
+        .await;
+        let pid = daemon_pid(&h, &names);
+        let inode = netns_inode(&names.netns).unwrap();
+
+        // Hand over from the in-process controller to the real binary, under a ping flood.
+        let flood = {
+            let netns = vm1.netns.clone();
+            let dst = dst.clone();
+            std::thread::spawn(move || {
+                ns_out(
+                    &netns,
+                    &["ping", "-n", "-q", "-c", "600", "-i", "0.01", &dst],
+                )
+            })
+        };
+        h.ctl.shutdown().await;
+        let first = h.spawn_binary("serve1.log");
+        eventually(Duration::from_secs(20), "binary running", || async {
+            h.log("serve1.log")
+                .contains("controller running")
+                .then_some(())
+        })
+        .await;
+        tokio::time::sleep(INTERVAL * 2).await;
+        sh(&["kill", "-9", &first.to_string()]);
+        let second = h.spawn_binary("serve2.log");
+        eventually(Duration::from_secs(20), "binary running again", || async {
+            h.log("serve2.log")
+                .contains("controller running")
+                .then_some(())
+        })
+        .await;
+        tokio::time::sleep(INTERVAL * 2).await;
+        let out = flood.join().unwrap();
+        let summary = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            summary.contains(" 0% packet loss"),
+            "no packet lost: {summary}"
+        );
+
+        assert_eq!(daemon_pid(&h, &names), pid, "same daemon");
+        assert!(process_alive(pid));
+        assert_eq!(netns_inode(&names.netns), Some(inode), "same namespace");
+        let log = h.log("serve2.log");
+        assert!(
+            !log.contains("repair"),
+            "nothing repaired after adoption: {log}"
+        );
+        assert!(
+            !log.contains("wireguard-go started"),
+            "no daemon started: {log}"
+        );
+
+        sh(&["kill", "-9", &second.to_string()]);
+        h.restart_controller().await;
+        assert_eq!(
+            h.ctl.status(org.id).await.map(|s| s.daemon_pid),
+            Ok(Some(pid))
+        );
+    });
+}
+
+#[test]
+fn kernel_start_settles_interrupted_work_and_removes_orphans() {
+    run(|mut h| async move {
+        let keep = h.tenant("Keep", "10.1.0.0/16").await;
+        let creating = h.tenant("Half made", "10.2.0.0/16").await;
+        let deleting = h.tenant("Half deleted", "10.3.0.0/16").await;
+        h.ctl.shutdown().await;
+        let pool = h.pool.clone();
+        let conn = pool.get().await.unwrap();
+        conn.execute(
+            "UPDATE orgs SET state = 'creating' WHERE id = $1",
+            &[&creating.id],
+        )
+        .await
+        .unwrap();
+        conn.execute(
+            "UPDATE orgs SET state = 'deleting' WHERE id = $1",
+            &[&deleting.id],
+        )
+        .await
+        .unwrap();
+        // An orphan: kernel objects of a tenant no row knows (kid 900), half made by hand.
+        let orphan = h.deps.prefix.tenant(900).unwrap();
+        h.deps.kernel.netns.create(&orphan).await.unwrap();
+        h.deps.kernel.wg.create(&orphan).await.unwrap();
+        let keep_pid = daemon_pid(&h, &h.names(&keep));
+
+        h.restart_controller().await;
+
+        for names in [h.names(&creating), h.names(&deleting), orphan.clone()] {
+            assert!(
+                netns_inode(&names.netns).is_none(),
+                "{} removed",
+                names.netns
+            );
+            assert!(
+                !std::path::Path::new(&format!("/var/run/wireguard/{}.sock", names.birth)).exists()
+            );
+            let links = ns(&h.world.host_ns, &["ip", "-o", "link", "show"]);
+            assert!(!links.contains(&names.birth), "{links}");
+        }
+        let left: Vec<String> = conn
+            .query("SELECT name FROM orgs ORDER BY name", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(left, ["Keep"]);
+        assert_eq!(
+            daemon_pid(&h, &h.names(&keep)),
+            keep_pid,
+            "the healthy tenant was adopted as is"
+        );
+    });
+}
+
+#[test]
+fn kernel_failed_actor_is_restarted_and_others_are_unaffected() {
+    run(|h| async move {
+        let a = h.tenant("A", "10.1.0.0/16").await;
+        let b = h.tenant("B", "10.1.0.0/16").await;
+        let actor = h.ctl.tenant_actor(a.id).await.unwrap();
+        let other = h.ctl.tenant_actor(b.id).await.unwrap();
+        actor.kill();
+        let (_, took) = eventually(Duration::from_secs(5), "actor restarted", || async {
+            h.ctl
+                .tenant_actor(a.id)
+                .await
+                .ok()
+                .filter(|n| n.get_id() != actor.get_id())
+        })
+        .await;
+        eprintln!("restarted in {took:?}");
+        assert_eq!(h.ctl.restarts().await.unwrap().get(&a.id), Some(&1));
+        assert_eq!(
+            h.ctl.tenant_actor(b.id).await.unwrap().get_id(),
+            other.get_id()
+        );
+        // The new actor works: a machine added now is live in the hub.
+        let (m, _) = h.machine(&a, "after", &[]).await;
+        let peers = sh(&["wg", "show", &h.names(&a).birth, "peers"]);
+        assert!(peers.contains(&m.public_key.to_base64()));
+    });
+}
