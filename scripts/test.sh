@@ -11,18 +11,7 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-PGDIR=$(mktemp -d /tmp/meshwg-test-pg.XXXXXX)
-chown postgres: "$PGDIR"
-cleanup() {
-  runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$PGDIR"
-}
-trap cleanup EXIT
-runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/data" -A trust -U postgres >/dev/null
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
-  -o "-k $PGDIR -c listen_addresses= -c max_connections=500 -c fsync=off -c synchronous_commit=off" start >/dev/null
-export MESHWG_TEST_DATABASE_URL="host=$PGDIR user=postgres dbname=postgres"
+. scripts/pg-throwaway.sh
 
 echo "== cargo fmt / clippy"
 cargo fmt --check
