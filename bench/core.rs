@@ -47,7 +47,9 @@ fn main() {
             h.ctl.delete_tenant(org.id).await.unwrap();
             delete.push(t.elapsed());
         }
-        println!("## Controller core (one operation at a time, returns once the kernel reflects it)");
+        println!(
+            "## Controller core (one operation at a time, returns once the kernel reflects it)"
+        );
         println!();
         println!("| operation | n | min ms | median ms | p90 ms | max ms |");
         println!("|---|---|---|---|---|---|");

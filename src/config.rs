@@ -47,6 +47,7 @@ pub struct Config {
     pub port_range: RangeInclusive<u16>,
     pub backend: BackendChoice,
     pub cookie_secure: bool,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub reconcile_interval: Duration,
     pub kernel: KernelConfig,
 }
@@ -166,6 +167,19 @@ fn port_range(env: Lookup) -> Result<RangeInclusive<u16>, ConfigError> {
     Ok(a..=b)
 }
 
+fn trusted_proxies(env: Lookup) -> Result<Vec<std::net::IpAddr>, ConfigError> {
+    env("TRUSTED_PROXIES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|_| err("TRUSTED_PROXIES", "expected comma-separated IP addresses"))
+        })
+        .collect()
+}
+
 fn boolean(env: Lookup, var: &'static str, default: bool) -> Result<bool, ConfigError> {
     match env(var).as_deref() {
         None => Ok(default),
@@ -240,6 +254,7 @@ impl Config {
             port_range: port_range(env)?,
             backend: backend(env)?,
             cookie_secure: boolean(env, "COOKIE_SECURE", true)?,
+            trusted_proxies: trusted_proxies(env)?,
             reconcile_interval: duration(env, "RECONCILE_INTERVAL", Duration::from_secs(2))?,
             kernel: kernel(env)?,
         })
@@ -339,6 +354,7 @@ mod tests {
             ("RECONCILE_INTERVAL", "fast"),
             ("RECONCILE_INTERVAL", "10ms"),
             ("KERNEL_PREFIX", "mwg-1"),
+            ("TRUSTED_PROXIES", "127.0.0.1,caddy"),
         ] {
             let mut m = base();
             m.insert(var, value.into());

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::controller::Controller;
 use crate::crypto::HubKeyCipher;
 use crate::db::{self, Pool};
+use crate::http;
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,10 +76,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         reconcile_interval: config.reconcile_interval,
         port_range: config.port_range.clone(),
     };
+    // Bind before the (possibly long) tenant load so a taken port fails fast.
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("LISTEN_ADDR {}", config.listen_addr))?;
     let controller = Controller::start(deps).await?;
+    let mut api = http::ApiConfig::new(
+        crate::secret::Secret::new(config.jwt_secret.expose().clone()),
+        config.cookie_secure,
+        config.public_endpoint.clone(),
+    );
+    api.trusted_proxies = config.trusted_proxies.clone();
+    let app = http::App::new(controller.clone(), api);
+    tracing::info!(addr = %listener.local_addr()?, "API listening");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(app, listener, async {
+        let _ = stop_rx.await;
+    }));
     tracing::info!("controller running");
     shutdown_signal().await;
     tracing::info!("shutting down; tenant data planes stay up");
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
     controller.shutdown().await;
     Ok(())
 }

@@ -8,13 +8,20 @@ const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 fn serve(env: &[(&str, &str)]) -> (i32, String, bool) {
     let dir = std::env::temp_dir().join(format!("meshwg-cli-{}", uuid::Uuid::new_v4()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshwg"));
-    cmd.arg("serve").env_clear().env("RUNTIME_DIR", &dir).env("KERNEL_PREFIX", "clizz");
+    cmd.arg("serve")
+        .env_clear()
+        .env("RUNTIME_DIR", &dir)
+        .env("KERNEL_PREFIX", "clizz");
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
     let touched = dir.exists();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned(), touched)
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        touched,
+    )
 }
 
 fn good() -> Vec<(&'static str, &'static str)> {
@@ -30,9 +37,21 @@ fn good() -> Vec<(&'static str, &'static str)> {
 fn refuses_bad_secrets_with_one_line() {
     let cases: &[(&str, Option<&str>, &str)] = &[
         ("ENCRYPTION_KEY", None, "ENCRYPTION_KEY: missing"),
-        ("ENCRYPTION_KEY", Some("c2hvcnQ="), "ENCRYPTION_KEY: must decode to exactly 32 bytes"),
-        ("ENCRYPTION_KEY", Some("not*base64*at*all*not*base64*at*all*xxxxxxx="), "ENCRYPTION_KEY: not valid base64"),
-        ("JWT_SECRET", Some("too-short-secret"), "JWT_SECRET: too short"),
+        (
+            "ENCRYPTION_KEY",
+            Some("c2hvcnQ="),
+            "ENCRYPTION_KEY: must decode to exactly 32 bytes",
+        ),
+        (
+            "ENCRYPTION_KEY",
+            Some("not*base64*at*all*not*base64*at*all*xxxxxxx="),
+            "ENCRYPTION_KEY: not valid base64",
+        ),
+        (
+            "JWT_SECRET",
+            Some("too-short-secret"),
+            "JWT_SECRET: too short",
+        ),
         ("JWT_SECRET", None, "JWT_SECRET: missing"),
         ("DATABASE_URL", None, "DATABASE_URL: missing"),
         ("WG_PORT_RANGE", Some("9-1"), "WG_PORT_RANGE:"),
@@ -64,7 +83,14 @@ fn doctor_reports_backend_choice() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for label in ["kernel WireGuard:", "wireguard-go:", "iptables:", "ip_forward (host):", "PostgreSQL:", "picks:"] {
+    for label in [
+        "kernel WireGuard:",
+        "wireguard-go:",
+        "iptables:",
+        "ip_forward (host):",
+        "PostgreSQL:",
+        "picks:",
+    ] {
         assert!(text.contains(label), "{label} missing in:\n{text}");
     }
 }

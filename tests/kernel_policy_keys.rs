@@ -7,7 +7,7 @@ use common::*;
 use meshwg::crypto::SealedKey;
 use meshwg::db::policies::{self, PolicyFields};
 use meshwg::keys::PrivateKey;
-use meshwg::policy::render::{policy_comment, render, tag_set_name, MachineAddr};
+use meshwg::policy::render::{MachineAddr, policy_comment, render, tag_set_name};
 use meshwg::policy::{PortRange, Protocol, Selector, Verdict};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
@@ -36,7 +36,9 @@ fn acl_rules(netns: &str) -> Vec<String> {
 /// (packets, bytes) of the rule carrying `comment`.
 fn counters(netns: &str, comment: &str) -> Option<(u64, u64)> {
     let save = ns(netns, &["iptables-save", "-c", "-t", "filter"]);
-    let line = save.lines().find(|l| l.contains(&format!("\"{comment}\"")))?;
+    let line = save
+        .lines()
+        .find(|l| l.contains(&format!("\"{comment}\"")))?;
     let (p, b) = line.strip_prefix('[')?.split_once(']')?.0.split_once(':')?;
     Some((p.parse().ok()?, b.parse().ok()?))
 }
@@ -51,55 +53,120 @@ fn kernel_policies_render_exactly_keep_counters_and_deny_established_flows() {
         let vm1 = h.client(1, &c1);
         let _vm2 = h.client(2, &c2);
         let dst = m2.address.to_string();
-        eventually(Duration::from_secs(20), "first ping", || async { vm1.ping(&dst, 1).then_some(()) }).await;
+        eventually(Duration::from_secs(20), "first ping", || async {
+            vm1.ping(&dst, 1).then_some(())
+        })
+        .await;
 
         // A mix of selectors, protocols and priorities; the kernel holds exactly the rendering.
-        let mut tcp = fields(Verdict::Deny, Selector::Tag("web".into()), Selector::Tag("db".into()));
+        let mut tcp = fields(
+            Verdict::Deny,
+            Selector::Tag("web".into()),
+            Selector::Tag("db".into()),
+        );
         tcp.protocol = Protocol::Tcp;
-        tcp.ports = Some(PortRange { first: 5201, last: 5202 });
+        tcp.ports = Some(PortRange {
+            first: 5201,
+            last: 5202,
+        });
         tcp.priority = 10;
-        let tcp = policies::insert(&h.pool, org.id, Uuid::new_v4(), &tcp).await.unwrap();
-        let mut cidr = fields(Verdict::Allow, Selector::Cidr("10.100.0.0/24".parse().unwrap()), Selector::Any);
+        let tcp = policies::insert(&h.pool, org.id, Uuid::new_v4(), &tcp)
+            .await
+            .unwrap();
+        let mut cidr = fields(
+            Verdict::Allow,
+            Selector::Cidr("10.100.0.0/24".parse().unwrap()),
+            Selector::Any,
+        );
         cidr.protocol = Protocol::Udp;
-        cidr.ports = Some(PortRange { first: 53, last: 53 });
-        policies::insert(&h.pool, org.id, Uuid::new_v4(), &cidr).await.unwrap();
+        cidr.ports = Some(PortRange {
+            first: 53,
+            last: 53,
+        });
+        policies::insert(&h.pool, org.id, Uuid::new_v4(), &cidr)
+            .await
+            .unwrap();
         h.ctl.sync(org.id).await.unwrap();
         let all = policies::list(&h.pool, org.id).await.unwrap();
         let machines: Vec<MachineAddr> = [&m1, &m2]
             .iter()
-            .map(|m| MachineAddr { id: m.id, address: m.address, tags: m.tags.iter().cloned().collect() })
+            .map(|m| MachineAddr {
+                id: m.id,
+                address: m.address,
+                tags: m.tags.iter().cloned().collect(),
+            })
             .collect();
         let want = render(&all, &machines, Verdict::Allow);
-        assert_eq!(acl_rules(&names.netns), want.acl, "kernel chain equals the rendering");
-        assert!(want.acl[0].contains(&policy_comment(tcp.id)), "priority 10 first, commented with its id");
+        assert_eq!(
+            acl_rules(&names.netns),
+            want.acl,
+            "kernel chain equals the rendering"
+        );
+        assert!(
+            want.acl[0].contains(&policy_comment(tcp.id)),
+            "priority 10 first, commented with its id"
+        );
         let sets = ns(&names.netns, &["ipset", "save"]);
-        assert!(sets.contains(&format!("add {} {}", tag_set_name("web"), m1.address)), "{sets}");
-        assert!(sets.contains(&format!("add {} {}", tag_set_name("db"), m2.address)), "{sets}");
-        assert!(!sets.contains(&format!("add {} {}", tag_set_name("db"), m1.address)), "{sets}");
+        assert!(
+            sets.contains(&format!("add {} {}", tag_set_name("web"), m1.address)),
+            "{sets}"
+        );
+        assert!(
+            sets.contains(&format!("add {} {}", tag_set_name("db"), m2.address)),
+            "{sets}"
+        );
+        assert!(
+            !sets.contains(&format!("add {} {}", tag_set_name("db"), m1.address)),
+            "{sets}"
+        );
 
         // Traffic moves the default rule's counters; an unrelated change keeps them.
         assert!(vm1.ping(&dst, 3));
         let before = counters(&names.netns, "mwg:default").unwrap();
-        assert!(before.0 >= 6, "echo requests and replies counted: {before:?}");
+        assert!(
+            before.0 >= 6,
+            "echo requests and replies counted: {before:?}"
+        );
         let mut later = PolicyFields::of(&all[1]);
         later.name = "renamed".into();
         later.priority = 50;
-        policies::update(&h.pool, org.id, all[1].id, &later).await.unwrap();
+        policies::update(&h.pool, org.id, all[1].id, &later)
+            .await
+            .unwrap();
         h.ctl.sync(org.id).await.unwrap();
         let after = counters(&names.netns, "mwg:default").unwrap();
-        assert!(after.0 >= before.0, "counters carried across the rewrite: {before:?} -> {after:?}");
+        assert!(
+            after.0 >= before.0,
+            "counters carried across the rewrite: {before:?} -> {after:?}"
+        );
 
         // A deny stops the next packet of a flow that is already established.
         let flood = {
             let netns = vm1.netns.clone();
             let dst = dst.clone();
-            std::thread::spawn(move || ns_out(&netns, &["ping", "-n", "-D", "-c", "120", "-i", "0.05", "-W", "1", &dst]))
+            std::thread::spawn(move || {
+                ns_out(
+                    &netns,
+                    &[
+                        "ping", "-n", "-D", "-c", "120", "-i", "0.05", "-W", "1", &dst,
+                    ],
+                )
+            })
         };
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let deny = fields(Verdict::Deny, Selector::Machine(m1.id), Selector::Machine(m2.id));
-        let deny = policies::insert(&h.pool, org.id, Uuid::new_v4(), &deny).await.unwrap();
+        let deny = fields(
+            Verdict::Deny,
+            Selector::Machine(m1.id),
+            Selector::Machine(m2.id),
+        );
+        let deny = policies::insert(&h.pool, org.id, Uuid::new_v4(), &deny)
+            .await
+            .unwrap();
         h.ctl.sync(org.id).await.unwrap();
-        let enforced_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+        let enforced_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
         let out = flood.join().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         let replies: Vec<f64> = text
@@ -108,15 +175,26 @@ fn kernel_policies_render_exactly_keep_counters_and_deny_established_flows() {
             .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
             .collect();
         assert!(replies.len() >= 20, "the flow was established: {text}");
-        let late: Vec<&f64> = replies.iter().filter(|t| **t > enforced_at + 0.05).collect();
-        assert!(late.is_empty(), "replies after the deny was enforced: {late:?}");
+        let late: Vec<&f64> = replies
+            .iter()
+            .filter(|t| **t > enforced_at + 0.05)
+            .collect();
+        assert!(
+            late.is_empty(),
+            "replies after the deny was enforced: {late:?}"
+        );
         let (dropped, _) = counters(&names.netns, &policy_comment(deny.id)).unwrap();
-        assert!(dropped >= 40, "the deny rule counted the dropped packets: {dropped}");
+        assert!(
+            dropped >= 40,
+            "the deny rule counted the dropped packets: {dropped}"
+        );
 
         // Disabled again: traffic flows.
         let mut off = PolicyFields::of(&deny);
         off.enabled = false;
-        policies::update(&h.pool, org.id, deny.id, &off).await.unwrap();
+        policies::update(&h.pool, org.id, deny.id, &off)
+            .await
+            .unwrap();
         h.ctl.sync(org.id).await.unwrap();
         assert!(vm1.ping(&dst, 2));
         assert!(counters(&names.netns, &policy_comment(deny.id)).is_none());
@@ -139,20 +217,30 @@ fn kernel_hub_keys_are_sealed_at_rest() {
         // The private keys the daemons hold, in every form they could be stored in.
         let mut secrets = vec![machine_key.clone()];
         for org in [&a, &b] {
-            let b64 = sh(&["wg", "show", &h.names(org).birth, "private-key"]).trim().to_string();
+            let b64 = sh(&["wg", "show", &h.names(org).birth, "private-key"])
+                .trim()
+                .to_string();
             let key = PrivateKey::from_base64(&b64).unwrap();
-            assert_eq!(key.public_key(), org.hub_public_key, "the daemon holds the hub key");
+            assert_eq!(
+                key.public_key(),
+                org.hub_public_key,
+                "the daemon holds the hub key"
+            );
             secrets.push(b64);
             secrets.push(key.expose_hex().expose().clone());
         }
         let machine = PrivateKey::from_base64(&machine_key).unwrap();
         secrets.push(machine.expose_hex().expose().clone());
-        secrets.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(machine.expose_bytes()));
+        secrets
+            .push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(machine.expose_bytes()));
 
         // Every column of every table, as text (bytea shows as \x… hex).
         let conn = h.pool.get().await.unwrap();
         let tables: Vec<String> = conn
-            .query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", &[])
+            .query(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+                &[],
+            )
             .await
             .unwrap()
             .iter()
@@ -161,13 +249,20 @@ fn kernel_hub_keys_are_sealed_at_rest() {
         assert!(tables.contains(&"orgs".to_string()) && tables.contains(&"machines".to_string()));
         let mut dump = String::new();
         for t in &tables {
-            for row in conn.query(&format!("SELECT t::text FROM {t} t"), &[]).await.unwrap() {
+            for row in conn
+                .query(&format!("SELECT t::text FROM {t} t"), &[])
+                .await
+                .unwrap()
+            {
                 dump.push_str(&row.get::<_, String>(0));
                 dump.push('\n');
             }
         }
         for s in &secrets {
-            assert!(!dump.to_lowercase().contains(&s.to_lowercase()), "a private key is stored in the clear");
+            assert!(
+                !dump.to_lowercase().contains(&s.to_lowercase()),
+                "a private key is stored in the clear"
+            );
         }
 
         // The sealed row opens only as itself.
@@ -178,17 +273,30 @@ fn kernel_hub_keys_are_sealed_at_rest() {
                     .query_one("SELECT hub_key_version, hub_key_nonce, hub_key_ciphertext FROM orgs WHERE id = $1", &[&org_id])
                     .await
                     .unwrap();
-                SealedKey { version: r.get(0), nonce: r.get(1), ciphertext: r.get(2) }
+                SealedKey {
+                    version: r.get(0),
+                    nonce: r.get(1),
+                    ciphertext: r.get(2),
+                }
             }
         };
         let sealed_a = read(a.id).await;
         assert!(h.deps.cipher.open(a.id, &sealed_a).is_ok());
         let mut flipped = sealed_a.clone();
         flipped.ciphertext[7] ^= 1;
-        assert!(h.deps.cipher.open(a.id, &flipped).is_err(), "a flipped byte fails");
-        assert!(h.deps.cipher.open(b.id, &sealed_a).is_err(), "A's ciphertext does not open as B");
+        assert!(
+            h.deps.cipher.open(a.id, &flipped).is_err(),
+            "a flipped byte fails"
+        );
+        assert!(
+            h.deps.cipher.open(b.id, &sealed_a).is_err(),
+            "A's ciphertext does not open as B"
+        );
         let other_key = meshwg::crypto::HubKeyCipher::new(&meshwg::secret::Secret::new([1u8; 32]));
-        assert!(other_key.open(a.id, &sealed_a).is_err(), "nor with another ENCRYPTION_KEY");
+        assert!(
+            other_key.open(a.id, &sealed_a).is_err(),
+            "nor with another ENCRYPTION_KEY"
+        );
 
         // Copied into B's row, the controller refuses it and leaves B's running hub alone.
         let pid_b = daemon_pid(&h, &h.names(&b));

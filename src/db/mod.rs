@@ -6,6 +6,7 @@ pub mod audit;
 pub mod machines;
 pub mod orgs;
 pub mod policies;
+pub mod sessions;
 pub mod users;
 
 use crate::secret::Secret;

@@ -1,7 +1,139 @@
 //! Users. Password hashes are Argon2id PHC strings; plain passwords never reach this module.
 
 use super::{DbError, Pool};
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
 use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Operator,
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub org_id: Option<Uuid>,
+    pub email: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, org_id, email, role, created_at";
+
+fn from_row(row: &Row) -> Result<User, DbError> {
+    let role: String = row.get(3);
+    Ok(User {
+        id: row.get(0),
+        org_id: row.get(1),
+        email: row.get(2),
+        role: Role::parse(&role).ok_or_else(|| DbError::Corrupt("users.role".into()))?,
+        created_at: row.get(4),
+    })
+}
+
+/// The user with this email (case-insensitive) and their password hash, for login.
+pub async fn find_for_login(pool: &Pool, email: &str) -> Result<Option<(User, String)>, DbError> {
+    let conn = pool.get().await?;
+    conn.query_opt(
+        &format!("SELECT {COLUMNS}, password_hash FROM users WHERE lower(email) = lower($1)"),
+        &[&email],
+    )
+    .await?
+    .map(|r| Ok((from_row(&r)?, r.get(5))))
+    .transpose()
+}
+
+pub async fn password_hash(pool: &Pool, id: Uuid) -> Result<Option<String>, DbError> {
+    let conn = pool.get().await?;
+    Ok(conn
+        .query_opt("SELECT password_hash FROM users WHERE id = $1", &[&id])
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// Sets a new password hash and ends every session of the user except `keep`.
+pub async fn set_password(pool: &Pool, id: Uuid, hash: &str, keep: Uuid) -> Result<(), DbError> {
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    tx.execute(
+        "UPDATE users SET password_hash = $2 WHERE id = $1",
+        &[&id, &hash],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM sessions WHERE user_id = $1 AND id <> $2",
+        &[&id, &keep],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn create(
+    pool: &Pool,
+    org_id: Uuid,
+    email: &str,
+    hash: &str,
+    role: Role,
+) -> Result<User, DbError> {
+    let conn = pool.get().await?;
+    let row = conn
+        .query_one(
+            &format!(
+                "INSERT INTO users (id, org_id, email, password_hash, role) VALUES ($1, $2, $3, $4, $5) \
+                 RETURNING {COLUMNS}"
+            ),
+            &[&Uuid::new_v4(), &org_id, &email, &hash, &role.as_str()],
+        )
+        .await?;
+    from_row(&row)
+}
+
+pub async fn list(pool: &Pool, org_id: Uuid) -> Result<Vec<User>, DbError> {
+    let conn = pool.get().await?;
+    conn.query(
+        &format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 ORDER BY created_at, id"),
+        &[&org_id],
+    )
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
+/// Deletes a user of an org; their sessions cascade.
+pub async fn delete(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<bool, DbError> {
+    let conn = pool.get().await?;
+    Ok(conn
+        .execute(
+            "DELETE FROM users WHERE org_id = $1 AND id = $2",
+            &[&org_id, &id],
+        )
+        .await?
+        == 1)
+}
 
 /// Creates the operator account or, if the email exists, resets its password (and kills its
 /// sessions). Returns the user id.

@@ -36,6 +36,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+pub mod api;
+
 pub const INTERVAL: Duration = Duration::from_secs(1);
 pub const ENDPOINT: &str = "172.30.0.1";
 pub const TEST_KEY: [u8; 32] = [42; 32];

@@ -1,0 +1,216 @@
+//! The OpenAPI 3.1 document, generated from the router's table (paths, methods, bodies, success
+//! statuses) plus the schemas below, so it always lists exactly the routes that exist.
+
+use super::router::ROUTES;
+use serde_json::{Value, json};
+
+fn schemas() -> Value {
+    let uuid = json!({"type": "string", "format": "uuid"});
+    let time = json!({"type": "string", "format": "date-time"});
+    let name = json!({"type": "string", "minLength": 1, "maxLength": 64, "description": "any script; no control characters"});
+    let selector = json!({"oneOf": [
+        {"const": "any"},
+        {"type": "object", "required": ["machine"], "additionalProperties": false, "properties": {"machine": uuid}},
+        {"type": "object", "required": ["tag"], "additionalProperties": false, "properties": {"tag": {"type": "string", "pattern": "^[\\p{L}\\p{N}_.:-]{1,64}$"}}},
+        {"type": "object", "required": ["cidr"], "additionalProperties": false, "properties": {"cidr": {"type": "string", "description": "an IPv4 network inside the org network"}}}
+    ]});
+    let action = json!({"type": "string", "enum": ["allow", "deny"]});
+    let protocol = json!({"type": "string", "enum": ["any", "tcp", "udp", "icmp"]});
+    let ports = json!({"type": ["string", "null"], "pattern": "^[0-9]{1,5}(-[0-9]{1,5})?$", "description": "\"443\" or \"8000-8100\"; tcp and udp only"});
+    let nullable_time = json!({"type": ["string", "null"], "format": "date-time"});
+    let nullable_int = json!({"type": ["integer", "null"]});
+    let user = json!({"type": "object", "properties": {"id": uuid, "email": {"type": "string"}, "role": {"type": "string", "enum": ["operator", "admin", "member"]}, "org_id": {"type": ["string", "null"], "format": "uuid"}, "created_at": time}});
+    let org = json!({"type": "object", "properties": {
+        "id": uuid, "name": name, "cidr": {"type": "string"}, "hub_address": {"type": "string"},
+        "listen_port": {"type": "integer"}, "hub_public_key": {"type": "string"},
+        "default_action": action, "created_at": time}});
+    let machine = json!({"type": "object", "properties": {
+        "id": uuid, "name": name, "address": {"type": "string"}, "public_key": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}}, "created_at": time,
+        "last_handshake_at": nullable_time, "rx_bytes": nullable_int, "tx_bytes": nullable_int,
+        "endpoint": {"type": ["string", "null"]}}});
+    let policy = json!({"type": "object", "properties": {
+        "id": uuid, "name": {"type": "string"}, "priority": {"type": "integer"}, "action": action,
+        "src": {"$ref": "#/components/schemas/Selector"}, "dst": {"$ref": "#/components/schemas/Selector"},
+        "protocol": protocol, "ports": ports, "enabled": {"type": "boolean"}, "created_at": time,
+        "packets": {"type": "integer"}, "bytes": {"type": "integer"}}});
+    let mut m = serde_json::Map::new();
+    m.insert("Error".into(), json!({"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}));
+    m.insert(
+        "Health".into(),
+        json!({"type": "object", "properties": {"status": {"type": "string"}}}),
+    );
+    m.insert("Login".into(), json!({"type": "object", "required": ["email", "password"], "additionalProperties": false, "properties": {"email": {"type": "string"}, "password": {"type": "string", "minLength": 8, "maxLength": 1024}}}));
+    m.insert(
+        "LoginResult".into(),
+        json!({"type": "object", "properties": {"user": user, "csrf_token": {"type": "string"}}}),
+    );
+    m.insert(
+        "Me".into(),
+        json!({"type": "object", "properties": {"user": user}}),
+    );
+    m.insert("PasswordChange".into(), json!({"type": "object", "required": ["current_password", "new_password"], "additionalProperties": false, "properties": {"current_password": {"type": "string"}, "new_password": {"type": "string", "minLength": 8, "maxLength": 1024}}}));
+    m.insert("User".into(), json!(user));
+    m.insert("UserCreate".into(), json!({"type": "object", "required": ["email", "password", "role"], "additionalProperties": false, "properties": {"email": {"type": "string"}, "password": {"type": "string", "minLength": 8, "maxLength": 1024}, "role": {"type": "string", "enum": ["admin", "member"]}}}));
+    m.insert(
+        "UserList".into(),
+        json!({"type": "object", "properties": {"users": {"type": "array", "items": user}}}),
+    );
+    m.insert("Org".into(), json!(org));
+    m.insert("OrgCreate".into(), json!({"type": "object", "required": ["name"], "additionalProperties": false, "properties": {"name": name, "cidr": {"type": "string", "default": "10.100.0.0/16", "description": "private IPv4, /8 to /28"}, "default_action": {"type": "string", "enum": ["allow", "deny"], "default": "allow"}}}));
+    m.insert("OrgPatch".into(), json!({"type": "object", "additionalProperties": false, "properties": {"name": name, "default_action": action}}));
+    m.insert(
+        "OrgList".into(),
+        json!({"type": "object", "properties": {"orgs": {"type": "array", "items": org}}}),
+    );
+    m.insert("Machine".into(), json!(machine));
+    m.insert("MachineCreate".into(), json!({"type": "object", "required": ["name"], "additionalProperties": false, "properties": {"name": name, "public_key": {"type": "string", "description": "32 bytes, base64; without it the server makes the key pair and returns the private key once"}, "tags": {"type": "array", "maxItems": 32, "items": {"type": "string"}}}}));
+    m.insert("MachineCreated".into(), json!({"type": "object", "properties": {"machine": machine, "config": {"type": "string", "description": "wg-quick configuration; holds the private key if the server made it (shown this once)"}, "config_qr_svg": {"type": "string"}}}));
+    m.insert("MachinePatch".into(), json!({"type": "object", "additionalProperties": false, "properties": {"name": name, "tags": {"type": "array", "items": {"type": "string"}}}}));
+    m.insert(
+        "MachineList".into(),
+        json!({"type": "object", "properties": {"machines": {"type": "array", "items": machine}}}),
+    );
+    m.insert("Selector".into(), json!(selector));
+    m.insert("Policy".into(), json!(policy));
+    m.insert("PolicyCreate".into(), json!({"type": "object", "required": ["action", "src", "dst"], "additionalProperties": false, "properties": {"name": {"type": "string", "maxLength": 64}, "priority": {"type": "integer", "minimum": 0, "maximum": 1000000, "default": 100, "description": "lower first; first match wins"}, "action": action, "src": {"$ref": "#/components/schemas/Selector"}, "dst": {"$ref": "#/components/schemas/Selector"}, "protocol": protocol, "ports": ports, "enabled": {"type": "boolean", "default": true}}}));
+    m.insert("PolicyPatch".into(), json!({"type": "object", "additionalProperties": false, "properties": {"name": {"type": "string"}, "priority": {"type": "integer"}, "action": action, "src": {"$ref": "#/components/schemas/Selector"}, "dst": {"$ref": "#/components/schemas/Selector"}, "protocol": protocol, "ports": ports, "enabled": {"type": "boolean"}}}));
+    m.insert(
+        "PolicyList".into(),
+        json!({"type": "object", "properties": {"policies": {"type": "array", "items": policy}}}),
+    );
+    m.insert("Status".into(), json!({"type": "object", "properties": {"hub": {"type": "object"}, "peers": {"type": "array", "items": {"type": "object"}}, "rules": {"type": "array", "items": {"type": "object"}}, "observed_at": time, "last_error": {"type": ["string", "null"]}}}));
+    m.insert("AuditList".into(), json!({"type": "object", "properties": {"entries": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "integer"}, "at": time, "actor_id": {"type": ["string", "null"]}, "actor_email": {"type": ["string", "null"]}, "action": {"type": "string"}, "target_type": {"type": "string"}, "target_id": {"type": ["string", "null"]}, "detail": {"type": "object"}}}}}}));
+    Value::Object(m)
+}
+
+fn error_response(what: &str) -> Value {
+    json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+/// The document served at `/api/v1/openapi.json`.
+pub fn document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for r in ROUTES {
+        let mut op = json!({"summary": r.summary, "operationId": format!("{:?}", r.op)});
+        let mut params = Vec::new();
+        for p in ["org", "id"] {
+            if r.path.contains(&format!("{{{p}}}")) {
+                params.push(json!({"name": p, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}));
+            }
+        }
+        if r.path.ends_with("/audit") {
+            params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}));
+            params.push(json!({"name": "before", "in": "query", "schema": {"type": "integer"}, "description": "entries older than this id"}));
+        }
+        if !params.is_empty() {
+            op["parameters"] = json!(params);
+        }
+        if let Some(body) = r.body {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}});
+        }
+        let mut responses = serde_json::Map::new();
+        let ok = match r.returns {
+            Some(s) => {
+                json!({"description": "success", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{s}")}}}})
+            }
+            None => json!({"description": "success"}),
+        };
+        responses.insert(r.ok.to_string(), ok);
+        if r.body.is_some() {
+            responses.insert(
+                "400".into(),
+                error_response("malformed or invalid input; nothing changed"),
+            );
+            responses.insert("413".into(), error_response("body larger than 64 KiB"));
+            responses.insert("415".into(), error_response("body is not application/json"));
+        }
+        if r.auth {
+            responses.insert("401".into(), error_response("no valid session"));
+            if r.method != warp::http::Method::GET {
+                responses.insert(
+                    "403".into(),
+                    error_response("missing or wrong X-CSRF-Token, or role not allowed"),
+                );
+            }
+        }
+        if r.path.contains('{') {
+            responses.insert(
+                "404".into(),
+                error_response("no such resource (also another tenant's)"),
+            );
+        }
+        if r.path.ends_with("/login") {
+            responses.insert(
+                "429".into(),
+                error_response("too many failed logins; see Retry-After"),
+            );
+        }
+        if matches!(
+            r.method,
+            warp::http::Method::POST | warp::http::Method::PATCH
+        ) && r.auth
+        {
+            responses.insert(
+                "409".into(),
+                error_response("conflicts with existing state"),
+            );
+        }
+        responses.insert(
+            "503".into(),
+            error_response("database or tenant temporarily unavailable"),
+        );
+        op["responses"] = Value::Object(responses);
+        if r.auth {
+            op["security"] = json!([{"session": []}]);
+        }
+        let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
+        entry[r.method.as_str().to_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "MeshWG API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Errors are {\"error\":{\"code\",\"message\"}}. State-changing requests (all but login) need the X-CSRF-Token header equal to the session's token."
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {"session": {"type": "apiKey", "in": "cookie", "name": "meshwg_session"}}
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_and_every_schema_exists() {
+        let doc = document();
+        for r in ROUTES {
+            assert!(
+                doc["paths"][r.path][r.method.as_str().to_lowercase()].is_object(),
+                "{} {}",
+                r.method,
+                r.path
+            );
+        }
+        let n: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum();
+        assert_eq!(n, ROUTES.len(), "no undocumented extras");
+        let text = doc.to_string();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name = part.split('"').next().unwrap();
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "schema {name} referenced but missing"
+            );
+        }
+    }
+}

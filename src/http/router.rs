@@ -1,0 +1,523 @@
+//! The route table and the checks every request passes, in this order: body size (413, while
+//! reading), content type (415), session (401), CSRF on state-changing methods (403), the org
+//! in the path against the session (404 for another tenant's), then the handler.
+//!
+//! The same table generates the OpenAPI document, so the document cannot drift from the routes.
+
+use super::error::ApiError;
+use super::session::{self, can_see};
+use super::{App, Request, Response, auth, machines, orgs, policies, status};
+use crate::db::sessions::Session;
+use uuid::Uuid;
+use warp::http::Method;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Healthz,
+    Readyz,
+    OpenApi,
+    Login,
+    Logout,
+    Me,
+    Password,
+    OrgCreate,
+    OrgList,
+    OrgGet,
+    OrgPatch,
+    OrgDelete,
+    UserCreate,
+    UserList,
+    UserDelete,
+    MachineCreate,
+    MachineList,
+    MachineGet,
+    MachinePatch,
+    MachineDelete,
+    PolicyCreate,
+    PolicyList,
+    PolicyGet,
+    PolicyPatch,
+    PolicyDelete,
+    Status,
+    Audit,
+}
+
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub op: Op,
+    pub summary: &'static str,
+    /// Needs a session (and, for state-changing methods, the CSRF header).
+    pub auth: bool,
+    /// OpenAPI schema of the request body.
+    pub body: Option<&'static str>,
+    /// Status on success and OpenAPI schema of the response body.
+    pub ok: u16,
+    pub returns: Option<&'static str>,
+}
+
+const fn r(
+    method: Method,
+    path: &'static str,
+    op: Op,
+    summary: &'static str,
+    body: Option<&'static str>,
+    ok: u16,
+    returns: Option<&'static str>,
+) -> Route {
+    let auth = !matches!(op, Op::Healthz | Op::Readyz | Op::OpenApi | Op::Login);
+    Route {
+        method,
+        path,
+        op,
+        summary,
+        auth,
+        body,
+        ok,
+        returns,
+    }
+}
+
+const GET: Method = Method::GET;
+const POST: Method = Method::POST;
+const PATCH: Method = Method::PATCH;
+const DELETE: Method = Method::DELETE;
+
+pub const ROUTES: &[Route] = &[
+    r(
+        GET,
+        "/healthz",
+        Op::Healthz,
+        "Process is alive",
+        None,
+        200,
+        Some("Health"),
+    ),
+    r(
+        GET,
+        "/readyz",
+        Op::Readyz,
+        "Ready to serve (503 while PostgreSQL is unreachable)",
+        None,
+        200,
+        Some("Health"),
+    ),
+    r(
+        GET,
+        "/api/v1/openapi.json",
+        Op::OpenApi,
+        "This document",
+        None,
+        200,
+        None,
+    ),
+    r(
+        POST,
+        "/api/v1/auth/login",
+        Op::Login,
+        "Log in; sets the session and CSRF cookies",
+        Some("Login"),
+        200,
+        Some("LoginResult"),
+    ),
+    r(
+        POST,
+        "/api/v1/auth/logout",
+        Op::Logout,
+        "End this session",
+        None,
+        204,
+        None,
+    ),
+    r(
+        GET,
+        "/api/v1/auth/me",
+        Op::Me,
+        "The logged-in user",
+        None,
+        200,
+        Some("Me"),
+    ),
+    r(
+        POST,
+        "/api/v1/auth/password",
+        Op::Password,
+        "Change password; ends every other session of the user",
+        Some("PasswordChange"),
+        204,
+        None,
+    ),
+    r(
+        POST,
+        "/api/v1/orgs",
+        Op::OrgCreate,
+        "Create an org (operator); answered once its hub is up",
+        Some("OrgCreate"),
+        201,
+        Some("Org"),
+    ),
+    r(
+        GET,
+        "/api/v1/orgs",
+        Op::OrgList,
+        "Orgs visible to the caller",
+        None,
+        200,
+        Some("OrgList"),
+    ),
+    r(
+        GET,
+        "/api/v1/orgs/{org}",
+        Op::OrgGet,
+        "One org",
+        None,
+        200,
+        Some("Org"),
+    ),
+    r(
+        PATCH,
+        "/api/v1/orgs/{org}",
+        Op::OrgPatch,
+        "Rename an org or change its default action",
+        Some("OrgPatch"),
+        200,
+        Some("Org"),
+    ),
+    r(
+        DELETE,
+        "/api/v1/orgs/{org}",
+        Op::OrgDelete,
+        "Delete an org and everything in it (operator); answered when nothing is left",
+        None,
+        204,
+        None,
+    ),
+    r(
+        POST,
+        "/api/v1/orgs/{org}/users",
+        Op::UserCreate,
+        "Add a user to the org",
+        Some("UserCreate"),
+        201,
+        Some("User"),
+    ),
+    r(
+        GET,
+        "/api/v1/orgs/{org}/users",
+        Op::UserList,
+        "Users of the org",
+        None,
+        200,
+        Some("UserList"),
+    ),
+    r(
+        DELETE,
+        "/api/v1/orgs/{org}/users/{id}",
+        Op::UserDelete,
+        "Delete a user; their sessions end",
+        None,
+        204,
+        None,
+    ),
+    r(
+        POST,
+        "/api/v1/orgs/{org}/machines",
+        Op::MachineCreate,
+        "Add a machine; answered once its peer is live in the hub",
+        Some("MachineCreate"),
+        201,
+        Some("MachineCreated"),
+    ),
+    r(
+        GET,
+        "/api/v1/orgs/{org}/machines",
+        Op::MachineList,
+        "Machines with handshake and transfer from the kernel",
+        None,
+        200,
+        Some("MachineList"),
+    ),
+    r(
+        GET,
+        "/api/v1/orgs/{org}/machines/{id}",
+        Op::MachineGet,
+        "One machine",
+        None,
+        200,
+        Some("Machine"),
+    ),
+    r(
+        PATCH,
+        "/api/v1/orgs/{org}/machines/{id}",
+        Op::MachinePatch,
+        "Rename a machine or change its tags",
+        Some("MachinePatch"),
+        200,
+        Some("Machine"),
+    ),
+    r(
+        DELETE,
+        "/api/v1/orgs/{org}/machines/{id}",
+        Op::MachineDelete,
+        "Delete a machine; answered once its peer is gone from the hub",
+        None,
+        204,
+        None,
+    ),
+    r(
+        POST,
+        "/api/v1/orgs/{org}/policies",
+        Op::PolicyCreate,
+        "Add a policy; answered once the kernel enforces it",
+        Some("PolicyCreate"),
+        201,
+        Some("Policy"),
+    ),
+    r(
+        GET,
+        "/api/v1/orgs/{org}/policies",
+        Op::PolicyList,
+        "Policies with their kernel counters",
+        None,
+        200,
+        Some("PolicyList"),
+    ),
+    r(
+        GET,
+        "/api/v1/orgs/{org}/policies/{id}",
+        Op::PolicyGet,
+        "One policy",
+        None,
+        200,
+        Some("Policy"),
+    ),
+    r(
+        PATCH,
+        "/api/v1/orgs/{org}/policies/{id}",
+        Op::PolicyPatch,
+        "Change a policy; answered once the kernel enforces it",
+        Some("PolicyPatch"),
+        200,
+        Some("Policy"),
+    ),
+    r(
+        DELETE,
+        "/api/v1/orgs/{org}/policies/{id}",
+        Op::PolicyDelete,
+        "Delete a policy; answered once the kernel no longer has it",
+        None,
+        204,
+        None,
+    ),
+    r(
+        GET,
+        "/api/v1/orgs/{org}/status",
+        Op::Status,
+        "Hub, peers and policy counters as the kernel has them",
+        None,
+        200,
+        Some("Status"),
+    ),
+    r(
+        GET,
+        "/api/v1/orgs/{org}/audit",
+        Op::Audit,
+        "Who did what, when, to what (newest first)",
+        None,
+        200,
+        Some("AuditList"),
+    ),
+];
+
+/// What a matched route hands its handler.
+pub struct Ctx {
+    pub session: Option<Session>,
+    pub org: Option<Uuid>,
+    pub id: Option<Uuid>,
+}
+
+impl Ctx {
+    /// The session of an authenticated route.
+    pub fn session(&self) -> &Session {
+        self.session.as_ref().expect("authenticated route")
+    }
+
+    pub fn org(&self) -> Uuid {
+        self.org.expect("route has {org}")
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.id.expect("route has {id}")
+    }
+}
+
+/// Matches `path` against a pattern; returns the raw `{org}` and `{id}` segments.
+fn matches<'a>(pattern: &str, path: &'a str) -> Option<(Option<&'a str>, Option<&'a str>)> {
+    let mut pat = pattern.trim_end_matches('/').split('/');
+    let mut segs = path.trim_end_matches('/').split('/');
+    let (mut org, mut id) = (None, None);
+    loop {
+        match (pat.next(), segs.next()) {
+            (None, None) => return Some((org, id)),
+            (Some("{org}"), Some(s)) if !s.is_empty() => org = Some(s),
+            (Some("{id}"), Some(s)) if !s.is_empty() => id = Some(s),
+            (Some(p), Some(s)) if p == s => {}
+            _ => return None,
+        }
+    }
+}
+
+fn is_json(req: &Request) -> bool {
+    req.header("content-type")
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Parses the JSON body into `T` (unknown fields are refused by `T`'s own serde attributes).
+pub fn body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    if req.body.is_empty() {
+        return Err(ApiError::bad_request("a JSON body is required"));
+    }
+    serde_json::from_slice(&req.body).map_err(|e| {
+        let mut msg = e.to_string();
+        msg.truncate(300);
+        ApiError::new(warp::http::StatusCode::BAD_REQUEST, "invalid_body", msg)
+    })
+}
+
+async fn prepare(
+    app: &App,
+    req: &Request,
+    route: &Route,
+    org: Option<&str>,
+    id: Option<&str>,
+) -> Result<Ctx, ApiError> {
+    if !req.body.is_empty() && !is_json(req) {
+        return Err(ApiError::unsupported_media_type());
+    }
+    let session = if route.auth {
+        let s = session::authenticate(req, &app.jwt, &app.pool, &app.sessions).await?;
+        if route.method != Method::GET {
+            session::check_csrf(req, &s)?;
+        }
+        Some(s)
+    } else {
+        None
+    };
+    // Another tenant's ids, and ids that are not ids at all, are simply not found.
+    let org = match org {
+        None => None,
+        Some(raw) => {
+            let org = Uuid::parse_str(raw).map_err(|_| ApiError::not_found())?;
+            if !session.as_ref().is_some_and(|s| can_see(s, org)) {
+                return Err(ApiError::not_found());
+            }
+            Some(org)
+        }
+    };
+    let id = id
+        .map(|raw| Uuid::parse_str(raw).map_err(|_| ApiError::not_found()))
+        .transpose()?;
+    Ok(Ctx { session, org, id })
+}
+
+async fn run(app: &App, req: &Request, route: &Route, ctx: Ctx) -> Result<Response, ApiError> {
+    match route.op {
+        Op::Healthz => Ok(status::healthz()),
+        Op::Readyz => Ok(status::readyz(app).await),
+        Op::OpenApi => Ok(super::json(
+            warp::http::StatusCode::OK,
+            &super::openapi::document(),
+        )),
+        Op::Login => auth::login(app, req).await,
+        Op::Logout => auth::logout(app, &ctx).await,
+        Op::Me => auth::me(&ctx),
+        Op::Password => auth::password(app, req, &ctx).await,
+        Op::OrgCreate => orgs::create(app, req, &ctx).await,
+        Op::OrgList => orgs::list(app, &ctx).await,
+        Op::OrgGet => orgs::get(app, &ctx).await,
+        Op::OrgPatch => orgs::patch(app, req, &ctx).await,
+        Op::OrgDelete => orgs::delete(app, &ctx).await,
+        Op::UserCreate => orgs::user_create(app, req, &ctx).await,
+        Op::UserList => orgs::user_list(app, &ctx).await,
+        Op::UserDelete => orgs::user_delete(app, &ctx).await,
+        Op::MachineCreate => machines::create(app, req, &ctx).await,
+        Op::MachineList => machines::list(app, &ctx).await,
+        Op::MachineGet => machines::get(app, &ctx).await,
+        Op::MachinePatch => machines::patch(app, req, &ctx).await,
+        Op::MachineDelete => machines::delete(app, &ctx).await,
+        Op::PolicyCreate => policies::create(app, req, &ctx).await,
+        Op::PolicyList => policies::list(app, &ctx).await,
+        Op::PolicyGet => policies::get(app, &ctx).await,
+        Op::PolicyPatch => policies::patch(app, req, &ctx).await,
+        Op::PolicyDelete => policies::delete(app, &ctx).await,
+        Op::Status => status::status(app, &ctx).await,
+        Op::Audit => status::audit(app, req, &ctx).await,
+    }
+}
+
+/// Routes one request; every outcome is a JSON response.
+pub async fn dispatch(app: &App, req: Request) -> Response {
+    let mut allowed = Vec::new();
+    for route in ROUTES {
+        let Some((org, id)) = matches(route.path, &req.path) else {
+            continue;
+        };
+        if route.method != req.method {
+            allowed.push(route.method.as_str());
+            continue;
+        }
+        let result = match prepare(app, &req, route, org, id).await {
+            Ok(ctx) => run(app, &req, route, ctx).await,
+            Err(e) => Err(e),
+        };
+        return result.unwrap_or_else(ApiError::into_response);
+    }
+    if allowed.is_empty() {
+        ApiError::not_found().into_response()
+    } else {
+        ApiError::method_not_allowed(allowed.join(", ")).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_matching() {
+        let org = "3f2d3a9e-0000-4000-8000-000000000001";
+        assert_eq!(
+            matches("/api/v1/orgs/{org}", &format!("/api/v1/orgs/{org}")),
+            Some((Some(org), None))
+        );
+        assert_eq!(
+            matches("/api/v1/orgs/{org}", &format!("/api/v1/orgs/{org}/")),
+            Some((Some(org), None))
+        );
+        assert_eq!(matches("/api/v1/orgs/{org}", "/api/v1/orgs//"), None);
+        assert_eq!(
+            matches(
+                "/api/v1/orgs/{org}/machines/{id}",
+                &format!("/api/v1/orgs/{org}/machines/x")
+            ),
+            Some((Some(org), Some("x")))
+        );
+        assert_eq!(matches("/api/v1/orgs", "/api/v1/orgs/extra"), None);
+        assert_eq!(matches("/healthz", "/healthz"), Some((None, None)));
+    }
+
+    #[test]
+    fn every_route_is_unique() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                assert!(
+                    !(a.method == b.method && a.path == b.path),
+                    "{} {}",
+                    a.method,
+                    a.path
+                );
+            }
+        }
+    }
+}
