@@ -12,7 +12,7 @@ out=bench/RESULTS.md
   echo
   echo "Measured by \`bench/run.sh\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r), userspace backend (wireguard-go)."
   echo
-  cargo bench --bench core -- "$@"
+  for b in core api metrics; do cargo bench --bench "$b"; done
 } > "$out.tmp"
 mv "$out.tmp" "$out"
 cat "$out"

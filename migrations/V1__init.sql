@@ -49,6 +49,9 @@ CREATE TABLE machines (
     address    INET NOT NULL CHECK (family(address) = 4 AND masklen(address) = 32),
     public_key TEXT NOT NULL CHECK (char_length(public_key) = 44),
     tags       TEXT[] NOT NULL DEFAULT '{}',
+    -- Where the hub last saw the machine (observed, not configured): lets a hub that had to be
+    -- recreated handshake with its machines at once instead of waiting minutes for them.
+    last_endpoint TEXT CHECK (char_length(last_endpoint) <= 64),
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     UNIQUE (org_id, address),
     UNIQUE (org_id, public_key)

@@ -15,6 +15,7 @@ need=(
   iputils-ping:ping
   tcpdump:tcpdump
   iperf3:iperf3
+  wrk:wrk
   postgresql:pg_ctlcluster
   curl:curl
   jq:jq

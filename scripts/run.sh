@@ -40,7 +40,7 @@ if [ -z "${DATABASE_URL:-}" ]; then
   port=$(pg_lsclusters -h | awk -v v="$ver" '$1 == v && $2 == "meshwg" {print $3}')
   psql_pg() { runuser -u postgres -- psql -p "$port" -qAtc "$1"; }
   [ "$(psql_pg "SELECT 1 FROM pg_roles WHERE rolname = 'root'")" = 1 ] || psql_pg "CREATE ROLE root LOGIN"
-  [ "$(psql_pg "SELECT 1 FROM pg_database WHERE datname = 'meshwg'")" = 1 ] || psql_pg "CREATE DATABASE meshwg OWNER root"
+  [ "$(psql_pg "SELECT 1 FROM pg_database WHERE datname = 'meshwg'")" = 1 ] || psql_pg "CREATE DATABASE meshwg OWNER root ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
   export DATABASE_URL="host=/var/run/postgresql port=$port user=root dbname=meshwg"
   echo "run.sh: using the local PostgreSQL cluster $ver/meshwg on port $port"
 fi

@@ -249,7 +249,7 @@ impl Config {
             admin_email,
             admin_password,
             listen_addr: socket_addr(env, "LISTEN_ADDR", "127.0.0.1:8080")?,
-            metrics_addr: socket_addr(env, "METRICS_ADDR", "127.0.0.1:9090")?,
+            metrics_addr: socket_addr(env, "METRICS_ADDR", "127.0.0.1:9587")?,
             public_endpoint,
             port_range: port_range(env)?,
             backend: backend(env)?,
@@ -285,7 +285,7 @@ mod tests {
     fn defaults() {
         let c = load(&base()).unwrap();
         assert_eq!(c.listen_addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9587");
         assert_eq!(c.port_range, 51820..=52819);
         assert_eq!(c.backend, BackendChoice::Auto);
         assert!(c.cookie_secure);

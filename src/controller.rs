@@ -170,6 +170,7 @@ impl Controller {
             .await
             .map_err(|e| CoreError::Kernel(e.to_string()))?;
         orgs::delete(&self.deps.pool, org_id).await?;
+        self.deps.telemetry.remove(org_id);
         Ok(())
     }
 

@@ -21,4 +21,5 @@ pub mod policy;
 pub mod reconcile;
 pub mod secret;
 pub mod serve;
+pub mod telemetry;
 pub mod wgconfig;

@@ -22,6 +22,8 @@ enum Command {
     Migrate,
     /// Print what this host offers and which backend WG_BACKEND=auto picks.
     Doctor,
+    /// Check that ENCRYPTION_KEY opens every org's sealed hub key (exit 1 if any does not).
+    VerifyKeys,
     /// Create the operator account, or reset its password (and end its sessions).
     Admin {
         /// The operator's email address.
@@ -103,8 +105,51 @@ fn main() -> ExitCode {
                 email,
                 password_stdin,
             } => admin(&env, &email, password_stdin).await,
+            Command::VerifyKeys => verify_keys(&env).await,
         }
     })
+}
+
+async fn verify_keys(env: config::Lookup<'_>) -> ExitCode {
+    let key = match config::encryption_key(env) {
+        Ok(k) => k,
+        Err(e) => return refuse(e),
+    };
+    let url = match config::database_url(env) {
+        Ok(u) => u,
+        Err(e) => return refuse(e),
+    };
+    let pool = match meshwg::db::pool(&url) {
+        Ok(p) => p,
+        Err(e) => return refuse(e),
+    };
+    let orgs = match meshwg::db::orgs::list(&pool).await {
+        Ok(o) => o,
+        Err(e) => return refuse(e),
+    };
+    let cipher = meshwg::crypto::HubKeyCipher::new(&key);
+    let mut bad = 0;
+    for org in &orgs {
+        match cipher.open(org.id, &org.sealed_key) {
+            Ok(k) if k.public_key() == org.hub_public_key => {
+                println!("ok    {} {}", org.id, org.hub_public_key)
+            }
+            Ok(_) => {
+                bad += 1;
+                println!("FAIL  {} opens, but not to the stored public key", org.id);
+            }
+            Err(e) => {
+                bad += 1;
+                println!("FAIL  {} {e}", org.id);
+            }
+        }
+    }
+    println!("{} org(s), {bad} failed", orgs.len());
+    if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn admin(env: config::Lookup<'_>, email: &str, password_stdin: bool) -> ExitCode {

@@ -75,11 +75,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         prefix: config.kernel.prefix.clone(),
         reconcile_interval: config.reconcile_interval,
         port_range: config.port_range.clone(),
+        telemetry: Arc::new(crate::telemetry::Telemetry::default()),
     };
+    crate::telemetry::recorder();
     // Bind before the (possibly long) tenant load so a taken port fails fast.
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("LISTEN_ADDR {}", config.listen_addr))?;
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("METRICS_ADDR {}", config.metrics_addr))?;
+    let telemetry = deps.telemetry.clone();
     let controller = Controller::start(deps).await?;
     let mut api = http::ApiConfig::new(
         crate::secret::Secret::new(config.jwt_secret.expose().clone()),
@@ -89,15 +95,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     api.trusted_proxies = config.trusted_proxies.clone();
     let app = http::App::new(controller.clone(), api);
     tracing::info!(addr = %listener.local_addr()?, "API listening");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(app, listener, async {
-        let _ = stop_rx.await;
-    }));
+    tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server = tokio::spawn(http::serve(app, listener, stopped(stop_rx.clone())));
+    let metrics = tokio::spawn(http::serve_metrics(
+        telemetry,
+        metrics_listener,
+        stopped(stop_rx),
+    ));
     tracing::info!("controller running");
     shutdown_signal().await;
     tracing::info!("shutting down; tenant data planes stay up");
-    let _ = stop_tx.send(());
+    let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), metrics).await;
     controller.shutdown().await;
     Ok(())
 }

@@ -494,6 +494,16 @@ fn api_hostile_input_changes_nothing() {
             ),
         ];
         assert!(cases.len() >= 40);
+        // Limits count characters, not bytes: 64 four-byte characters fit, 65 do not.
+        let r = api
+            .call(
+                "POST",
+                "/api/v1/orgs",
+                Some(&op),
+                Some(json!({"name": "🚀".repeat(65)})),
+            )
+            .await;
+        assert_eq!(r.status, 400);
         for (method, path, body) in &cases {
             let who = if path == "/api/v1/orgs" { &op } else { &admin };
             let r = api.call(method, path, Some(who), Some(body.clone())).await;
@@ -520,6 +530,8 @@ fn api_fifty_parallel_machine_creations_and_configs_that_handshake() {
         let api = Api::new(&h).await;
         let op = api.operator().await;
         let org = api.org(&op, "Parallel \"quotes\" 🚀", "10.60.0.0/16").await;
+        let wide = api.org(&op, &"🚀".repeat(64), "10.62.0.0/16").await;
+        assert_eq!(wide["name"].as_str().unwrap().chars().count(), 64);
         let id = s(&org["id"]).to_string();
         let mut tasks = Vec::new();
         for i in 0..50 {

@@ -24,6 +24,7 @@ pub struct Deps {
     pub prefix: KernelPrefix,
     pub reconcile_interval: Duration,
     pub port_range: RangeInclusive<u16>,
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// Errors of controller operations. `Clone`, because one reconcile answers many waiters.

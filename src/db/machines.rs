@@ -18,6 +18,8 @@ pub struct Machine {
     pub address: Ipv4Addr,
     pub public_key: PublicKey,
     pub tags: Vec<String>,
+    /// Where the hub last saw the machine.
+    pub last_endpoint: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -29,7 +31,7 @@ pub struct NewMachine {
     pub tags: Vec<String>,
 }
 
-const COLUMNS: &str = "id, org_id, name, address, public_key, tags, created_at";
+const COLUMNS: &str = "id, org_id, name, address, public_key, tags, created_at, last_endpoint";
 
 fn from_row(row: &Row) -> Result<Machine, DbError> {
     let address = match row.get::<_, IpAddr>(3) {
@@ -46,6 +48,7 @@ fn from_row(row: &Row) -> Result<Machine, DbError> {
             .map_err(|_| DbError::Corrupt("machines.public_key".into()))?,
         tags: row.get(5),
         created_at: row.get(6),
+        last_endpoint: row.get(7),
     })
 }
 
@@ -151,6 +154,25 @@ pub async fn update(
     .as_ref()
     .map(from_row)
     .transpose()
+}
+
+/// Records where the hub saw machines (only the ones that changed are passed in).
+pub async fn record_endpoints(
+    pool: &Pool,
+    org_id: Uuid,
+    seen: &[(Uuid, String)],
+) -> Result<(), DbError> {
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    for (id, endpoint) in seen {
+        tx.execute(
+            "UPDATE machines SET last_endpoint = $3 WHERE org_id = $1 AND id = $2",
+            &[&org_id, id, endpoint],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 pub async fn delete(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<bool, DbError> {

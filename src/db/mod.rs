@@ -108,6 +108,15 @@ pub fn pool(url: &Secret<String>) -> Result<Pool, DbError> {
 /// Applies pending migrations; concurrent callers wait for each other on an advisory lock.
 pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
     let mut conn = pool.get().await?;
+    // Length limits are in characters; in a SQL_ASCII database they would count bytes and
+    // refuse valid names in any non-Latin script.
+    let encoding: String = conn.query_one("SHOW server_encoding", &[]).await?.get(0);
+    if encoding != "UTF8" {
+        return Err(DbError::Migration(format!(
+            "the database uses encoding {encoding}; MeshWG needs UTF8 \
+             (CREATE DATABASE meshwg ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0)"
+        )));
+    }
     conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
     let result = embedded::migrations::runner().run_async(&mut *conn).await;

@@ -76,6 +76,7 @@ pub async fn login(app: &App, req: &Request) -> Result<Response, ApiError> {
     let client = req.client_ip(&app.config.trusted_proxies);
     if let Err(wait) = app.limiter.check(&account, client, Instant::now()) {
         tracing::warn!(client = %client, "login rate limited");
+        metrics::counter!("meshwg_rate_limited_total").increment(1);
         return Err(ApiError::rate_limited(wait.as_secs().max(1)));
     }
     let found = users::find_for_login(&app.pool, &account).await?;
@@ -92,6 +93,7 @@ pub async fn login(app: &App, req: &Request) -> Result<Response, ApiError> {
     let Some(user) = user.filter(|_| ok) else {
         app.limiter.failed(&account, client, Instant::now());
         tracing::info!(client = %client, "login failed");
+        metrics::counter!("meshwg_login_failures_total").increment(1);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",

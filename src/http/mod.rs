@@ -228,6 +228,46 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
         .unify()
 }
 
+/// `GET /metrics` (Prometheus text) and nothing else, for the `METRICS_ADDR` listener.
+pub fn metrics_route(
+    telemetry: Arc<crate::telemetry::Telemetry>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    warp::get()
+        .and(warp::path("metrics"))
+        .and(warp::path::end())
+        .map(move || {
+            let mut resp = Response::new(crate::telemetry::scrape(&telemetry).into());
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            resp
+        })
+        .recover(|_| async { Ok::<_, Infallible>(ApiError::not_found().into_response()) })
+        .unify()
+}
+
+/// Serves `/metrics` until `shutdown` completes; keeps the exporter's histograms tidy meanwhile.
+pub async fn serve_metrics(
+    telemetry: Arc<crate::telemetry::Telemetry>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let upkeep = tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            crate::telemetry::recorder().run_upkeep();
+        }
+    });
+    warp::serve(metrics_route(telemetry))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+    upkeep.abort();
+}
+
 /// Serves the API on `listener` until `shutdown` completes.
 pub async fn serve(
     app: Arc<App>,

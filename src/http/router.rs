@@ -457,7 +457,21 @@ async fn run(app: &App, req: &Request, route: &Route, ctx: Ctx) -> Result<Respon
 }
 
 /// Routes one request; every outcome is a JSON response.
+///
+/// Counted by route pattern, method and status (never by raw path: no ids in label values).
 pub async fn dispatch(app: &App, req: Request) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method.to_string();
+    let (pattern, resp) = route(app, req).await;
+    let status = resp.status().as_str().to_string();
+    metrics::counter!("meshwg_http_requests_total", "route" => pattern, "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("meshwg_http_request_duration_seconds", "route" => pattern, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn route(app: &App, req: Request) -> (&'static str, Response) {
     let mut allowed = Vec::new();
     for route in ROUTES {
         let Some((org, id)) = matches(route.path, &req.path) else {
@@ -471,13 +485,14 @@ pub async fn dispatch(app: &App, req: Request) -> Response {
             Ok(ctx) => run(app, &req, route, ctx).await,
             Err(e) => Err(e),
         };
-        return result.unwrap_or_else(ApiError::into_response);
+        return (route.path, result.unwrap_or_else(ApiError::into_response));
     }
-    if allowed.is_empty() {
+    let resp = if allowed.is_empty() {
         ApiError::not_found().into_response()
     } else {
         ApiError::method_not_allowed(allowed.join(", ")).into_response()
-    }
+    };
+    ("unmatched", resp)
 }
 
 #[cfg(test)]

@@ -85,6 +85,8 @@ pub async fn status(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
                 "public_key": s.public_key.map(|k| k.to_base64()),
                 "address": org.as_ref().map(|o| o.cidr.hub_address().to_string()),
                 "name": org.as_ref().map(|o| o.name.clone()),
+                "netns": s.netns,
+                "device": s.device,
             },
             "peers": peers,
             "rules": rules,

@@ -104,6 +104,39 @@ pub enum ReconcileError {
     NoConvergence(Vec<&'static str>),
 }
 
+/// What differs between the firewall the kernel has and the one it should have, in a line.
+fn firewall_drift(d: &Desired, o: &Observed) -> String {
+    let Some(fw) = &o.firewall else {
+        return "no namespace".into();
+    };
+    let Some(acl) = &fw.acl else {
+        return "no ACL chain".into();
+    };
+    if fw.forward_policy.as_deref() != Some("DROP") {
+        return format!("FORWARD policy {:?}", fw.forward_policy);
+    }
+    if fw.forward != [crate::kernel::firewall::forward_jump()] {
+        return format!("FORWARD holds {:?}", fw.forward);
+    }
+    if let Some((i, (have, want))) = acl
+        .iter()
+        .map(|r| r.rule.as_str())
+        .zip(d.firewall.acl.iter().map(String::as_str))
+        .enumerate()
+        .find(|(_, (h, w))| h != w)
+    {
+        return format!("rule {i} is {have:?}, should be {want:?}");
+    }
+    if acl.len() != d.firewall.acl.len() {
+        return format!("{} rules, should be {}", acl.len(), d.firewall.acl.len());
+    }
+    format!(
+        "ipsets {:?}, should be {:?}",
+        fw.sets.keys().collect::<Vec<_>>(),
+        d.firewall.sets.keys().collect::<Vec<_>>()
+    )
+}
+
 /// Observe, plan and apply until the plan is empty; returns only when the kernel equals `d`.
 pub async fn converge(kernel: &Kernel, d: &Desired) -> Result<Converged, ReconcileError> {
     let mut applied = Vec::new();
@@ -116,7 +149,10 @@ pub async fn converge(kernel: &Kernel, d: &Desired) -> Result<Converged, Reconci
             return Ok(Converged { observed, applied });
         }
         for action in actions {
-            tracing::info!(tenant_kid = d.names.kid, action = action.kind(), "repair");
+            if action == Action::ApplyFirewall {
+                tracing::info!(tenant_kid = d.names.kid, differs = %firewall_drift(d, &observed), "firewall");
+            }
+            tracing::info!(tenant_kid = d.names.kid, action = action.kind(), "applying");
             apply_one(kernel, d, &observed, &action)
                 .await
                 .map_err(|source| ReconcileError::Action {

@@ -69,6 +69,23 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every value [`Action::kind`] can return.
+    pub const KINDS: [&'static str; 13] = [
+        "create_netns",
+        "apply_firewall",
+        "flush_nat",
+        "delete_link",
+        "delete_route",
+        "destroy_device",
+        "create_device",
+        "configure_device",
+        "move_device",
+        "rename_device",
+        "configure_wg0",
+        "set_sysctls",
+        "set_peers",
+    ];
+
     /// A short, stable name, used in logs and as the `kind` label of repair metrics.
     pub fn kind(&self) -> &'static str {
         match self {

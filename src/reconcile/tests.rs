@@ -113,6 +113,24 @@ const FULL_CREATE: [&str; 9] = [
 ];
 
 #[test]
+fn kinds_list_is_complete() {
+    let d = desired();
+    let o = Observed {
+        netns: None,
+        host_link: true,
+        device: DeviceState::Stale("x".into()),
+        firewall: None,
+    };
+    for k in kinds(&plan(&d, &o)) {
+        assert!(Action::KINDS.contains(&k), "{k}");
+    }
+    let mut unique = Action::KINDS.to_vec();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), Action::KINDS.len());
+}
+
+#[test]
 fn converged_kernel_needs_nothing() {
     let d = desired();
     assert!(plan(&d, &converged(&d)).is_empty());

@@ -323,6 +323,15 @@ where
     F: FnOnce(Harness) -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
+    run_with(INTERVAL, body)
+}
+
+/// [`run`] with another reconcile interval (benchmarks use the production default).
+pub fn run_with<F, Fut>(interval: Duration, body: F)
+where
+    F: FnOnce(Harness) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
     let world = World::new();
     let w = world.clone();
     let result = std::thread::spawn(move || {
@@ -333,7 +342,7 @@ where
             .build()
             .unwrap();
         rt.block_on(async move {
-            let h = Harness::start(w).await;
+            let h = Harness::start(w, interval).await;
             body(h.clone()).await;
             h.ctl.shutdown().await;
         });
@@ -354,13 +363,16 @@ pub struct Harness {
 }
 
 impl Harness {
-    async fn start(world: Arc<World>) -> Harness {
+    async fn start(world: Arc<World>, interval: Duration) -> Harness {
         let (admin, conn) = tokio_postgres::connect(&admin_database_url(), tokio_postgres::NoTls)
             .await
             .expect("connect to the test PostgreSQL");
         tokio::spawn(conn);
         admin
-            .execute(&format!("CREATE DATABASE {}", world.db_name), &[])
+            .execute(
+                &format!("CREATE DATABASE {} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0", world.db_name),
+                &[],
+            )
             .await
             .unwrap();
         let pool = meshwg::db::pool(&Secret::new(database_url(&world.db_name))).unwrap();
@@ -370,9 +382,11 @@ impl Harness {
             kernel: test_kernel(&world.runtime_dir),
             cipher: Arc::new(HubKeyCipher::new(&Secret::new(TEST_KEY))),
             prefix: world.kernel_prefix(),
-            reconcile_interval: INTERVAL,
-            port_range: 51820..=51899,
+            reconcile_interval: interval,
+            port_range: 51820..=52819,
+            telemetry: Arc::new(meshwg::telemetry::Telemetry::default()),
         };
+        meshwg::telemetry::recorder();
         let ctl = Controller::start(deps.clone()).await.unwrap();
         Harness {
             world,
@@ -470,6 +484,14 @@ impl Harness {
         std::fs::write(&conf, config.expose()).unwrap();
         ns(&netns, &["wg-quick", "up", conf.to_str().unwrap()]);
         Client { netns, iface }
+    }
+
+    /// Serves the real API on a socket in the controller host namespace; returns its address.
+    pub async fn serve_api(&self, app: Arc<meshwg::http::App>) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(meshwg::http::serve(app, listener, std::future::pending()));
+        addr
     }
 
     /// Spawns the real `meshwg serve` in the controller host namespace; returns its pid.

@@ -147,6 +147,7 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         org_id: Uuid,
         kid: i64,
+        fresh: bool,
     ) -> Result<ActorRef<TenantMsg>, CoreError> {
         if let Some(child) = self.tenants.get(&org_id) {
             return Ok(child.actor.clone());
@@ -160,6 +161,7 @@ impl SupervisorState {
             org_id,
             names,
             deps: self.deps.clone(),
+            fresh,
         };
         let (actor, _) = Actor::spawn_linked(None, TenantActor, args, myself.get_cell())
             .await
@@ -185,7 +187,8 @@ impl SupervisorState {
             Ok(Some(org)) if org.state != OrgState::Deleting => {
                 self.pending.remove(&org_id);
                 *self.restarts.entry(org_id).or_default() += 1;
-                match self.spawn_tenant(myself, org_id, org.kid).await {
+                self.deps.telemetry.restarted(org_id);
+                match self.spawn_tenant(myself, org_id, org.kid, false).await {
                     Ok(_) => tracing::info!(tenant = %org_id, attempt, "tenant actor restarted"),
                     Err(e) => {
                         tracing::error!(tenant = %org_id, error = %e, "tenant actor restart failed")
@@ -251,7 +254,7 @@ impl Actor for Supervisor {
             allocator,
         };
         for org in &active {
-            state.spawn_tenant(&myself, org.id, org.kid).await?;
+            state.spawn_tenant(&myself, org.id, org.kid, false).await?;
         }
         tracing::info!(tenants = active.len(), "supervisor started");
         Ok(state)
@@ -278,7 +281,7 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Start { org_id, kid, reply } => {
-                let result = state.spawn_tenant(&myself, org_id, kid).await;
+                let result = state.spawn_tenant(&myself, org_id, kid, true).await;
                 let _ = reply.send(result);
             }
             SupervisorMsg::Stop { org_id, reply } => {

@@ -10,9 +10,12 @@ use crate::db::orgs::{self, OrgState, Snapshot};
 use crate::kernel::{DeviceState, PeerObserved, RuleObserved};
 use crate::keys::PublicKey;
 use crate::names::TenantNames;
+use crate::policy::Verdict;
+use crate::policy::render::{DEFAULT_COMMENT, ESTABLISHED_COMMENT};
 use crate::policy::render::{MachineAddr, render};
 use crate::reconcile::apply::{Converged, converge};
 use crate::reconcile::{Desired, Observed};
+use crate::telemetry::{KernelFacts, PeerSeries, RuleSeries};
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::BTreeMap;
@@ -26,6 +29,9 @@ const MAX_CONSECUTIVE_FAILURES: u32 = 10;
 /// What the kernel held for a tenant at its last successful reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantStatus {
+    /// The tenant's namespace and its hub device's birth name (which names its UAPI socket).
+    pub netns: String,
+    pub device: String,
     pub observed_at: DateTime<Utc>,
     pub up: bool,
     pub listen_port: u16,
@@ -40,12 +46,14 @@ pub struct TenantStatus {
 }
 
 impl TenantStatus {
-    fn from_observed(o: &Observed) -> Self {
+    fn from_observed(names: &TenantNames, o: &Observed) -> Self {
         let dev = match &o.device {
             DeviceState::Up(dev) => Some(dev),
             _ => None,
         };
         Self {
+            netns: names.netns.clone(),
+            device: names.birth.clone(),
             observed_at: Utc::now(),
             up: dev.is_some() && o.netns.is_some(),
             listen_port: dev.map(|d| d.listen_port).unwrap_or_default(),
@@ -69,6 +77,9 @@ pub struct TenantArgs {
     pub org_id: Uuid,
     pub names: TenantNames,
     pub deps: Deps,
+    /// Being created right now: the creator's `Sync` builds it. Otherwise (adopted at start,
+    /// restarted) the actor reconciles at once, and whatever that repairs counts as drift.
+    pub fresh: bool,
 }
 
 pub struct TenantState {
@@ -96,7 +107,7 @@ pub enum TenantMsg {
 
 /// Everything that can stop one reconcile.
 enum Outcome {
-    Done(Box<Converged>),
+    Done(Box<Converged>, Box<Snapshot>),
     /// The org is gone or being deleted: nothing to do.
     Gone,
     Failed(CoreError),
@@ -133,16 +144,92 @@ fn desired(
             .iter()
             .map(|m| (m.public_key, m.address))
             .collect(),
-        endpoint_hints: last
+        // Where machines were last seen: PostgreSQL (survives restarts), then this actor's
+        // own fresher observation.
+        endpoint_hints: snap
+            .machines
             .iter()
-            .flat_map(|s| &s.peers)
-            .filter_map(|(k, p)| Some((*k, p.endpoint.clone()?)))
+            .filter_map(|m| Some((m.public_key, m.last_endpoint.clone()?)))
+            .chain(
+                last.iter()
+                    .flat_map(|s| &s.peers)
+                    .filter_map(|(k, p)| Some((*k, p.endpoint.clone()?))),
+            )
             .collect(),
         firewall: render(&snap.policies, &machines, org.default_action),
     })
 }
 
+/// The kernel's numbers of one reconcile, labelled with what PostgreSQL knows of them.
+fn facts(status: &TenantStatus, snap: &Snapshot) -> KernelFacts {
+    let peers = status
+        .peers
+        .iter()
+        .map(|(key, p)| {
+            let m = snap.machines.iter().find(|m| m.public_key == *key);
+            PeerSeries {
+                machine: m.map(|m| m.id),
+                machine_name: m.map(|m| m.name.clone()),
+                public_key: key.to_base64(),
+                rx_bytes: p.rx_bytes,
+                tx_bytes: p.tx_bytes,
+                last_handshake: p.last_handshake.unwrap_or(0),
+            }
+        })
+        .collect();
+    let rules = status
+        .rules
+        .iter()
+        .filter_map(|r| {
+            let comment = r.rule.split("--comment \"").nth(1)?.split('"').next()?;
+            let (policy, action) = match comment {
+                DEFAULT_COMMENT => ("default".to_string(), snap.org.default_action),
+                ESTABLISHED_COMMENT => ("established".to_string(), Verdict::Allow),
+                c => {
+                    let id: Uuid = c.strip_prefix("mwg:")?.parse().ok()?;
+                    (
+                        id.to_string(),
+                        snap.policies.iter().find(|p| p.id == id)?.action,
+                    )
+                }
+            };
+            Some(RuleSeries {
+                policy,
+                action,
+                packets: r.packets,
+                bytes: r.bytes,
+            })
+        })
+        .collect();
+    KernelFacts {
+        name: snap.org.name.clone(),
+        up: status.up,
+        peers,
+        rules,
+    }
+}
+
 impl TenantState {
+    /// Stores endpoints that changed since PostgreSQL last heard of them (rare: roaming).
+    async fn remember_endpoints(&self, status: &TenantStatus, snap: &Snapshot) {
+        let changed: Vec<(Uuid, String)> = snap
+            .machines
+            .iter()
+            .filter_map(|m| {
+                let seen = status.peers.get(&m.public_key)?.endpoint.as_ref()?;
+                (m.last_endpoint.as_ref() != Some(seen)).then(|| (m.id, seen.clone()))
+            })
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        if let Err(e) =
+            crate::db::machines::record_endpoints(&self.deps.pool, self.org_id, &changed).await
+        {
+            tracing::warn!(tenant = %self.org_id, error = %e, "could not record machine endpoints");
+        }
+    }
+
     async fn reconcile(&mut self) -> Outcome {
         let snap = match orgs::snapshot(&self.deps.pool, self.org_id).await {
             Ok(Some(snap)) if snap.org.state != OrgState::Deleting => snap,
@@ -157,24 +244,38 @@ impl TenantState {
             Err(e) => return Outcome::Failed(e),
         };
         match converge(&self.deps.kernel, &want).await {
-            Ok(c) => Outcome::Done(Box::new(c)),
+            Ok(c) => Outcome::Done(Box::new(c), Box::new(snap)),
             Err(e) => Outcome::Failed(CoreError::Kernel(e.to_string())),
         }
     }
 
     /// One reconcile; answers everybody waiting. `Err` only when the actor should be restarted.
+    /// `periodic`: not asked for by a change, so whatever it applies is drift being repaired.
     async fn run(&mut self, periodic: bool) -> Result<(), ActorProcessingErr> {
         let waiting = std::mem::take(&mut self.waiting);
+        let started = Instant::now();
         let outcome = self.reconcile().await;
         self.last_run = Some(Instant::now());
+        let took = started.elapsed();
+        let telemetry = self.deps.telemetry.clone();
         let answer = match outcome {
-            Outcome::Done(c) => {
-                if periodic && !c.applied.is_empty() {
-                    let kinds: Vec<_> = c.applied.iter().map(|a| a.kind()).collect();
-                    tracing::warn!(tenant = %self.org_id, repairs = ?kinds, "kernel drift repaired");
+            Outcome::Done(c, snap) => {
+                let kinds: Vec<&'static str> = c.applied.iter().map(|a| a.kind()).collect();
+                let repairs: &[&'static str] = if periodic { &kinds } else { &[] };
+                if !repairs.is_empty() {
+                    tracing::warn!(tenant = %self.org_id, repairs = ?repairs, "kernel drift repaired");
                 }
                 self.failures = 0;
-                self.status = Some(TenantStatus::from_observed(&c.observed));
+                let status = TenantStatus::from_observed(&self.names, &c.observed);
+                self.remember_endpoints(&status, &snap).await;
+                telemetry.reconciled(
+                    self.org_id,
+                    "ok",
+                    took,
+                    repairs,
+                    Some(facts(&status, &snap)),
+                );
+                self.status = Some(status);
                 Ok(())
             }
             Outcome::Gone => {
@@ -182,7 +283,14 @@ impl TenantState {
                 Err(CoreError::NotFound)
             }
             Outcome::Failed(e) => {
+                let result = if e == CoreError::DbUnavailable {
+                    "db_unavailable"
+                } else {
+                    "error"
+                };
+                telemetry.reconciled(self.org_id, result, took, &[], None);
                 if e != CoreError::DbUnavailable {
+                    telemetry.down(self.org_id);
                     self.failures += 1;
                     tracing::error!(tenant = %self.org_id, error = %e, failures = self.failures, "reconcile failed");
                 }
@@ -213,6 +321,9 @@ impl Actor for TenantActor {
         args: TenantArgs,
     ) -> Result<TenantState, ActorProcessingErr> {
         myself.send_interval(args.deps.reconcile_interval, || TenantMsg::Tick);
+        if !args.fresh {
+            myself.send_message(TenantMsg::Tick)?;
+        }
         Ok(TenantState {
             org_id: args.org_id,
             names: args.names,
@@ -223,15 +334,6 @@ impl Actor for TenantActor {
             failures: 0,
             gone: false,
         })
-    }
-
-    async fn post_start(
-        &self,
-        myself: ActorRef<TenantMsg>,
-        _state: &mut TenantState,
-    ) -> Result<(), ActorProcessingErr> {
-        myself.send_message(TenantMsg::Tick)?;
-        Ok(())
     }
 
     async fn handle(
