@@ -78,13 +78,9 @@ fn main() -> ExitCode {
                 }
             }
             Command::Migrate => {
-                let url = match config::database_url(&env) {
-                    Ok(u) => u,
-                    Err(e) => return refuse(e),
-                };
-                let pool = match meshwg::db::pool(&url) {
+                let pool = match pool_from_env(&env) {
                     Ok(p) => p,
-                    Err(e) => return refuse(e),
+                    Err(code) => return code,
                 };
                 match meshwg::db::migrate(&pool).await {
                     Ok(n) => {
@@ -110,18 +106,20 @@ fn main() -> ExitCode {
     })
 }
 
+/// The pool for `DATABASE_URL`, or the one-line refusal.
+fn pool_from_env(env: config::Lookup<'_>) -> Result<meshwg::db::Pool, ExitCode> {
+    let url = config::database_url(env).map_err(refuse)?;
+    meshwg::db::pool(&url).map_err(refuse)
+}
+
 async fn verify_keys(env: config::Lookup<'_>) -> ExitCode {
     let key = match config::encryption_key(env) {
         Ok(k) => k,
         Err(e) => return refuse(e),
     };
-    let url = match config::database_url(env) {
-        Ok(u) => u,
-        Err(e) => return refuse(e),
-    };
-    let pool = match meshwg::db::pool(&url) {
+    let pool = match pool_from_env(env) {
         Ok(p) => p,
-        Err(e) => return refuse(e),
+        Err(code) => return code,
     };
     let orgs = match meshwg::db::orgs::list(&pool).await {
         Ok(o) => o,
@@ -172,13 +170,9 @@ async fn admin(env: config::Lookup<'_>, email: &str, password_stdin: bool) -> Ex
         Ok(h) => h,
         Err(e) => return refuse(e),
     };
-    let url = match config::database_url(env) {
-        Ok(u) => u,
-        Err(e) => return refuse(e),
-    };
-    let pool = match meshwg::db::pool(&url) {
+    let pool = match pool_from_env(env) {
         Ok(p) => p,
-        Err(e) => return refuse(e),
+        Err(code) => return code,
     };
     if let Err(e) = meshwg::db::migrate(&pool).await {
         return refuse(e);

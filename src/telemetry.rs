@@ -200,57 +200,36 @@ impl Telemetry {
                 p.public_key
             )
         };
-        family(
-            "meshwg_peer_rx_bytes_total",
-            "counter",
-            "Bytes the hub received from the peer (wg show transfer).",
-            &mut |o| {
+        type PeerValue = fn(&PeerSeries) -> i64;
+        let peer_families: [(&str, &str, &str, PeerValue); 3] = [
+            (
+                "meshwg_peer_rx_bytes_total",
+                "counter",
+                "Bytes the hub received from the peer (wg show transfer).",
+                |p| p.rx_bytes as i64,
+            ),
+            (
+                "meshwg_peer_tx_bytes_total",
+                "counter",
+                "Bytes the hub sent to the peer (wg show transfer).",
+                |p| p.tx_bytes as i64,
+            ),
+            (
+                "meshwg_peer_last_handshake_seconds",
+                "gauge",
+                "Unix time of the peer's last handshake with the hub (0: never).",
+                |p| p.last_handshake,
+            ),
+        ];
+        for (name, kind, help, value) in peer_families {
+            family(name, kind, help, &mut |o| {
                 for (id, t) in &map {
                     for p in &t.peers {
-                        let _ = writeln!(
-                            o,
-                            "meshwg_peer_rx_bytes_total{{{}}} {}",
-                            peer_labels(id, p),
-                            p.rx_bytes
-                        );
+                        let _ = writeln!(o, "{name}{{{}}} {}", peer_labels(id, p), value(p));
                     }
                 }
-            },
-        );
-        family(
-            "meshwg_peer_tx_bytes_total",
-            "counter",
-            "Bytes the hub sent to the peer (wg show transfer).",
-            &mut |o| {
-                for (id, t) in &map {
-                    for p in &t.peers {
-                        let _ = writeln!(
-                            o,
-                            "meshwg_peer_tx_bytes_total{{{}}} {}",
-                            peer_labels(id, p),
-                            p.tx_bytes
-                        );
-                    }
-                }
-            },
-        );
-        family(
-            "meshwg_peer_last_handshake_seconds",
-            "gauge",
-            "Unix time of the peer's last handshake with the hub (0: never).",
-            &mut |o| {
-                for (id, t) in &map {
-                    for p in &t.peers {
-                        let _ = writeln!(
-                            o,
-                            "meshwg_peer_last_handshake_seconds{{{}}} {}",
-                            peer_labels(id, p),
-                            p.last_handshake
-                        );
-                    }
-                }
-            },
-        );
+            });
+        }
         for (name, help, pick) in [
             (
                 "meshwg_policy_packets_total",

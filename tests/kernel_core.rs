@@ -188,22 +188,9 @@ fn kernel_every_drift_kind_is_repaired_and_traffic_flows_again() {
     run(|h| async move {
         let org = h.tenant("Drift", "10.100.0.0/16").await;
         let names = h.names(&org);
-        let (_, c1) = h.machine(&org, "one", &[]).await;
-        let (m2, c2) = h.machine(&org, "two", &[]).await;
-        let vm1 = h.client(1, &c1);
-        let _vm2 = h.client(2, &c2);
-        let peer_two = m2.public_key.to_base64();
-        let dst = m2.address.to_string();
-        eventually(Duration::from_secs(20), "first ping", || async {
-            vm1.ping(&dst, 1).then_some(())
-        })
-        .await;
-        // The hub has seen where both machines are (a reconcile observed their endpoints).
-        eventually(Duration::from_secs(5), "endpoints observed", || async {
-            let s = h.ctl.status(org.id).await.ok()?;
-            (s.peers.len() == 2 && s.peers.values().all(|p| p.endpoint.is_some())).then_some(())
-        })
-        .await;
+        let pair = h.pair(&org, [&[], &[]]).await;
+        let (vm1, dst) = (&pair.vm1, pair.dst());
+        let peer_two = pair.m2.public_key.to_base64();
 
         let drifts = vec![
             Drift {
@@ -364,12 +351,6 @@ fn kernel_every_drift_kind_is_repaired_and_traffic_flows_again() {
             })
             .await;
             eprintln!("REPAIRED {:<32} in {took:?}", d.name);
-            if std::env::var("DEBUG_DRIFT").is_ok() {
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                eprintln!("HUB\n{}", sh(&["wg", "show", &names.birth]));
-                eprintln!("C1\n{}", ns(&vm1.netns, &["wg", "show"]));
-                eprintln!("C2\n{}", ns(&_vm2.netns, &["wg", "show"]));
-            }
             // And traffic flows again (after a re-handshake when the device was recreated).
             let deadline = if d.recreates_device {
                 Duration::from_secs(40)
@@ -449,15 +430,8 @@ fn kernel_restart_adopts_and_kill_minus_nine_recreates_nothing() {
     run(|mut h| async move {
         let org = h.tenant("Steady", "10.100.0.0/16").await;
         let names = h.names(&org);
-        let (_, c1) = h.machine(&org, "one", &[]).await;
-        let (m2, c2) = h.machine(&org, "two", &[]).await;
-        let vm1 = h.client(1, &c1);
-        let _vm2 = h.client(2, &c2);
-        let dst = m2.address.to_string();
-        eventually(Duration::from_secs(20), "first ping", || async {
-            vm1.ping(&dst, 1).then_some(())
-        })
-        .await;
+        let pair = h.pair(&org, [&[], &[]]).await;
+        let (vm1, dst) = (&pair.vm1, pair.dst());
         let pid = daemon_pid(&h, &names);
         let inode = netns_inode(&names.netns).unwrap();
 

@@ -48,15 +48,8 @@ fn kernel_policies_render_exactly_keep_counters_and_deny_established_flows() {
     run(|h| async move {
         let org = h.tenant("Policies", "10.100.0.0/16").await;
         let names = h.names(&org);
-        let (m1, c1) = h.machine(&org, "one", &["web"]).await;
-        let (m2, c2) = h.machine(&org, "two", &["db", "web"]).await;
-        let vm1 = h.client(1, &c1);
-        let _vm2 = h.client(2, &c2);
-        let dst = m2.address.to_string();
-        eventually(Duration::from_secs(20), "first ping", || async {
-            vm1.ping(&dst, 1).then_some(())
-        })
-        .await;
+        let pair = h.pair(&org, [&["web"], &["db", "web"]]).await;
+        let (m1, m2, vm1, dst) = (&pair.m1, &pair.m2, &pair.vm1, pair.dst());
 
         // A mix of selectors, protocols and priorities; the kernel holds exactly the rendering.
         let mut tcp = fields(

@@ -87,14 +87,7 @@ impl Api {
         for (k, v) in extra {
             r = r.header(*k, *v);
         }
-        let resp = r.reply(&self.filter).await;
-        let raw = resp.body().clone();
-        Reply {
-            status: resp.status(),
-            headers: resp.headers().clone(),
-            body: serde_json::from_slice(&raw).unwrap_or(Value::Null),
-            raw,
-        }
+        self.raw(r).await
     }
 
     pub async fn call(

@@ -533,6 +533,43 @@ pub struct Client {
     pub iface: String,
 }
 
+/// Two machines of one org with their client VMs up, talking through the hub.
+pub struct Pair {
+    pub m1: Machine,
+    pub m2: Machine,
+    pub vm1: Client,
+    pub vm2: Client,
+}
+
+impl Pair {
+    /// vm2's overlay address, the usual ping target.
+    pub fn dst(&self) -> String {
+        self.m2.address.to_string()
+    }
+}
+
+impl Harness {
+    /// Machines "one" and "two" (with `tags`), their VMs up with the real wg-quick, a first
+    /// ping through the hub, and the controller aware of where both machines are.
+    pub async fn pair(&self, org: &Org, tags: [&[&str]; 2]) -> Pair {
+        let (m1, c1) = self.machine(org, "one", tags[0]).await;
+        let (m2, c2) = self.machine(org, "two", tags[1]).await;
+        let vm1 = self.client(1, &c1);
+        let vm2 = self.client(2, &c2);
+        let dst = m2.address.to_string();
+        eventually(Duration::from_secs(20), "first ping", || async {
+            vm1.ping(&dst, 1).then_some(())
+        })
+        .await;
+        eventually(Duration::from_secs(5), "endpoints observed", || async {
+            let s = self.ctl.status(org.id).await.ok()?;
+            (s.peers.len() >= 2 && s.peers.values().all(|p| p.endpoint.is_some())).then_some(())
+        })
+        .await;
+        Pair { m1, m2, vm1, vm2 }
+    }
+}
+
 impl Client {
     /// `ping` from this client; true if at least one reply came back.
     pub fn ping(&self, dst: &str, count: u32) -> bool {
