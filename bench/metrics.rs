@@ -94,7 +94,9 @@ fn main() {
         println!();
         println!("## Controller CPU with 100 idle tenants reconciled every 2 s");
         println!();
-        println!("Controller process plus the commands it runs; the wireguard-go daemons are not counted.");
+        println!(
+            "Controller process plus the commands it runs; the wireguard-go daemons are not counted."
+        );
         println!();
         println!("| tenants | interval | CPU (one core = 100%) |");
         println!("|---|---|---|");
