@@ -191,15 +191,23 @@ impl SupervisorState {
                 match self.spawn_tenant(myself, org_id, org.kid, false).await {
                     Ok(_) => tracing::info!(tenant = %org_id, attempt, "tenant actor restarted"),
                     Err(e) => {
-                        tracing::error!(tenant = %org_id, error = %e, "tenant actor restart failed")
+                        // Never leave a tenant unmanaged: try again later.
+                        tracing::error!(tenant = %org_id, error = %e, "tenant actor restart failed");
+                        self.pending.insert(org_id, kid);
+                        self.attempts.insert(org_id, attempt + 1);
+                        myself.send_after(backoff(attempt + 1), move || SupervisorMsg::Restart {
+                            org_id,
+                        });
                     }
                 }
             }
             Ok(Some(_)) => {
                 self.pending.remove(&org_id);
+                self.attempts.remove(&org_id);
             }
             Ok(None) => {
                 self.pending.remove(&org_id);
+                self.attempts.remove(&org_id);
                 if let Ok(names) = self.deps.prefix.tenant(kid) {
                     match teardown(&self.deps.kernel, &names).await {
                         Ok(()) => {
