@@ -214,6 +214,22 @@ fn api_login_rate_limit_spares_the_real_user_elsewhere() {
             )
             .await;
         assert_eq!(spoof.status, 429);
+
+        // A burst of parallel guesses (all hashing at once) gets no more than the limit through.
+        let burst = addr("198.51.100.99:1");
+        let guesses = (0..20).map(|i| {
+            let api = api.clone();
+            async move {
+                api.try_login(OPERATOR, &format!("parallel guess {i}"), burst)
+                    .await
+                    .status
+                    .as_u16()
+            }
+        });
+        let mut statuses = futures_util::future::join_all(guesses).await;
+        statuses.sort();
+        assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
+        assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15, "{statuses:?}");
     });
 }
 

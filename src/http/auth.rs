@@ -74,24 +74,36 @@ pub async fn login(app: &App, req: &Request) -> Result<Response, ApiError> {
     }
     let account = b.email.trim().to_lowercase();
     let client = req.client_ip(&app.config.trusted_proxies);
-    if let Err(wait) = app.limiter.check(&account, client, Instant::now()) {
+    let at = Instant::now();
+    if let Err(wait) = app.limiter.attempt(&account, client, at) {
         tracing::warn!(client = %client, "login rate limited");
         metrics::counter!("meshwg_rate_limited_total").increment(1);
         return Err(ApiError::rate_limited(wait.as_secs().max(1)));
     }
-    let found = users::find_for_login(&app.pool, &account).await?;
-    let (user, hash) = match found {
-        Some((u, h)) => (Some(u), h),
-        None => (None, app.dummy_hash.clone()),
+    // The attempt already counts as a failure; an error that prevents judging it is refunded.
+    let judged = async {
+        let found = users::find_for_login(&app.pool, &account).await?;
+        let (user, hash) = match found {
+            Some((u, h)) => (Some(u), h),
+            None => (None, app.dummy_hash.clone()),
+        };
+        let ok = password::check_length(b.password.expose()).is_ok()
+            && app
+                .hasher
+                .verify(b.password, hash)
+                .await
+                .map_err(hash_error)?;
+        Ok::<_, ApiError>(user.filter(|_| ok))
+    }
+    .await;
+    let user = match judged {
+        Ok(user) => user,
+        Err(e) => {
+            app.limiter.refund(&account, client, at);
+            return Err(e);
+        }
     };
-    let ok = password::check_length(b.password.expose()).is_ok()
-        && app
-            .hasher
-            .verify(b.password, hash)
-            .await
-            .map_err(hash_error)?;
-    let Some(user) = user.filter(|_| ok) else {
-        app.limiter.failed(&account, client, Instant::now());
+    let Some(user) = user else {
         tracing::info!(client = %client, "login failed");
         metrics::counter!("meshwg_login_failures_total").increment(1);
         return Err(ApiError::new(
