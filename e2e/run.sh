@@ -135,6 +135,10 @@ stop_controller() { # stop_controller SIGNAL
 }
 
 # --- API (curl inside the controller namespace) --------------------------------------------
+# What may be logged of a response: machine private keys (JSON field or wg-quick line) redacted.
+redact() {
+  sed -E 's/("private_key"[[:space:]]*:[[:space:]]*")[^"]*"/\1<redacted>"/g; s/(PrivateKey[[:space:]]*=[[:space:]]*)[A-Za-z0-9+\/=]+/\1<redacted>/g'
+}
 # api WHO METHOD PATH [JSON] [extra curl args…]: sets STATUS, BODY (and $TMP/headers).
 # WHO names a logged-in user (cookie jar + CSRF token) or is "-" for nobody.
 api() {
@@ -147,7 +151,7 @@ api() {
   args+=("${@:5}")
   STATUS=$(ip netns exec "$CTL" curl "${args[@]}" "$API$path" 2>>"$LOG") || STATUS=000
   BODY=$(cat "$TMP/body" 2>/dev/null)
-  log "api $who $method $path -> $STATUS ${BODY:0:300}"
+  log "api $who $method $path -> $STATUS $(redact <<<"$BODY" | head -c 300)"
 }
 login() { # login WHO EMAIL PASSWORD
   rm -f "$TMP/jar.$1"
@@ -160,7 +164,7 @@ login() { # login WHO EMAIL PASSWORD
   jq -r .csrf_token <<<"$BODY" >"$TMP/csrf.$1"
 }
 expect() { # expect CODE WHAT
-  [ "$STATUS" = "$1" ] || { fail "$2: HTTP $STATUS, wanted $1: ${BODY:0:200}"; return 1; }
+  [ "$STATUS" = "$1" ] || { fail "$2: HTTP $STATUS, wanted $1: $(redact <<<"$BODY" | head -c 200)"; return 1; }
 }
 j() { jq -r "$1" <<<"$BODY"; }
 

@@ -53,10 +53,25 @@ impl From<DbError> for CoreError {
         match e {
             DbError::Unavailable(_) => CoreError::DbUnavailable,
             DbError::NotFound => CoreError::NotFound,
-            DbError::Conflict(c) => CoreError::Conflict(c),
+            DbError::Conflict(c) => CoreError::Conflict(conflict_message(&c).into()),
             DbError::Exhausted(what) => CoreError::Exhausted(format!("no free {what} left")),
             other => CoreError::Internal(other.to_string()),
         }
+    }
+}
+
+/// What a client is told about a unique constraint: the rule it broke, never the schema's name.
+fn conflict_message(constraint: &str) -> &'static str {
+    if constraint.contains("public_key") {
+        "a machine with this public key already exists in this org"
+    } else if constraint.contains("address") {
+        "the overlay address was taken by a concurrent request; try again"
+    } else if constraint.contains("listen_port") {
+        "the listen port was taken by a concurrent request; try again"
+    } else if constraint.contains("email") {
+        "a user with this email already exists"
+    } else {
+        "conflicts with an existing record"
     }
 }
 

@@ -3,6 +3,7 @@
 use super::error::ApiError;
 use super::router::Ctx;
 use super::{App, Request, Response, json};
+use crate::db::users::Role;
 use crate::db::{audit, machines, orgs};
 use crate::policy::render::{DEFAULT_COMMENT, ESTABLISHED_COMMENT};
 use chrono::DateTime;
@@ -76,6 +77,13 @@ pub async fn status(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
             })
         })
         .collect();
+    // The error text names kernel commands and their output: the operator's business only.
+    let last_error = if ctx.session().user.role == Role::Operator {
+        s.last_error
+    } else {
+        s.last_error
+            .map(|_| "the last repair of the hub failed; the operator's logs have the details".into())
+    };
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({
@@ -91,7 +99,7 @@ pub async fn status(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
             "peers": peers,
             "rules": rules,
             "observed_at": s.observed_at,
-            "last_error": s.last_error,
+            "last_error": last_error,
         }),
     ))
 }

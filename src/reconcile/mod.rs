@@ -15,7 +15,7 @@ use crate::kernel::{
 use crate::keys::{PrivateKey, PublicKey};
 use crate::names::{TENANT_IFACE, TenantNames};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 pub const HUB_MTU: u32 = 1420;
 
@@ -29,7 +29,7 @@ pub struct Desired {
     pub prefix: u8,
     pub peers: BTreeMap<PublicKey, Ipv4Addr>,
     /// Last known endpoints of peers (not state to enforce: hints for peers being re-added).
-    pub endpoint_hints: BTreeMap<PublicKey, String>,
+    pub endpoint_hints: BTreeMap<PublicKey, SocketAddr>,
     pub firewall: FirewallRules,
 }
 
@@ -231,7 +231,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Vec<Action> {
             None => upsert.push(PeerSpec {
                 public_key: *key,
                 address: *addr,
-                endpoint: d.endpoint_hints.get(key).cloned(),
+                endpoint: d.endpoint_hints.get(key).map(|a| a.to_string()),
             }),
         }
     }

@@ -15,7 +15,7 @@ fn desired() -> Desired {
         hub_address: Ipv4Addr::new(10, 100, 0, 1),
         prefix: 16,
         peers: BTreeMap::from([(peer, Ipv4Addr::new(10, 100, 0, 2))]),
-        endpoint_hints: BTreeMap::from([(peer, "172.30.0.2:40000".to_string())]),
+        endpoint_hints: BTreeMap::from([(peer, "172.30.0.2:40000".parse().unwrap())]),
         firewall: FirewallRules {
             acl: vec!["-A MWG-ACL -m comment --comment \"mwg:default\" -j ACCEPT".into()],
             sets: BTreeMap::new(),

@@ -19,6 +19,7 @@ use crate::telemetry::{KernelFacts, PeerSeries, RuleSeries};
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -145,16 +146,18 @@ fn desired(
             .map(|m| (m.public_key, m.address))
             .collect(),
         // Where machines were last seen: PostgreSQL (survives restarts), then this actor's
-        // own fresher observation.
+        // own fresher observation. Only what parses as an address reaches the device: a
+        // hand-edited column must not inject a line into a UAPI set request.
         endpoint_hints: snap
             .machines
             .iter()
-            .filter_map(|m| Some((m.public_key, m.last_endpoint.clone()?)))
+            .filter_map(|m| Some((m.public_key, m.last_endpoint.as_deref()?)))
             .chain(
                 last.iter()
                     .flat_map(|s| &s.peers)
-                    .filter_map(|(k, p)| Some((*k, p.endpoint.clone()?))),
+                    .filter_map(|(k, p)| Some((*k, p.endpoint.as_deref()?))),
             )
+            .filter_map(|(k, e)| Some((k, e.parse::<SocketAddr>().ok()?)))
             .collect(),
         firewall: render(&snap.policies, &machines, org.default_action),
     })
