@@ -1,5 +1,9 @@
 //! The operations the API calls, each returning only after the kernel reflects it:
 //! create/delete tenant, add/remove machine, sync (after policy changes), status.
+//!
+//! The operations that change state run as their own task: a client that hangs up (dropping the
+//! request future) must not stop a creation or deletion halfway and leave the org stuck in
+//! `creating` or `deleting`. The caller awaits the task; if it goes away the task finishes alone.
 
 use crate::actors::supervisor::{Supervisor, SupervisorMsg};
 use crate::actors::tenant::{TenantMsg, TenantStatus};
@@ -94,6 +98,11 @@ impl Controller {
     /// Creates the org row, brings its namespace, wg0, port and chain up, and only then marks it
     /// active. On failure nothing is left: kernel objects are torn down and the row is deleted.
     pub async fn create_tenant(&self, new: NewTenant) -> Result<Org, CoreError> {
+        let this = self.clone();
+        detached(async move { this.create_tenant_now(new).await }).await
+    }
+
+    async fn create_tenant_now(&self, new: NewTenant) -> Result<Org, CoreError> {
         let id = Uuid::new_v4();
         let key = PrivateKey::generate();
         let row = NewOrg {
@@ -143,14 +152,19 @@ impl Controller {
     }
 
     /// Marks the org deleting, stops its actor, removes every kernel object, deletes the row
-    /// (machines, users, sessions, policies cascade). Returns when nothing is left.
+    /// (machines, users, sessions, policies cascade). Returns when nothing is left. Works on an
+    /// org in any state, so an operator can retry a deletion whose teardown failed.
     pub async fn delete_tenant(&self, org_id: Uuid) -> Result<(), CoreError> {
-        let org = orgs::get(&self.deps.pool, org_id)
-            .await?
-            .ok_or(CoreError::NotFound)?;
-        self.destroy(org_id, org.kid).await?;
-        tracing::info!(tenant = %org_id, kid = org.kid, "tenant deleted");
-        Ok(())
+        let this = self.clone();
+        detached(async move {
+            let org = orgs::get(&this.deps.pool, org_id)
+                .await?
+                .ok_or(CoreError::NotFound)?;
+            this.destroy(org_id, org.kid).await?;
+            tracing::info!(tenant = %org_id, kid = org.kid, "tenant deleted");
+            Ok(())
+        })
+        .await
     }
 
     async fn destroy(&self, org_id: Uuid, kid: i64) -> Result<(), CoreError> {
@@ -177,6 +191,11 @@ impl Controller {
     /// Allocates the lowest free address, inserts the machine and returns once its peer is live
     /// in the hub. If the hub cannot take it, the machine is removed again.
     pub async fn add_machine(&self, org_id: Uuid, new: NewMachine) -> Result<Machine, CoreError> {
+        let this = self.clone();
+        detached(async move { this.add_machine_now(org_id, new).await }).await
+    }
+
+    async fn add_machine_now(&self, org_id: Uuid, new: NewMachine) -> Result<Machine, CoreError> {
         let allocator = call(
             &self.supervisor,
             SupervisorMsg::Allocator,
@@ -208,9 +227,22 @@ impl Controller {
 
     /// Deletes the machine and returns once its peer is gone from the hub.
     pub async fn remove_machine(&self, org_id: Uuid, machine_id: Uuid) -> Result<(), CoreError> {
-        if !machines::delete(&self.deps.pool, org_id, machine_id).await? {
-            return Err(CoreError::NotFound);
-        }
-        self.sync(org_id).await
+        let this = self.clone();
+        detached(async move {
+            if !machines::delete(&this.deps.pool, org_id, machine_id).await? {
+                return Err(CoreError::NotFound);
+            }
+            this.sync(org_id).await
+        })
+        .await
     }
+}
+
+/// Runs `work` as its own task and waits for it; dropping the wait does not cancel the work.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, CoreError>> + Send + 'static,
+) -> Result<T, CoreError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| CoreError::Internal(format!("operation task failed: {e}")))?
 }

@@ -228,8 +228,16 @@ fn api_login_rate_limit_spares_the_real_user_elsewhere() {
         });
         let mut statuses = futures_util::future::join_all(guesses).await;
         statuses.sort();
-        assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
-        assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15, "{statuses:?}");
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 401).count(),
+            5,
+            "{statuses:?}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 429).count(),
+            15,
+            "{statuses:?}"
+        );
     });
 }
 

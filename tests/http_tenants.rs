@@ -802,3 +802,88 @@ fn api_private_key_once_policies_enforced_and_audited() {
         assert_eq!(entry["target_id"], pid.as_str());
     });
 }
+
+#[test]
+fn api_client_hanging_up_does_not_leave_an_org_halfway() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let op = api.operator().await;
+        let hang_up = Duration::from_millis(5);
+        let body = json!({"name": "hangs up", "cidr": "10.77.0.0/24"});
+        let create = api.call("POST", "/api/v1/orgs", Some(&op), Some(body));
+        assert!(
+            tokio::time::timeout(hang_up, create).await.is_err(),
+            "creation answered within {hang_up:?}; nothing was cut off"
+        );
+        // The creation goes on without its client and the org comes up complete.
+        let (org, _) = eventually(Duration::from_secs(30), "org active", || async {
+            let all = meshwg::db::orgs::list(&h.pool).await.unwrap();
+            let org = all.into_iter().find(|o| o.name == "hangs up")?;
+            (org.state == meshwg::db::orgs::OrgState::Active).then_some(org)
+        })
+        .await;
+        let names = h.deps.prefix.tenant(org.kid).unwrap();
+        assert!(netns_inode(&names.netns).is_some(), "namespace exists");
+        let r = api
+            .call("GET", &format!("/api/v1/orgs/{}", org.id), Some(&op), None)
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["state"], "active");
+
+        // Same for a deletion: it finishes, nothing is left in the database or the kernel.
+        let path = format!("/api/v1/orgs/{}", org.id);
+        let delete = api.call("DELETE", &path, Some(&op), None);
+        assert!(
+            tokio::time::timeout(hang_up, delete).await.is_err(),
+            "deletion answered within {hang_up:?}; nothing was cut off"
+        );
+        eventually(Duration::from_secs(30), "org row gone", || async {
+            meshwg::db::orgs::get(&h.pool, org.id)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        assert!(netns_inode(&names.netns).is_none(), "namespace removed");
+    });
+}
+
+#[test]
+fn api_operator_sees_and_retries_an_org_stuck_in_deleting() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let op = api.operator().await;
+        let org = api.org(&op, "stuck", "10.78.0.0/24").await;
+        let id: uuid::Uuid = s(&org["id"]).parse().unwrap();
+        let admin = api
+            .user(&op, s(&org["id"]), "admin@stuck.test", "admin")
+            .await;
+        // As a deletion whose teardown failed leaves it.
+        meshwg::db::orgs::set_state(&h.pool, id, meshwg::db::orgs::OrgState::Deleting)
+            .await
+            .unwrap();
+        let list = api.call("GET", "/api/v1/orgs", Some(&op), None).await;
+        let listed: Vec<&Value> = list.body["orgs"].as_array().unwrap().iter().collect();
+        assert!(
+            listed
+                .iter()
+                .any(|o| o["id"] == org["id"] && o["state"] == "deleting"),
+            "operator sees it: {listed:?}"
+        );
+        let mine = api.call("GET", "/api/v1/orgs", Some(&admin), None).await;
+        assert_eq!(mine.body["orgs"], json!([]), "its own users no longer do");
+        let kid = meshwg::db::orgs::get(&h.pool, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .kid;
+        let netns = h.deps.prefix.tenant(kid).unwrap().netns;
+        assert!(netns_inode(&netns).is_some());
+        let path = format!("/api/v1/orgs/{id}");
+        assert_eq!(api.call("DELETE", &path, Some(&op), None).await.status, 204);
+        assert!(meshwg::db::orgs::get(&h.pool, id).await.unwrap().is_none());
+        assert!(netns_inode(&netns).is_none(), "namespace removed");
+        assert_eq!(api.call("DELETE", &path, Some(&op), None).await.status, 404);
+    });
+}

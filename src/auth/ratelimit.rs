@@ -50,7 +50,10 @@ fn blocked<T>(
     window: Duration,
     now: Instant,
 ) -> Option<Duration> {
-    while q.front().is_some_and(|(t, _)| now.duration_since(*t) >= window) {
+    while q
+        .front()
+        .is_some_and(|(t, _)| now.duration_since(*t) >= window)
+    {
         q.pop_front();
     }
     (q.len() >= limit).then(|| window.saturating_sub(now.duration_since(q[q.len() - limit].0)))
@@ -85,7 +88,10 @@ impl LoginLimiter {
             .entry(address)
             .or_default()
             .push_back((now, account.clone()));
-        w.by_account.entry(account).or_default().push_back((now, ()));
+        w.by_account
+            .entry(account)
+            .or_default()
+            .push_back((now, ()));
         // Bound memory: forget windows that have expired entirely.
         if w.by_address.len() + w.by_account.len() > 100_000 {
             let window = l.window;
@@ -224,6 +230,9 @@ mod tests {
         assert!(l.attempt("mine", ip(1), t0).is_ok());
         l.succeeded("mine", ip(1));
         assert!(l.attempt("victim", ip(1), t0).is_ok());
-        assert!(l.attempt("victim", ip(1), t0).is_err(), "3 failures on victim");
+        assert!(
+            l.attempt("victim", ip(1), t0).is_err(),
+            "3 failures on victim"
+        );
     }
 }

@@ -23,6 +23,7 @@ fn schemas() -> Value {
     let org = json!({"type": "object", "properties": {
         "id": uuid, "name": name, "cidr": {"type": "string"}, "hub_address": {"type": "string"},
         "listen_port": {"type": "integer"}, "hub_public_key": {"type": "string"},
+        "state": {"type": "string", "enum": ["creating", "active", "deleting"]},
         "default_action": action, "created_at": time}});
     let machine = json!({"type": "object", "properties": {
         "id": uuid, "name": name, "address": {"type": "string"}, "public_key": {"type": "string"},

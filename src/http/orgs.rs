@@ -23,6 +23,7 @@ pub fn org_view(o: &Org) -> serde_json::Value {
         "hub_address": o.cidr.hub_address().to_string(),
         "listen_port": o.listen_port,
         "hub_public_key": o.hub_public_key.to_base64(),
+        "state": o.state.as_str(),
         "default_action": o.default_action.as_str(),
         "created_at": o.created_at,
     })
@@ -97,10 +98,13 @@ pub async fn create(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, Api
 pub async fn list(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
     let u = &ctx.session().user;
     let all = orgs::list(&app.pool).await?;
+    // The operator also sees orgs being created or deleted (or stuck there after a failed
+    // teardown, which DELETE retries); an org's own users see it only while it is active.
     let visible: Vec<_> = all
         .iter()
-        .filter(|o| o.state == OrgState::Active)
-        .filter(|o| u.role == Role::Operator || u.org_id == Some(o.id))
+        .filter(|o| {
+            u.role == Role::Operator || (o.state == OrgState::Active && u.org_id == Some(o.id))
+        })
         .map(org_view)
         .collect();
     Ok(json(StatusCode::OK, &serde_json::json!({"orgs": visible})))
@@ -143,7 +147,10 @@ pub async fn patch(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiE
 
 pub async fn delete(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
     require_operator(ctx)?;
-    let org = load_org(app, ctx.org()).await?;
+    // Any state: a deletion whose teardown failed (org left `deleting`) is retried this way.
+    let org = orgs::get(&app.pool, ctx.org())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     app.ctl.delete_tenant(org.id).await?;
     app.sessions.evict_where(|s| s.user.org_id == Some(org.id));
     // Recorded without an org: org-scoped entries went with the org, this one stays.

@@ -81,8 +81,9 @@ pub async fn status(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
     let last_error = if ctx.session().user.role == Role::Operator {
         s.last_error
     } else {
-        s.last_error
-            .map(|_| "the last repair of the hub failed; the operator's logs have the details".into())
+        s.last_error.map(|_| {
+            "the last repair of the hub failed; the operator's logs have the details".into()
+        })
     };
     Ok(json(
         StatusCode::OK,
