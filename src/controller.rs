@@ -174,7 +174,7 @@ impl Controller {
             |reply| SupervisorMsg::Stop { org_id, reply },
             KERNEL_CALL_TIMEOUT,
         )
-        .await?;
+        .await??;
         let names = self
             .deps
             .prefix

@@ -7,7 +7,7 @@ use super::{
     DeviceObserved, DeviceState, HUB_KEEPALIVE, KResult, KernelError, PeerObserved, PeerSpec,
     WireGuard,
 };
-use crate::cmd::Cmd;
+use crate::cmd::{Cmd, CmdError};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::names::{KernelPrefix, TENANT_IFACE, TenantNames};
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,25 +49,38 @@ impl KernelWg {
         cmd.args(args.iter().map(|a| if *a == "{iface}" { iface } else { a }))
     }
 
-    async fn locate(&self, names: &TenantNames) -> Option<Location> {
+    /// Where the device is, `None` only when both places say plainly that it is not there. Any
+    /// other failure of the probe is an error: taking it for "absent" would make the reconciler
+    /// destroy and re-create a live device.
+    async fn locate(&self, names: &TenantNames) -> KResult<Option<Location>> {
         for loc in [Location::Tenant, Location::Host] {
-            if self
+            match self
                 .wg(names, &loc, &["show", "{iface}", "listen-port"])
                 .run()
                 .await
-                .is_ok()
             {
-                return Some(loc);
+                Ok(_) => return Ok(Some(loc)),
+                Err(e) if not_there(&e) => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        None
+        Ok(None)
     }
 
     async fn located(&self, names: &TenantNames) -> KResult<Location> {
-        self.locate(names).await.ok_or_else(|| KernelError::Device {
+        self.locate(names).await?.ok_or_else(|| KernelError::Device {
             device: names.birth.clone(),
             detail: "no kernel WireGuard link found".into(),
         })
+    }
+}
+
+/// The probe's failure says the device (or its namespace) does not exist.
+fn not_there(e: &CmdError) -> bool {
+    match e {
+        CmdError::Setns { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        CmdError::Failed { stderr, .. } => stderr.contains("No such device"),
+        _ => false,
     }
 }
 
@@ -123,7 +136,7 @@ impl WireGuard for KernelWg {
     }
 
     async fn observe(&self, names: &TenantNames) -> KResult<DeviceState> {
-        let Some(loc) = self.locate(names).await else {
+        let Some(loc) = self.locate(names).await? else {
             return Ok(DeviceState::Absent);
         };
         // `dump` prints the private key first; only its public half is kept.
@@ -197,7 +210,7 @@ impl WireGuard for KernelWg {
     }
 
     async fn destroy(&self, names: &TenantNames) -> KResult<()> {
-        match self.locate(names).await {
+        match self.locate(names).await? {
             Some(Location::Tenant) => {
                 Cmd::new("ip")
                     .args(["-n", &names.netns, "link", "del", "dev", TENANT_IFACE])
@@ -225,6 +238,29 @@ impl WireGuard for KernelWg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_plain_no_such_device_counts_as_absent() {
+        let failed = |stderr: &str| CmdError::Failed {
+            cmd: "wg show wg0 listen-port".into(),
+            status: "exit status: 1".into(),
+            stderr: stderr.into(),
+        };
+        assert!(not_there(&failed("Unable to access interface: No such device")));
+        assert!(not_there(&CmdError::Setns {
+            netns: "mwg-1".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        }));
+        assert!(!not_there(&failed("Unable to access interface: Permission denied")));
+        assert!(!not_there(&CmdError::Timeout {
+            cmd: "wg".into(),
+            timeout: std::time::Duration::from_secs(5),
+        }));
+        assert!(!not_there(&CmdError::Setns {
+            netns: "mwg-1".into(),
+            source: std::io::ErrorKind::PermissionDenied.into(),
+        }));
+    }
 
     #[test]
     fn parses_wg_dump() {

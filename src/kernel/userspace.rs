@@ -2,8 +2,8 @@
 //! namespace, detached (own session, stdio to a log file) so that a controller restart or
 //! `kill -9` leaves it running, and re-adopted on start through its UAPI socket.
 //!
-//! A daemon is identified by its pid *and* its command line (`wireguard-go -f <birth>`), read
-//! from `/proc`, so a recycled pid is never killed. Its pid is kept in `<runtime>/<birth>.pid`
+//! A daemon is identified by its pid *and* its command line (`<WIREGUARD_GO> -f <birth>`, the
+//! program compared by file name), read from `/proc`, so a recycled pid is never killed. Its pid is kept in `<runtime>/<birth>.pid`
 //! so a daemon whose socket was removed by hand is still found (and never doubled).
 
 use super::uapi::{self, UapiError};
@@ -36,6 +36,29 @@ impl Userspace {
         }
     }
 
+    /// The daemon as `/proc/<pid>/cmdline` names it, whatever path it was started by.
+    fn program_name(&self) -> &[u8] {
+        self.wireguard_go
+            .file_name()
+            .map_or(b"wireguard-go", |n| n.as_encoded_bytes())
+    }
+
+    fn is_ours(&self, pid: u32, birth: &str) -> bool {
+        is_daemon(pid, self.program_name(), birth)
+    }
+
+    async fn stop_process(&self, pid: u32, birth: &str) {
+        signal(pid, libc::SIGTERM);
+        let deadline = Instant::now() + STOP_DEADLINE;
+        while self.is_ours(pid, birth) {
+            if Instant::now() > deadline {
+                signal(pid, libc::SIGKILL);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn pidfile(&self, birth: &str) -> PathBuf {
         self.runtime_dir.join(format!("{birth}.pid"))
     }
@@ -48,12 +71,12 @@ impl Userspace {
     async fn daemons(&self, birth: &str) -> BTreeSet<u32> {
         let mut pids = BTreeSet::new();
         if let Some(pid) = read_pidfile(&self.pidfile(birth))
-            && is_our_daemon(pid, birth)
+            && self.is_ours(pid, birth)
         {
             pids.insert(pid);
         }
         if let Ok(conn) = uapi::connect(&uapi::socket_path(birth)).await
-            && let Some(pid) = conn.pid.filter(|&p| is_our_daemon(p, birth))
+            && let Some(pid) = conn.pid.filter(|&p| self.is_ours(p, birth))
         {
             pids.insert(pid);
         }
@@ -96,15 +119,15 @@ fn process_start_time(pid: u32) -> Option<u64> {
     fields.get(22 - 3)?.parse().ok()
 }
 
-/// True if `pid` is alive and is `wireguard-go -f <birth>`.
-fn is_our_daemon(pid: u32, birth: &str) -> bool {
+/// True if `pid` is alive and is `…/<program> -f <birth>`.
+fn is_daemon(pid: u32, program: &[u8], birth: &str) -> bool {
     let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
     let args: Vec<&[u8]> = raw.split(|&b| b == 0).filter(|a| !a.is_empty()).collect();
     process_start_time(pid).is_some()
         && args.len() == 3
-        && args[0].ends_with(b"wireguard-go")
+        && args[0].rsplit(|&b| b == b'/').next() == Some(program)
         && args[1] == b"-f"
         && args[2] == birth.as_bytes()
 }
@@ -113,18 +136,6 @@ fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) with a pid we verified to be our daemon.
     unsafe {
         libc::kill(pid as libc::pid_t, sig);
-    }
-}
-
-async fn stop_process(pid: u32, birth: &str) {
-    signal(pid, libc::SIGTERM);
-    let deadline = Instant::now() + STOP_DEADLINE;
-    while is_our_daemon(pid, birth) {
-        if Instant::now() > deadline {
-            signal(pid, libc::SIGKILL);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -220,7 +231,7 @@ impl WireGuard for Userspace {
             match uapi::connect(&uapi::socket_path(birth)).await {
                 Ok(_) => break,
                 Err(e) if Instant::now() > deadline => {
-                    stop_process(pid, birth).await;
+                    self.stop_process(pid, birth).await;
                     return Err(device_error(names, e));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -276,7 +287,7 @@ impl WireGuard for Userspace {
         let birth = &names.birth;
         for pid in self.daemons(birth).await {
             tracing::info!(tenant_kid = names.kid, device = %birth, pid, "stopping wireguard-go");
-            stop_process(pid, birth).await;
+            self.stop_process(pid, birth).await;
         }
         remove_if_exists(&uapi::socket_path(birth))?;
         remove_if_exists(&self.pidfile(birth))?;
@@ -315,7 +326,35 @@ mod tests {
     fn own_process_is_not_a_daemon() {
         let me = std::process::id();
         assert!(process_start_time(me).is_some());
-        assert!(!is_our_daemon(me, "mwg1"));
-        assert!(!is_our_daemon(u32::MAX - 1, "mwg1"));
+        assert!(!is_daemon(me, b"wireguard-go", "mwg1"));
+        assert!(!is_daemon(u32::MAX - 1, b"wireguard-go", "mwg1"));
+    }
+
+    #[test]
+    fn a_daemon_is_known_by_program_file_name_and_device() {
+        // `tail -f <file>` has the daemon's argv shape; started through a link with a custom
+        // name, as an operator's WIREGUARD_GO path might be.
+        let dir = std::env::temp_dir().join(format!("mwg-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("mwg1"), b"").unwrap();
+        let link = dir.join("my-wg-build");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("/usr/bin/tail", &link).unwrap();
+        let mut child = std::process::Command::new(&link)
+            .args(["-f", "mwg1"])
+            .current_dir(&dir)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let seen = is_daemon(pid, b"my-wg-build", "mwg1");
+        let other_device = is_daemon(pid, b"my-wg-build", "mwg2");
+        let other_program = is_daemon(pid, b"wireguard-go", "mwg1");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(seen);
+        assert!(!other_device);
+        assert!(!other_program);
+        assert!(!is_daemon(pid, b"my-wg-build", "mwg1"), "gone once reaped");
     }
 }

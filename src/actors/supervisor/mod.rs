@@ -21,6 +21,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A child that ran this long before failing starts its backoff from the beginning again.
 const BACKOFF_RESET: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Supervisor;
 
@@ -50,10 +51,12 @@ pub enum SupervisorMsg {
         kid: i64,
         reply: RpcReplyPort<Result<ActorRef<TenantMsg>, CoreError>>,
     },
-    /// Stops an org's actor on purpose (it is not restarted); the kernel is left alone.
+    /// Stops an org's actor on purpose (it is not restarted); the kernel is left alone. Answers
+    /// only once the actor is gone (killed if it does not stop in time), so the caller may tear
+    /// the kernel down without racing it.
     Stop {
         org_id: Uuid,
-        reply: RpcReplyPort<()>,
+        reply: RpcReplyPort<Result<(), CoreError>>,
     },
     Get {
         org_id: Uuid,
@@ -65,6 +68,18 @@ pub enum SupervisorMsg {
     Restart {
         org_id: Uuid,
     },
+}
+
+/// Stops a tenant actor, killing it (cancelling the work in hand) if it does not stop in time.
+async fn stop_child(org_id: Uuid, actor: ActorRef<TenantMsg>) -> Result<(), CoreError> {
+    if actor.stop_and_wait(None, Some(STOP_TIMEOUT)).await.is_ok() {
+        return Ok(());
+    }
+    tracing::warn!(tenant = %org_id, timeout = ?STOP_TIMEOUT, "tenant actor did not stop; killing it");
+    actor
+        .kill_and_wait(Some(KILL_TIMEOUT))
+        .await
+        .map_err(|e| CoreError::Internal(format!("tenant actor did not stop: {e}")))
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -208,16 +223,22 @@ impl SupervisorState {
             Ok(None) => {
                 self.pending.remove(&org_id);
                 self.attempts.remove(&org_id);
-                if let Ok(names) = self.deps.prefix.tenant(kid) {
-                    match teardown(&self.deps.kernel, &names).await {
+                self.deps.telemetry.remove(org_id);
+                let Ok(names) = self.deps.prefix.tenant(kid) else {
+                    return;
+                };
+                let kernel = self.deps.kernel.clone();
+                // Off this actor, like every slow step: other tenants' lookups go on meanwhile.
+                tokio::spawn(async move {
+                    match teardown(&kernel, &names).await {
                         Ok(()) => {
                             tracing::warn!(tenant = %org_id, "org vanished from the database; kernel objects removed")
                         }
                         Err(e) => {
-                            tracing::error!(tenant = %org_id, error = %e, "teardown of vanished org failed")
+                            tracing::error!(tenant = %org_id, error = %e, "teardown of vanished org failed; orphan removal at next start retries")
                         }
                     }
-                }
+                });
             }
             Err(e) => {
                 let attempt = attempt + 1;
@@ -295,11 +316,15 @@ impl Actor for Supervisor {
             SupervisorMsg::Stop { org_id, reply } => {
                 state.pending.remove(&org_id);
                 state.attempts.remove(&org_id);
-                if let Some(child) = state.tenants.remove(&org_id) {
-                    state.by_actor.remove(&child.actor.get_id());
-                    let _ = child.actor.stop_and_wait(None, Some(STOP_TIMEOUT)).await;
-                }
-                let _ = reply.send(());
+                let Some(child) = state.tenants.remove(&org_id) else {
+                    let _ = reply.send(Ok(()));
+                    return Ok(());
+                };
+                state.by_actor.remove(&child.actor.get_id());
+                // Waited for off this actor: other tenants' lookups must not queue behind it.
+                tokio::spawn(async move {
+                    let _ = reply.send(stop_child(org_id, child.actor).await);
+                });
             }
             SupervisorMsg::Get { org_id, reply } => {
                 let _ = reply.send(state.tenants.get(&org_id).map(|c| c.actor.clone()));
