@@ -238,3 +238,37 @@ fn metrics_every_dashboard_query_names_a_live_series() {
         let _ = Arc::strong_count(&api.app);
     });
 }
+
+#[test]
+fn metrics_egress_repair_by_a_change_triggered_run_is_counted() {
+    // No periodic run within the test: only the sync a change triggers can repair.
+    run_with(Duration::from_secs(3600), |h| async move {
+        let org = h.tenant("Egress", "10.71.0.0/24").await;
+        let names = h.names(&org);
+        ns(
+            &names.netns,
+            &["ip", "route", "add", "default", "dev", "wg0"],
+        );
+        assert!(!scrape(&h).await.contains("meshwg_egress_guard 1"));
+        // Adding a machine reconciles; it also removes the route, and that is drift.
+        h.machine(&org, "m", &[]).await;
+        assert_eq!(ns(&names.netns, &["ip", "route", "show", "default"]), "");
+        let text = scrape(&h).await;
+        assert!(
+            text.contains(&format!(
+                "meshwg_reconcile_repairs_total{{tenant=\"{}\",kind=\"delete_route\"}} 1",
+                org.id
+            )),
+            "{text}"
+        );
+        assert!(text.contains("meshwg_egress_guard 1"));
+        // The machine's own peer is the change, not drift.
+        assert!(
+            text.contains(&format!(
+                "meshwg_reconcile_repairs_total{{tenant=\"{}\",kind=\"set_peers\"}} 0",
+                org.id
+            )),
+            "{text}"
+        );
+    });
+}

@@ -68,10 +68,12 @@ impl KernelWg {
     }
 
     async fn located(&self, names: &TenantNames) -> KResult<Location> {
-        self.locate(names).await?.ok_or_else(|| KernelError::Device {
-            device: names.birth.clone(),
-            detail: "no kernel WireGuard link found".into(),
-        })
+        self.locate(names)
+            .await?
+            .ok_or_else(|| KernelError::Device {
+                device: names.birth.clone(),
+                detail: "no kernel WireGuard link found".into(),
+            })
     }
 }
 
@@ -246,12 +248,16 @@ mod tests {
             status: "exit status: 1".into(),
             stderr: stderr.into(),
         };
-        assert!(not_there(&failed("Unable to access interface: No such device")));
+        assert!(not_there(&failed(
+            "Unable to access interface: No such device"
+        )));
         assert!(not_there(&CmdError::Setns {
             netns: "mwg-1".into(),
             source: std::io::ErrorKind::NotFound.into(),
         }));
-        assert!(!not_there(&failed("Unable to access interface: Permission denied")));
+        assert!(!not_there(&failed(
+            "Unable to access interface: Permission denied"
+        )));
         assert!(!not_there(&CmdError::Timeout {
             cmd: "wg".into(),
             timeout: std::time::Duration::from_secs(5),

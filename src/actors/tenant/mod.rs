@@ -253,7 +253,8 @@ impl TenantState {
     }
 
     /// One reconcile; answers everybody waiting. `Err` only when the actor should be restarted.
-    /// `periodic`: not asked for by a change, so whatever it applies is drift being repaired.
+    /// `periodic`: not asked for by a change, so whatever it applies is drift being repaired;
+    /// otherwise only the egress repairs (which no change asks for) count as drift.
     async fn run(&mut self, periodic: bool) -> Result<(), ActorProcessingErr> {
         let waiting = std::mem::take(&mut self.waiting);
         let started = Instant::now();
@@ -263,8 +264,14 @@ impl TenantState {
         let telemetry = self.deps.telemetry.clone();
         let answer = match outcome {
             Outcome::Done(c, snap) => {
-                let kinds: Vec<&'static str> = c.applied.iter().map(|a| a.kind()).collect();
-                let repairs: &[&'static str] = if periodic { &kinds } else { &[] };
+                // A run asked for by a change applies that change, so only what no change ever
+                // asks for (removing a route, a NAT rule, a foreign link) counts as drift then.
+                let repairs: Vec<&'static str> = c
+                    .applied
+                    .iter()
+                    .map(|a| a.kind())
+                    .filter(|k| periodic || crate::telemetry::EGRESS_REPAIRS.contains(k))
+                    .collect();
                 if !repairs.is_empty() {
                     tracing::warn!(tenant = %self.org_id, repairs = ?repairs, "kernel drift repaired");
                 }
@@ -275,7 +282,7 @@ impl TenantState {
                     self.org_id,
                     "ok",
                     took,
-                    repairs,
+                    &repairs,
                     Some(facts(&status, &snap)),
                 );
                 self.status = Some(status);
