@@ -77,6 +77,12 @@ impl Controller {
         call(&tenant, TenantMsg::Sync, KERNEL_CALL_TIMEOUT).await?
     }
 
+    /// [`Self::sync`] after a change already committed: its failure is
+    /// [`CoreError::NotConfirmed`], since the reconciler will still enforce the change.
+    pub async fn apply_saved(&self, org_id: Uuid) -> Result<(), CoreError> {
+        self.sync(org_id).await.map_err(CoreError::unconfirmed)
+    }
+
     /// The kernel state of the tenant as of its last reconcile.
     pub async fn status(&self, org_id: Uuid) -> Result<TenantStatus, CoreError> {
         let tenant = self.tenant(org_id).await?;
@@ -225,14 +231,15 @@ impl Controller {
         Ok(machine)
     }
 
-    /// Deletes the machine and returns once its peer is gone from the hub.
+    /// Deletes the machine and returns once its peer is gone from the hub. An error after the row
+    /// is gone is [`CoreError::NotConfirmed`]: the reconciler still removes the peer.
     pub async fn remove_machine(&self, org_id: Uuid, machine_id: Uuid) -> Result<(), CoreError> {
         let this = self.clone();
         detached(async move {
             if !machines::delete(&this.deps.pool, org_id, machine_id).await? {
                 return Err(CoreError::NotFound);
             }
-            this.sync(org_id).await
+            this.sync(org_id).await.map_err(CoreError::unconfirmed)
         })
         .await
     }

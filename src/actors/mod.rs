@@ -46,6 +46,20 @@ pub enum CoreError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The change is committed to PostgreSQL (so the reconciler will enforce it) but the kernel
+    /// did not confirm it: the cause.
+    #[error("saved but not confirmed by the kernel: {0}")]
+    NotConfirmed(String),
+}
+
+impl CoreError {
+    /// For an error met after the change was committed.
+    pub fn unconfirmed(self) -> CoreError {
+        match self {
+            CoreError::NotConfirmed(_) => self,
+            e => CoreError::NotConfirmed(e.to_string()),
+        }
+    }
 }
 
 impl From<DbError> for CoreError {

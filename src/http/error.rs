@@ -148,6 +148,15 @@ impl From<CoreError> for ApiError {
                 tracing::warn!(error = %m, "tenant unavailable");
                 ApiError::unavailable("the tenant is being repaired or restarted; try again")
             }
+            CoreError::NotConfirmed(m) => {
+                tracing::warn!(error = %m, "change saved, kernel did not confirm it");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_confirmed",
+                    "the change is saved and will be enforced by the next reconcile, but the \
+                     kernel has not confirmed it yet; check the org's status",
+                )
+            }
             CoreError::Kernel(m) | CoreError::Internal(m) => ApiError::internal(m),
         }
     }

@@ -6,6 +6,7 @@ use super::error::ApiError;
 use super::orgs::{load_org, require_write};
 use super::router::{Ctx, body};
 use super::{App, Request, Response, json, no_content, validate};
+use crate::actors::CoreError;
 use crate::actors::tenant::TenantStatus;
 use crate::db::machines::{self, Machine, NewMachine};
 use crate::keys::PrivateKey;
@@ -160,10 +161,11 @@ pub async fn patch(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiE
     )
     .await?
     .ok_or_else(ApiError::not_found)?;
-    if tags.is_some() {
-        // Tag sets in the kernel follow the machine's tags.
-        app.ctl.sync(ctx.org()).await?;
-    }
+    // Tag sets in the kernel follow the machine's tags. Saved either way: audited either way.
+    let applied = match tags {
+        Some(_) => app.ctl.apply_saved(ctx.org()).await,
+        None => Ok(()),
+    };
     record(
         app,
         Some(&ctx.session().user),
@@ -174,13 +176,19 @@ pub async fn patch(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiE
         serde_json::json!({"name": m.name, "tags": m.tags}),
     )
     .await;
+    applied?;
     Ok(json(StatusCode::OK, &view(&m)))
 }
 
 pub async fn delete(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
     require_write(ctx)?;
     load_org(app, ctx.org()).await?;
-    app.ctl.remove_machine(ctx.org(), ctx.id()).await?;
+    let removed = match app.ctl.remove_machine(ctx.org(), ctx.id()).await {
+        Ok(()) => Ok(()),
+        // The row is gone, so the deletion is audited; the reconciler removes the peer.
+        Err(e @ CoreError::NotConfirmed(_)) => Err(e),
+        Err(e) => return Err(e.into()),
+    };
     record(
         app,
         Some(&ctx.session().user),
@@ -191,5 +199,6 @@ pub async fn delete(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
         serde_json::json!({}),
     )
     .await;
+    removed?;
     Ok(no_content())
 }

@@ -129,9 +129,11 @@ pub async fn patch(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiE
     let org = orgs::update(&app.pool, ctx.org(), name.as_deref(), b.default_action)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    if b.default_action.is_some() {
-        app.ctl.sync(org.id).await?;
-    }
+    // Saved either way: audited either way, and a kernel that did not confirm is reported.
+    let applied = match b.default_action {
+        Some(_) => app.ctl.apply_saved(org.id).await,
+        None => Ok(()),
+    };
     record(
         app,
         Some(&ctx.session().user),
@@ -142,6 +144,7 @@ pub async fn patch(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiE
         org_view(&org),
     )
     .await;
+    applied?;
     Ok(json(StatusCode::OK, &org_view(&org)))
 }
 

@@ -213,7 +213,8 @@ pub async fn patch(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiE
     let p = policies::update(&app.pool, org.id, old.id, &fields)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    app.ctl.sync(org.id).await?;
+    // Saved either way: audited either way, and a kernel that did not confirm is reported.
+    let applied = app.ctl.apply_saved(org.id).await;
     let v = view(&p, &rules(app, org.id).await);
     record(
         app,
@@ -225,6 +226,7 @@ pub async fn patch(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiE
         v.clone(),
     )
     .await;
+    applied?;
     Ok(json(StatusCode::OK, &v))
 }
 
@@ -234,7 +236,7 @@ pub async fn delete(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
     if !policies::delete(&app.pool, ctx.org(), ctx.id()).await? {
         return Err(ApiError::not_found());
     }
-    app.ctl.sync(ctx.org()).await?;
+    let applied = app.ctl.apply_saved(ctx.org()).await;
     record(
         app,
         Some(&ctx.session().user),
@@ -245,5 +247,6 @@ pub async fn delete(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
         serde_json::json!({}),
     )
     .await;
+    applied?;
     Ok(no_content())
 }

@@ -147,9 +147,11 @@ pub fn plan(d: &Desired, o: &Observed) -> Vec<Action> {
         _ => None,
     };
     let mut device_steps = Vec::new();
+    // Our device still under its birth name next to a `wg0`: that `wg0` is somebody else's.
+    let foreign_wg0 = wg0.is_some() && unrenamed.is_some();
     let fresh = match (device, wg0, unrenamed) {
-        (Some(_), Some(_), _) => false,
-        (Some(_), None, Some(_)) => {
+        (Some(_), Some(_), None) => false,
+        (Some(_), _, Some(_)) => {
             device_steps.push(Action::RenameDevice {
                 from: birth.to_string(),
             });
@@ -181,7 +183,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Vec<Action> {
     // Links that do not belong: anything but lo and the hub device (a wg0 that is not our
     // device is removed too, before ours is renamed into place).
     for l in links {
-        let ours = !fresh && (l.name == TENANT_IFACE || l.name == birth);
+        let ours = !fresh && ((l.name == TENANT_IFACE && !foreign_wg0) || l.name == birth);
         if l.name != "lo" && !ours {
             actions.push(Action::DeleteLink(l.name.clone()));
         }

@@ -383,3 +383,31 @@ fn wrong_port_key_address_or_mtu() {
     wg0.ipv4.insert((Ipv4Addr::new(192, 0, 2, 1), 24));
     assert_eq!(kinds(&plan(&d, &o)), ["configure_wg0"]);
 }
+
+#[test]
+fn foreign_wg0_next_to_our_unrenamed_device_is_removed_before_the_rename() {
+    let d = desired();
+    let mut o = converged(&d);
+    let links = &mut o.netns.as_mut().unwrap().links;
+    links.push(LinkObserved {
+        name: d.names.birth.clone(),
+        mtu: 1420,
+        up: false,
+        ipv4: BTreeSet::new(),
+    });
+    let actions = plan(&d, &o);
+    let k = kinds(&actions);
+    assert_eq!(
+        actions
+            .iter()
+            .position(|a| *a == Action::DeleteLink("wg0".into())),
+        Some(0),
+        "{k:?}"
+    );
+    let rename = k
+        .iter()
+        .position(|k| *k == "rename_device")
+        .expect("rename");
+    assert!(rename > 0);
+    assert!(!k.contains(&"destroy_device") && !k.contains(&"create_device"));
+}
