@@ -294,10 +294,14 @@ impl Actor for Supervisor {
         _myself: ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        // Actors stop; the kernel objects they own stay up (data-plane independence).
-        for (_, child) in std::mem::take(&mut state.tenants) {
-            let _ = child.actor.stop_and_wait(None, Some(STOP_TIMEOUT)).await;
-        }
+        // Actors stop, all at once; the kernel objects they own stay up (data-plane independence).
+        let children = std::mem::take(&mut state.tenants);
+        futures_util::future::join_all(
+            children
+                .values()
+                .map(|c| c.actor.stop_and_wait(None, Some(STOP_TIMEOUT))),
+        )
+        .await;
         state.allocator.stop(None);
         Ok(())
     }
