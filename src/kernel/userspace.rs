@@ -346,13 +346,29 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        let seen = is_daemon(pid, b"my-wg-build", "mwg1");
+        // Give the stand-in time to be itself (exec done, /proc updated) on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = false;
+        while !seen && Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the stand-in exited early: {status}");
+            }
+            seen = is_daemon(pid, b"my-wg-build", "mwg1");
+            if !seen {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let other_device = is_daemon(pid, b"my-wg-build", "mwg2");
         let other_program = is_daemon(pid, b"wireguard-go", "mwg1");
         child.kill().unwrap();
         child.wait().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(seen);
+        assert!(
+            seen,
+            "not recognised: cmdline {:?}",
+            String::from_utf8_lossy(&cmdline)
+        );
         assert!(!other_device);
         assert!(!other_program);
         assert!(!is_daemon(pid, b"my-wg-build", "mwg1"), "gone once reaped");
