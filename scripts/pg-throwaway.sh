@@ -8,6 +8,7 @@ pg_throwaway_stop() {
   rm -rf "$PGDIR"
 }
 trap pg_throwaway_stop EXIT
+trap 'exit 143' TERM INT    # so that a stop by signal still runs the EXIT trap
 runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/data" -A trust -U postgres -E UTF8 --locale=C >/dev/null
 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
   -o "-k $PGDIR -c listen_addresses= -c max_connections=500 -c fsync=off -c synchronous_commit=off" start >/dev/null

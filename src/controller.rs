@@ -135,10 +135,12 @@ impl Controller {
             )
             .await??;
             self.sync(id).await?;
-            if orgs::set_state(&self.deps.pool, id, OrgState::Active).await? {
+            if orgs::activate(&self.deps.pool, id).await? {
                 Ok(())
             } else {
-                Err(CoreError::NotFound)
+                Err(CoreError::Conflict(
+                    "the org was deleted while it was being created".into(),
+                ))
             }
         };
         match made.await {

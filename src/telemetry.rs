@@ -86,9 +86,6 @@ pub struct KernelFacts {
 /// Every result a reconcile is counted under.
 pub const RESULTS: [&str; 3] = ["ok", "error", "db_unavailable"];
 
-/// Repairs that mean a tenant namespace had a way out it must not have.
-pub const EGRESS_REPAIRS: &[&str] = &["delete_route", "flush_nat", "delete_link"];
-
 #[derive(Default)]
 pub struct Telemetry {
     tenants: Mutex<BTreeMap<Uuid, TenantSeries>>,
@@ -110,9 +107,6 @@ impl Telemetry {
         repairs: &[&'static str],
         facts: Option<KernelFacts>,
     ) {
-        if repairs.iter().any(|k| EGRESS_REPAIRS.contains(k)) {
-            self.egress_tripped.store(true, Ordering::Relaxed);
-        }
         self.with(org, |t| {
             *t.runs.entry(result).or_default() += 1;
             t.duration.observe(took.as_secs_f64());
@@ -126,6 +120,11 @@ impl Telemetry {
                 t.rules = f.rules;
             }
         });
+    }
+
+    /// A tenant namespace was found with a way out it must not have (and it was removed).
+    pub fn egress_repaired(&self) {
+        self.egress_tripped.store(true, Ordering::Relaxed);
     }
 
     /// The hub could not be observed (reconcile failed): it is not known to be up.
@@ -437,6 +436,8 @@ mod tests {
             }),
         );
         t.restarted(org);
+        assert!(t.render().contains("meshwg_egress_guard 0"));
+        t.egress_repaired();
         let text = t.render();
         assert!(
             text.contains(&format!(

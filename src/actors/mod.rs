@@ -56,7 +56,8 @@ impl CoreError {
     /// For an error met after the change was committed.
     pub fn unconfirmed(self) -> CoreError {
         match self {
-            CoreError::NotConfirmed(_) => self,
+            // The org went away meanwhile: nothing will be enforced.
+            CoreError::NotConfirmed(_) | CoreError::NotFound => self,
             e => CoreError::NotConfirmed(e.to_string()),
         }
     }

@@ -190,6 +190,19 @@ pub async fn set_state(pool: &Pool, id: Uuid, state: OrgState) -> Result<bool, D
     Ok(n == 1)
 }
 
+/// Marks a `creating` org active; false if it is no longer `creating` (a deletion came first).
+pub async fn activate(pool: &Pool, id: Uuid) -> Result<bool, DbError> {
+    let conn = pool.get().await?;
+    let n = conn
+        .execute(
+            "UPDATE orgs SET state = 'active', updated_at = now() \
+             WHERE id = $1 AND state = 'creating'",
+            &[&id],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
 /// Changes name and/or default action; returns the updated org.
 pub async fn update(
     pool: &Pool,

@@ -153,8 +153,8 @@ impl From<CoreError> for ApiError {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not_confirmed",
-                    "the change is saved and will be enforced by the next reconcile, but the \
-                     kernel has not confirmed it yet; check the org's status",
+                    "the change is saved, but the kernel has not confirmed it; the reconciler \
+                     keeps applying it (the org's status shows its last error)",
                 )
             }
             CoreError::Kernel(m) | CoreError::Internal(m) => ApiError::internal(m),

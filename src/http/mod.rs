@@ -218,7 +218,11 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
                         peer,
                         body,
                     };
-                    router::dispatch(&app, req).await
+                    // The handler runs as its own task: a client that hangs up cannot cancel a
+                    // change halfway (after the database, before the kernel or the audit log).
+                    tokio::spawn(async move { router::dispatch(&app, req).await })
+                        .await
+                        .unwrap_or_else(|e| ApiError::internal(e).into_response())
                 }
             },
         )

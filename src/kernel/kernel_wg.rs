@@ -49,7 +49,8 @@ impl KernelWg {
         cmd.args(args.iter().map(|a| if *a == "{iface}" { iface } else { a }))
     }
 
-    /// Where the device is, `None` only when both places say plainly that it is not there. Any
+    /// Where the device is, `None` only when both places say plainly that it is not there (or
+    /// that the link there is no WireGuard device). Any
     /// other failure of the probe is an error: taking it for "absent" would make the reconciler
     /// destroy and re-create a live device.
     async fn locate(&self, names: &TenantNames) -> KResult<Option<Location>> {
@@ -81,7 +82,11 @@ impl KernelWg {
 fn not_there(e: &CmdError) -> bool {
     match e {
         CmdError::Setns { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
-        CmdError::Failed { stderr, .. } => stderr.contains("No such device"),
+        // "Operation not supported": a link of another kind under that name, which the
+        // reconciler removes as foreign.
+        CmdError::Failed { stderr, .. } => {
+            stderr.contains("No such device") || stderr.contains("Operation not supported")
+        }
         _ => false,
     }
 }
@@ -255,6 +260,9 @@ mod tests {
             netns: "mwg-1".into(),
             source: std::io::ErrorKind::NotFound.into(),
         }));
+        assert!(not_there(&failed(
+            "Unable to access interface: Operation not supported"
+        )));
         assert!(!not_there(&failed(
             "Unable to access interface: Permission denied"
         )));

@@ -43,8 +43,10 @@ impl Userspace {
             .map_or(b"wireguard-go", |n| n.as_encoded_bytes())
     }
 
+    /// Started as the configured program, or as the stock `wireguard-go` (daemons started
+    /// before `WIREGUARD_GO` was changed are still recognised, so never doubled).
     fn is_ours(&self, pid: u32, birth: &str) -> bool {
-        is_daemon(pid, self.program_name(), birth)
+        is_daemon(pid, self.program_name(), birth) || is_daemon(pid, b"wireguard-go", birth)
     }
 
     async fn stop_process(&self, pid: u32, birth: &str) {

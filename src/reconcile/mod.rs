@@ -87,6 +87,16 @@ impl Action {
     ];
 
     /// A short, stable name, used in logs and as the `kind` label of repair metrics.
+    /// Removes a way out of the tenant namespace: a route, a NAT rule, a link that is not
+    /// the hub device (our own device's link removed for a rebuild does not count).
+    pub fn is_egress_repair(&self, names: &TenantNames) -> bool {
+        match self {
+            Action::DeleteRoute(_) | Action::FlushNat => true,
+            Action::DeleteLink(name) => name != TENANT_IFACE && *name != names.birth,
+            _ => false,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Action::CreateNetns => "create_netns",
@@ -147,11 +157,9 @@ pub fn plan(d: &Desired, o: &Observed) -> Vec<Action> {
         _ => None,
     };
     let mut device_steps = Vec::new();
-    // Our device still under its birth name next to a `wg0`: that `wg0` is somebody else's.
-    let foreign_wg0 = wg0.is_some() && unrenamed.is_some();
     let fresh = match (device, wg0, unrenamed) {
-        (Some(_), Some(_), None) => false,
-        (Some(_), _, Some(_)) => {
+        (Some(_), Some(_), _) => false,
+        (Some(_), None, Some(_)) => {
             device_steps.push(Action::RenameDevice {
                 from: birth.to_string(),
             });
@@ -183,7 +191,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Vec<Action> {
     // Links that do not belong: anything but lo and the hub device (a wg0 that is not our
     // device is removed too, before ours is renamed into place).
     for l in links {
-        let ours = !fresh && ((l.name == TENANT_IFACE && !foreign_wg0) || l.name == birth);
+        let ours = !fresh && (l.name == TENANT_IFACE || l.name == birth);
         if l.name != "lo" && !ours {
             actions.push(Action::DeleteLink(l.name.clone()));
         }

@@ -385,29 +385,23 @@ fn wrong_port_key_address_or_mtu() {
 }
 
 #[test]
-fn foreign_wg0_next_to_our_unrenamed_device_is_removed_before_the_rename() {
+fn only_ways_out_count_as_egress_repairs() {
     let d = desired();
+    let names = &d.names;
+    assert!(Action::FlushNat.is_egress_repair(names));
+    assert!(Action::DeleteLink("veth0".into()).is_egress_repair(names));
+    assert!(!Action::DeleteLink("wg0".into()).is_egress_repair(names));
+    assert!(!Action::DeleteLink(names.birth.clone()).is_egress_repair(names));
+    assert!(!Action::SetSysctls.is_egress_repair(names));
     let mut o = converged(&d);
-    let links = &mut o.netns.as_mut().unwrap().links;
-    links.push(LinkObserved {
-        name: d.names.birth.clone(),
-        mtu: 1420,
-        up: false,
-        ipv4: BTreeSet::new(),
+    o.netns.as_mut().unwrap().routes.push(RouteObserved {
+        kind: None,
+        dst: "default".into(),
+        table: None,
+        dev: Some("wg0".into()),
+        gateway: None,
+        protocol: Some("boot".into()),
+        metric: None,
     });
-    let actions = plan(&d, &o);
-    let k = kinds(&actions);
-    assert_eq!(
-        actions
-            .iter()
-            .position(|a| *a == Action::DeleteLink("wg0".into())),
-        Some(0),
-        "{k:?}"
-    );
-    let rename = k
-        .iter()
-        .position(|k| *k == "rename_device")
-        .expect("rename");
-    assert!(rename > 0);
-    assert!(!k.contains(&"destroy_device") && !k.contains(&"create_device"));
+    assert!(plan(&d, &o).iter().any(|a| a.is_egress_repair(names)));
 }

@@ -41,6 +41,8 @@ pub struct SupervisorState {
     attempts: BTreeMap<Uuid, u32>,
     /// Restarts per tenant since this controller started.
     restarts: BTreeMap<Uuid, u64>,
+    /// Tenants being stopped, with everybody waiting for that stop to finish.
+    stopping: BTreeMap<Uuid, Vec<RpcReplyPort<Result<(), CoreError>>>>,
     allocator: ActorRef<IpAllocatorMsg>,
 }
 
@@ -67,6 +69,11 @@ pub enum SupervisorMsg {
     Restarts(RpcReplyPort<BTreeMap<Uuid, u64>>),
     Restart {
         org_id: Uuid,
+    },
+    /// A stop begun by `Stop` has finished.
+    Stopped {
+        org_id: Uuid,
+        result: Result<(), CoreError>,
     },
 }
 
@@ -280,6 +287,7 @@ impl Actor for Supervisor {
             pending: BTreeMap::new(),
             attempts: BTreeMap::new(),
             restarts: BTreeMap::new(),
+            stopping: BTreeMap::new(),
             allocator,
         };
         for org in &active {
@@ -320,14 +328,22 @@ impl Actor for Supervisor {
             SupervisorMsg::Stop { org_id, reply } => {
                 state.pending.remove(&org_id);
                 state.attempts.remove(&org_id);
+                if let Some(waiting) = state.stopping.get_mut(&org_id) {
+                    // A stop is under way: answered when it is over, not before.
+                    waiting.push(reply);
+                    return Ok(());
+                }
                 let Some(child) = state.tenants.remove(&org_id) else {
                     let _ = reply.send(Ok(()));
                     return Ok(());
                 };
                 state.by_actor.remove(&child.actor.get_id());
+                state.stopping.insert(org_id, vec![reply]);
                 // Waited for off this actor: other tenants' lookups must not queue behind it.
+                let supervisor = myself.clone();
                 tokio::spawn(async move {
-                    let _ = reply.send(stop_child(org_id, child.actor).await);
+                    let result = stop_child(org_id, child.actor).await;
+                    let _ = supervisor.cast(SupervisorMsg::Stopped { org_id, result });
                 });
             }
             SupervisorMsg::Get { org_id, reply } => {
@@ -340,6 +356,11 @@ impl Actor for Supervisor {
                 let _ = reply.send(state.restarts.clone());
             }
             SupervisorMsg::Restart { org_id } => state.restart(&myself, org_id).await,
+            SupervisorMsg::Stopped { org_id, result } => {
+                for reply in state.stopping.remove(&org_id).unwrap_or_default() {
+                    let _ = reply.send(result.clone());
+                }
+            }
         }
         Ok(())
     }

@@ -266,11 +266,15 @@ impl TenantState {
             Outcome::Done(c, snap) => {
                 // A run asked for by a change applies that change, so only what no change ever
                 // asks for (removing a route, a NAT rule, a foreign link) counts as drift then.
+                let egress = c.applied.iter().any(|a| a.is_egress_repair(&self.names));
+                if egress {
+                    telemetry.egress_repaired();
+                }
                 let repairs: Vec<&'static str> = c
                     .applied
                     .iter()
+                    .filter(|a| periodic || a.is_egress_repair(&self.names))
                     .map(|a| a.kind())
-                    .filter(|k| periodic || crate::telemetry::EGRESS_REPAIRS.contains(k))
                     .collect();
                 if !repairs.is_empty() {
                     tracing::warn!(tenant = %self.org_id, repairs = ?repairs, "kernel drift repaired");
