@@ -165,55 +165,32 @@ fn api_login_rate_limit_spares_the_real_user_elsewhere() {
         );
         // Behind a trusted proxy the forwarded address counts, not the proxy's.
         let proxy = addr("10.9.9.9:443");
-        for _ in 0..5 {
-            let body = json!({"email": OPERATOR, "password": "nope nope nope"});
-            let r = api
-                .send(
+        let forwarded = |from: SocketAddr, client: &'static str, password: &'static str| {
+            let api = api.clone();
+            async move {
+                let body = json!({"email": OPERATOR, "password": password});
+                api.send(
                     "POST",
                     "/api/v1/auth/login",
                     None,
                     Some(&body),
-                    proxy,
-                    &[("x-forwarded-for", "203.0.113.50")],
+                    from,
+                    &[("x-forwarded-for", client)],
                 )
-                .await;
-            assert_eq!(r.status, 401);
+                .await
+                .status
+            }
+        };
+        for _ in 0..5 {
+            assert_eq!(
+                forwarded(proxy, "203.0.113.50", "nope nope nope").await,
+                401
+            );
         }
-        let body = json!({"email": OPERATOR, "password": PASSWORD});
-        let limited = api
-            .send(
-                "POST",
-                "/api/v1/auth/login",
-                None,
-                Some(&body),
-                proxy,
-                &[("x-forwarded-for", "203.0.113.50")],
-            )
-            .await;
-        assert_eq!(limited.status, 429);
-        let fine = api
-            .send(
-                "POST",
-                "/api/v1/auth/login",
-                None,
-                Some(&body),
-                proxy,
-                &[("x-forwarded-for", "203.0.113.51")],
-            )
-            .await;
-        assert_eq!(fine.status, 200);
+        assert_eq!(forwarded(proxy, "203.0.113.50", PASSWORD).await, 429);
+        assert_eq!(forwarded(proxy, "203.0.113.51", PASSWORD).await, 200);
         // An untrusted peer cannot choose its address.
-        let spoof = api
-            .send(
-                "POST",
-                "/api/v1/auth/login",
-                None,
-                Some(&body),
-                attacker,
-                &[("x-forwarded-for", "203.0.113.77")],
-            )
-            .await;
-        assert_eq!(spoof.status, 429);
+        assert_eq!(forwarded(attacker, "203.0.113.77", PASSWORD).await, 429);
 
         // A burst of parallel guesses (all hashing at once) gets no more than the limit through.
         let burst = addr("198.51.100.99:1");

@@ -82,12 +82,8 @@ fn kernel_policies_render_exactly_keep_counters_and_deny_established_flows() {
         h.ctl.sync(org.id).await.unwrap();
         let all = policies::list(&h.pool, org.id).await.unwrap();
         let machines: Vec<MachineAddr> = [&m1, &m2]
-            .iter()
-            .map(|m| MachineAddr {
-                id: m.id,
-                address: m.address,
-                tags: m.tags.iter().cloned().collect(),
-            })
+            .into_iter()
+            .map(|m| MachineAddr::from(*m))
             .collect();
         let want = render(&all, &machines, Verdict::Allow);
         assert_eq!(

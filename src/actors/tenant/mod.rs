@@ -125,15 +125,7 @@ fn desired(
         .cipher
         .open(org.id, &org.sealed_key)
         .map_err(|e| CoreError::Internal(e.to_string()))?;
-    let machines: Vec<MachineAddr> = snap
-        .machines
-        .iter()
-        .map(|m| MachineAddr {
-            id: m.id,
-            address: m.address,
-            tags: m.tags.iter().cloned().collect(),
-        })
-        .collect();
+    let machines: Vec<MachineAddr> = snap.machines.iter().map(MachineAddr::from).collect();
     Ok(Desired {
         names: names.clone(),
         listen_port: org.listen_port,
