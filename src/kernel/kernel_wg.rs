@@ -81,6 +81,7 @@ impl KernelWg {
 /// The probe's failure says the device (or its namespace) does not exist.
 fn not_there(e: &CmdError) -> bool {
     match e {
+        CmdError::NoNetns(_) => true,
         CmdError::Setns { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
         // "Operation not supported": a link of another kind under that name, which the
         // reconciler removes as foreign.
