@@ -2,7 +2,7 @@
 
 use crate::cmd::Cmd;
 use crate::config::{self, Lookup};
-use crate::kernel::{find_program, kernel_wg::KernelWg};
+use crate::kernel::{decide, find_program, kernel_wg::KernelWg};
 
 async fn first_line(program: &str, args: &[&str]) -> String {
     match Cmd::new(program).args(args).output().await {
@@ -28,15 +28,10 @@ pub async fn run(env: Lookup<'_>) -> bool {
             return false;
         }
     };
-    let kernel_wg = KernelWg::available(&kcfg.prefix).await;
-    println!(
-        "kernel WireGuard:   {}",
-        if kernel_wg {
-            "yes (ip link add … type wireguard works)"
-        } else {
-            "no (no module or not permitted)"
-        }
-    );
+    match KernelWg::probe(&kcfg.prefix).await {
+        Ok(()) => println!("kernel WireGuard:   yes (a probe link was created and removed)"),
+        Err(why) => println!("kernel WireGuard:   no ({why})"),
+    }
     let go = find_program(&kcfg.wireguard_go);
     match &go {
         Some(p) => println!(
@@ -83,20 +78,13 @@ pub async fn run(env: Lookup<'_>) -> bool {
         },
     }
     let choice = config::backend(env).unwrap_or(config::BackendChoice::Auto);
-    let picked = match (choice, kernel_wg, go.is_some()) {
-        (config::BackendChoice::Userspace, _, true)
-        | (config::BackendChoice::Auto, false, true) => "userspace (wireguard-go)",
-        (config::BackendChoice::Kernel, true, _) | (config::BackendChoice::Auto, true, _) => {
-            "kernel"
-        }
-        _ => {
+    let label = format!("WG_BACKEND={}", format!("{choice:?}").to_lowercase());
+    match decide(choice, &kcfg).await {
+        Ok(d) => println!("{label:<20}picks: {} ({})", d.backend, d.why),
+        Err(why) => {
             ok = false;
-            "none: no usable backend"
+            println!("{label:<20}picks: none: {why}");
         }
-    };
-    println!(
-        "WG_BACKEND={:<10} picks: {picked}",
-        format!("{choice:?}").to_lowercase()
-    );
+    }
     ok
 }

@@ -60,13 +60,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let pool = db::pool(&config.database_url)?;
     migrate_when_ready(&pool).await?;
     bootstrap_operator(&pool, &config).await?;
-    let kernel = crate::kernel::select(config.backend, &config.kernel)
+    let (kernel, decision) = crate::kernel::select(config.backend, &config.kernel)
         .await
         .map_err(anyhow::Error::msg)?;
     tracing::info!(
-        backend = kernel.wg.backend(),
+        backend = decision.backend,
+        why = %decision.why,
         prefix = config.kernel.prefix.as_str(),
-        "kernel backend selected"
+        "WireGuard backend selected"
     );
     let deps = Deps {
         pool: pool.clone(),

@@ -6,6 +6,7 @@
 pub mod firewall;
 pub mod kernel_wg;
 pub mod netns;
+pub mod nl;
 pub mod uapi;
 pub mod userspace;
 
@@ -247,40 +248,69 @@ pub fn find_program(program: &std::path::Path) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Picks the WireGuard backend (`auto`: kernel if this host can create WireGuard links, else
-/// wireguard-go) and returns the kernel seams.
+/// Which backend was picked and why, for the start-up log and `meshwg doctor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendDecision {
+    /// `"kernel"` or `"userspace"`.
+    pub backend: &'static str,
+    pub why: String,
+}
+
+/// Decides the backend without building it: `auto` takes kernel WireGuard when the probe
+/// (create and remove a probe link, resolve the netlink family) succeeds, else wireguard-go.
+pub async fn decide(
+    choice: crate::config::BackendChoice,
+    cfg: &crate::config::KernelConfig,
+) -> Result<BackendDecision, String> {
+    use crate::config::BackendChoice;
+    let probe = match choice {
+        BackendChoice::Userspace => None,
+        BackendChoice::Auto | BackendChoice::Kernel => {
+            Some(kernel_wg::KernelWg::probe(&cfg.prefix).await)
+        }
+    };
+    let userspace = |why: String| -> Result<BackendDecision, String> {
+        let go = find_program(&cfg.wireguard_go).ok_or_else(|| {
+            format!(
+                "the userspace backend needs wireguard-go, not found as {:?} (install wireguard-go or set WIREGUARD_GO); {why}",
+                cfg.wireguard_go
+            )
+        })?;
+        Ok(BackendDecision {
+            backend: "userspace",
+            why: format!("{why}; wireguard-go is {}", go.display()),
+        })
+    };
+    match (choice, probe) {
+        (BackendChoice::Userspace, _) => userspace("WG_BACKEND=userspace".into()),
+        (_, Some(Ok(()))) => Ok(BackendDecision {
+            backend: "kernel",
+            why: "the kernel created and removed a probe WireGuard link".into(),
+        }),
+        (BackendChoice::Kernel, Some(Err(why))) => Err(format!(
+            "WG_BACKEND=kernel, but this host cannot run kernel WireGuard: {why}"
+        )),
+        (_, Some(Err(why))) => userspace(format!("kernel WireGuard unusable: {why}")),
+        (_, None) => userspace("WG_BACKEND=userspace".into()),
+    }
+}
+
+/// Picks the WireGuard backend (see [`decide`]) and returns the kernel seams.
 pub async fn select(
     choice: crate::config::BackendChoice,
     cfg: &crate::config::KernelConfig,
-) -> Result<Kernel, String> {
-    use crate::config::BackendChoice;
-    let kernel_ok = match choice {
-        BackendChoice::Userspace => false,
-        BackendChoice::Auto | BackendChoice::Kernel => {
-            kernel_wg::KernelWg::available(&cfg.prefix).await
-        }
+) -> Result<(Kernel, BackendDecision), String> {
+    let decision = decide(choice, cfg).await?;
+    let wg: Arc<dyn WireGuard> = if decision.backend == "kernel" {
+        Arc::new(kernel_wg::KernelWg::new())
+    } else {
+        let go = find_program(&cfg.wireguard_go).ok_or("wireguard-go disappeared")?;
+        Arc::new(userspace::Userspace::new(go, cfg.runtime_dir.clone()))
     };
-    let wg: Arc<dyn WireGuard> = match (choice, kernel_ok) {
-        (BackendChoice::Kernel, false) => {
-            return Err(
-                "WG_BACKEND=kernel, but this host cannot create WireGuard links (no module?)"
-                    .into(),
-            );
-        }
-        (_, true) => Arc::new(kernel_wg::KernelWg),
-        (_, false) => {
-            let go = find_program(&cfg.wireguard_go).ok_or_else(|| {
-                format!(
-                    "the userspace backend needs wireguard-go, not found as {:?} (install wireguard-go or set WIREGUARD_GO)",
-                    cfg.wireguard_go
-                )
-            })?;
-            Arc::new(userspace::Userspace::new(go, cfg.runtime_dir.clone()))
-        }
-    };
-    Ok(Kernel {
+    let kernel = Kernel {
         netns: Arc::new(netns::IpNetns),
         wg,
         firewall: Arc::new(firewall::Iptables),
-    })
+    };
+    Ok((kernel, decision))
 }

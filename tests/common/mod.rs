@@ -39,6 +39,59 @@ use uuid::Uuid;
 pub mod api;
 
 pub const INTERVAL: Duration = Duration::from_secs(1);
+
+/// The WireGuard backend under test: `MESHWG_TEST_BACKEND=kernel` (the guest tier, where the
+/// module exists) or `userspace` (the default; wireguard-go). Every test runs against either,
+/// so both implementations of the `WireGuard` trait answer to one contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Userspace,
+    Kernel,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("MESHWG_TEST_BACKEND").as_deref() {
+        Ok("kernel") => Backend::Kernel,
+        Ok("userspace") | Err(_) => Backend::Userspace,
+        Ok(other) => panic!("MESHWG_TEST_BACKEND={other}: kernel or userspace"),
+    }
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Userspace => "userspace",
+            Backend::Kernel => "kernel",
+        }
+    }
+}
+
+/// `wg SUB <hub device> ARGS…` wherever the backend keeps the tenant's hub: wireguard-go's
+/// UAPI socket is named by the birth name in the controller namespace; a kernel device is `wg0`
+/// inside the tenant namespace.
+pub fn wg_argv(names: &TenantNames, sub: &str, args: &[&str]) -> Vec<String> {
+    let mut argv: Vec<String> = match backend() {
+        Backend::Userspace => vec!["wg".into(), sub.into(), names.birth.clone()],
+        Backend::Kernel => ["ip", "netns", "exec", &names.netns, "wg", sub, "wg0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    argv.extend(args.iter().map(|s| s.to_string()));
+    argv
+}
+
+/// [`wg_argv`] run; stdout, panics on failure.
+pub fn wg(names: &TenantNames, sub: &str, args: &[&str]) -> String {
+    let argv = wg_argv(names, sub, args);
+    sh(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// [`wg_argv`] run, whatever the exit status.
+pub fn wg_out(names: &TenantNames, sub: &str, args: &[&str]) -> std::process::Output {
+    let argv = wg_argv(names, sub, args);
+    sh_out(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+}
 pub const ENDPOINT: &str = "172.30.0.1";
 pub const TEST_KEY: [u8; 32] = [42; 32];
 
@@ -162,7 +215,7 @@ impl World {
             ("KERNEL_PREFIX", self.prefix.clone()),
             ("RUNTIME_DIR", self.runtime_dir.display().to_string()),
             ("RECONCILE_INTERVAL", format!("{}ms", INTERVAL.as_millis())),
-            ("WG_BACKEND", "userspace".to_string()),
+            ("WG_BACKEND", backend().name().to_string()),
             ("LISTEN_ADDR", "127.0.0.1:0".to_string()),
             ("METRICS_ADDR", "127.0.0.1:0".to_string()),
             ("RUST_LOG", "info".to_string()),
@@ -307,12 +360,16 @@ fn enter_netns(name: &str) {
 
 pub fn test_kernel(runtime_dir: &std::path::Path) -> meshwg::kernel::Kernel {
     use meshwg::kernel::*;
-    Kernel {
-        netns: Arc::new(netns::IpNetns),
-        wg: Arc::new(userspace::Userspace::new(
+    let wg: Arc<dyn WireGuard> = match backend() {
+        Backend::Userspace => Arc::new(userspace::Userspace::new(
             find_program(std::path::Path::new("wireguard-go")).expect("wireguard-go"),
             runtime_dir.to_path_buf(),
         )),
+        Backend::Kernel => Arc::new(kernel_wg::KernelWg::new()),
+    };
+    Kernel {
+        netns: Arc::new(netns::IpNetns),
+        wg,
         firewall: Arc::new(firewall::Iptables),
     }
 }
@@ -593,7 +650,20 @@ impl Client {
     }
 }
 
-/// The wireguard-go pid serving a tenant, from its pidfile.
+/// What serves a tenant's hub: the wireguard-go daemon's pid (userspace) or `wg0`'s ifindex in
+/// the tenant namespace (kernel). Unchanged as long as the same device serves the tenant.
+pub fn hub_identity(h: &Harness, names: &TenantNames) -> String {
+    match backend() {
+        Backend::Userspace => format!("daemon pid {}", daemon_pid(h, names)),
+        Backend::Kernel => {
+            let out = ns(&names.netns, &["ip", "-j", "link", "show", "wg0"]);
+            let links: serde_json::Value = serde_json::from_str(&out).unwrap();
+            format!("wg0 ifindex {}", links[0]["ifindex"])
+        }
+    }
+}
+
+/// The wireguard-go pid serving a tenant, from its pidfile (userspace backend only).
 pub fn daemon_pid(h: &Harness, names: &TenantNames) -> u32 {
     let text =
         std::fs::read_to_string(h.world.runtime_dir.join(format!("{}.pid", names.birth))).unwrap();
