@@ -1,24 +1,28 @@
 //! The tenant firewall through iptables (whatever flavour `iptables` is on the host) and ipset.
 //!
-//! Reading: `iptables-save -c` (rules with counters) and `ipset save`. Writing: one
-//! `iptables-restore --noflush -c` transaction that sets FORWARD's policy to DROP, leaves exactly
-//! one rule in FORWARD (the jump to the ACL chain) and rewrites the ACL chain, carrying the
-//! counters of rules that stay. Tag sets are replaced by building a new set and swapping it in.
+//! Reading: the nf_tables generation over netlink says whether anything was committed since the
+//! last verified read; only then `iptables-save -c` runs (at adoption, after our own changes, and
+//! when somebody else changed the ruleset). Counters and ipset members are read over netlink.
+//! Writing: one `iptables-restore --noflush -c` transaction that sets FORWARD's policy to DROP,
+//! leaves exactly one rule in FORWARD (the jump to the ACL chain) and rewrites the ACL chain,
+//! carrying the counters of rules that stay. Tag sets are replaced by building a new set and
+//! swapping it in.
 
+use super::netns::nl;
+use super::nl::nft;
+use super::ns::{Namespaces, NsHandles};
 use super::{Firewall, FirewallObserved, FirewallRules, KResult, RuleObserved};
 use crate::cmd::Cmd;
 use crate::names::{ACL_CHAIN, TENANT_IFACE, TenantNames};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
 
 /// The one rule FORWARD must hold.
 pub fn forward_jump() -> String {
     format!("-A FORWARD -i {TENANT_IFACE} -o {TENANT_IFACE} -j {ACL_CHAIN}")
 }
-
-#[derive(Debug, Default, Clone)]
-pub struct Iptables;
 
 /// Splits an `iptables-save -c` rule line into counters and rule text.
 fn split_counters(line: &str) -> (u64, u64, &str) {
@@ -130,22 +134,98 @@ pub fn ipset_script(sets: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> String {
     s
 }
 
-#[async_trait::async_trait]
-impl Firewall for Iptables {
-    async fn observe(&self, names: &TenantNames) -> KResult<FirewallObserved> {
-        let save = Cmd::new("iptables-save")
+/// What `iptables-save` showed at a generation, so an unchanged ruleset is not read again.
+struct Verified {
+    inode: u64,
+    generation: u32,
+    observed: FirewallObserved,
+}
+
+/// [`Firewall`] over iptables (whatever flavour `iptables` is) and ipset. Reading is native
+/// where the kernel allows it: the nf_tables generation tells whether anything changed since
+/// the last verified read (only then is `iptables-save` run), rule counters come from a
+/// netlink dump of the chain, ipset members from a netlink list.
+pub struct Iptables {
+    namespaces: Arc<Namespaces>,
+    verified: Mutex<HashMap<String, Verified>>,
+}
+
+impl Iptables {
+    pub fn new(namespaces: Arc<Namespaces>) -> Self {
+        Self {
+            namespaces,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Verified>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `iptables-save -c`, parsed and remembered with the generation it was read at (only if
+    /// nothing committed while it ran).
+    async fn save(&self, names: &TenantNames, h: &NsHandles, before: u32) -> KResult<FirewallObserved> {
+        let text = Cmd::new("iptables-save")
             .arg("-c")
             .netns(&names.netns)
             .run()
             .await?;
-        let mut obs = parse_save(&save);
-        let sets = Cmd::new("ipset")
-            .arg("save")
-            .netns(&names.netns)
-            .run()
-            .await?;
-        obs.sets = parse_ipset(&sets);
-        Ok(obs)
+        let observed = parse_save(&text);
+        let after = nft::generation(&h.nfnl).await.map_err(|e| nl(&names.netns, e))?;
+        if after == before {
+            self.lock().insert(
+                names.netns.clone(),
+                Verified {
+                    inode: h.inode,
+                    generation: before,
+                    observed: observed.clone(),
+                },
+            );
+        }
+        Ok(observed)
+    }
+
+    async fn handles(&self, names: &TenantNames) -> KResult<Arc<NsHandles>> {
+        self.namespaces
+            .get(&names.netns)
+            .await
+            .map_err(|e| nl(&names.netns, e))
+    }
+}
+
+#[async_trait::async_trait]
+impl Firewall for Iptables {
+    async fn observe(&self, names: &TenantNames) -> KResult<FirewallObserved> {
+        let h = self.handles(names).await?;
+        let generation = nft::generation(&h.nfnl)
+            .await
+            .map_err(|e| nl(&names.netns, e))?;
+        let cached = self.lock().get(&names.netns).and_then(|v| {
+            (v.inode == h.inode && v.generation == generation).then(|| v.observed.clone())
+        });
+        let mut observed = match cached {
+            Some(mut o) => {
+                // Same ruleset as verified: only the counters moved.
+                let counters = nft::chain_counters(&h.nfnl, "filter", ACL_CHAIN)
+                    .await
+                    .map_err(|e| nl(&names.netns, e))?;
+                if let Some(acl) = o.acl.as_mut()
+                    && acl.len() == counters.len()
+                {
+                    for (rule, (packets, bytes)) in acl.iter_mut().zip(counters) {
+                        rule.packets = packets;
+                        rule.bytes = bytes;
+                    }
+                }
+                o
+            }
+            None => self.save(names, &h, generation).await?,
+        };
+        observed.generation = Some(generation);
+        observed.sets = nft::ipsets(&h.nfnl)
+            .await
+            .map_err(|e| nl(&names.netns, e))?;
+        Ok(observed)
     }
 
     async fn apply(
@@ -154,11 +234,12 @@ impl Firewall for Iptables {
         rules: &FirewallRules,
         carry: &BTreeMap<String, (u64, u64)>,
     ) -> KResult<()> {
-        let before = Cmd::new("ipset")
-            .arg("save")
-            .netns(&names.netns)
-            .run()
-            .await?;
+        let h = self.handles(names).await?;
+        // Whatever happens next, the next read verifies the result.
+        self.lock().remove(&names.netns);
+        let before = nft::ipsets(&h.nfnl)
+            .await
+            .map_err(|e| nl(&names.netns, e))?;
         if !rules.sets.is_empty() {
             Cmd::new("ipset")
                 .args(["-exist", "restore"])
@@ -174,13 +255,16 @@ impl Firewall for Iptables {
             .run()
             .await?;
         // Sets no rule needs any more; only now unreferenced, so they can go.
-        for name in parse_ipset(&before)
+        let stale: String = before
             .keys()
             .filter(|n| !rules.sets.contains_key(*n))
-        {
+            .map(|n| format!("destroy {n}\n"))
+            .collect();
+        if !stale.is_empty() {
             Cmd::new("ipset")
-                .args(["destroy", name])
+                .args(["-exist", "restore"])
                 .netns(&names.netns)
+                .stdin(stale.into_bytes())
                 .run()
                 .await?;
         }
@@ -188,13 +272,14 @@ impl Firewall for Iptables {
     }
 
     async fn flush_nat(&self, names: &TenantNames) -> KResult<()> {
-        for args in [["-t", "nat", "-F"], ["-t", "nat", "-X"]] {
-            Cmd::new("iptables")
-                .args(args)
-                .netns(&names.netns)
-                .run()
-                .await?;
-        }
+        self.lock().remove(&names.netns);
+        // A restore without --noflush empties every chain of the tables it names and removes
+        // their user chains: one transaction, one process.
+        Cmd::new("iptables-restore")
+            .netns(&names.netns)
+            .stdin(b"*nat\nCOMMIT\n".to_vec())
+            .run()
+            .await?;
         Ok(())
     }
 }

@@ -7,6 +7,7 @@ pub mod firewall;
 pub mod kernel_wg;
 pub mod netns;
 pub mod nl;
+pub mod ns;
 pub mod uapi;
 pub mod userspace;
 
@@ -62,20 +63,38 @@ pub struct LinkObserved {
 /// A route inside a tenant namespace, with what it takes to delete it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteObserved {
-    pub kind: Option<String>,
+    /// `dst/len`: `10.100.0.0/16`, `0.0.0.0/0`, `::/0`.
     pub dst: String,
-    pub table: Option<String>,
+    pub ipv6: bool,
+    /// Routing table id (254 main, 255 local).
+    pub table: u32,
     pub dev: Option<String>,
-    pub gateway: Option<String>,
-    pub protocol: Option<String>,
-    pub metric: Option<u64>,
+    /// Made by the kernel for an address (`proto kernel`).
+    pub kernel_made: bool,
+    /// A plain unicast route (not local, broadcast, multicast, blackhole…).
+    pub unicast: bool,
+    /// What the kernel reported, sent back to delete it (opaque to the planner).
+    pub raw: Option<RawRoute>,
 }
 
-impl RouteObserved {
-    /// Routes the kernel makes for addresses (and the local table) are expected; anything else
-    /// (a default route, a static route) is drift.
-    pub fn is_kernel_made(&self) -> bool {
-        self.protocol.as_deref() == Some("kernel") || self.table.as_deref() == Some("local")
+/// A route message exactly as the kernel sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRoute(pub netlink_packet_route::route::RouteMessage);
+
+pub const TABLE_MAIN: u32 = 254;
+pub const TABLE_LOCAL: u32 = 255;
+
+impl std::fmt::Display for RouteObserved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.dst)?;
+        if let Some(dev) = &self.dev {
+            write!(f, " dev {dev}")?;
+        }
+        write!(f, " table {}", self.table)?;
+        if self.kernel_made {
+            write!(f, " proto kernel")?;
+        }
+        Ok(())
     }
 }
 
@@ -87,7 +106,8 @@ pub struct NetnsObserved {
     pub links: Vec<LinkObserved>,
     pub routes: Vec<RouteObserved>,
     pub ip_forward: bool,
-    /// IPv6 is off for every interface (the overlay is IPv4 only; no v6 path can leak).
+    /// IPv6 is off for every interface, existing (each one's own switch) and future (the overlay
+    /// is IPv4 only; no v6 path can leak).
     pub ipv6_disabled: bool,
 }
 
@@ -204,6 +224,8 @@ pub struct FirewallObserved {
     /// Every rule in the nat table (must stay empty).
     pub nat: Vec<String>,
     pub sets: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+    /// The nf_tables generation this was read at (`None` where not known).
+    pub generation: Option<u32>,
 }
 
 /// The rendered firewall a tenant should have (see `policy::render`).
@@ -228,12 +250,43 @@ pub trait Firewall: Send + Sync {
     async fn flush_nat(&self, names: &TenantNames) -> KResult<()>;
 }
 
-/// The three kernel seams a tenant actor needs.
+/// The three kernel seams a tenant actor needs, and the namespace handles they share.
 #[derive(Clone)]
 pub struct Kernel {
     pub netns: Arc<dyn Netns>,
     pub wg: Arc<dyn WireGuard>,
     pub firewall: Arc<dyn Firewall>,
+    pub namespaces: Arc<ns::Namespaces>,
+}
+
+/// Which `WireGuard` implementation to build.
+pub enum WgBackend {
+    Kernel,
+    Userspace {
+        wireguard_go: std::path::PathBuf,
+        runtime_dir: std::path::PathBuf,
+    },
+}
+
+impl Kernel {
+    /// The real kernel seams: native namespaces and links, iptables, and the chosen backend.
+    pub fn real(backend: WgBackend) -> Self {
+        let namespaces = ns::Namespaces::new();
+        let host = Arc::new(ns::HostHandles::default());
+        let wg: Arc<dyn WireGuard> = match backend {
+            WgBackend::Kernel => Arc::new(kernel_wg::KernelWg::new(namespaces.clone(), host.clone())),
+            WgBackend::Userspace {
+                wireguard_go,
+                runtime_dir,
+            } => Arc::new(userspace::Userspace::new(wireguard_go, runtime_dir)),
+        };
+        Kernel {
+            netns: Arc::new(netns::NativeNetns::new(namespaces.clone(), host)),
+            wg,
+            firewall: Arc::new(firewall::Iptables::new(namespaces.clone())),
+            namespaces,
+        }
+    }
 }
 
 /// Resolves a program name against `PATH` (and the safe default path), like a shell would.
@@ -301,16 +354,13 @@ pub async fn select(
     cfg: &crate::config::KernelConfig,
 ) -> Result<(Kernel, BackendDecision), String> {
     let decision = decide(choice, cfg).await?;
-    let wg: Arc<dyn WireGuard> = if decision.backend == "kernel" {
-        Arc::new(kernel_wg::KernelWg::new())
+    let backend = if decision.backend == "kernel" {
+        WgBackend::Kernel
     } else {
-        let go = find_program(&cfg.wireguard_go).ok_or("wireguard-go disappeared")?;
-        Arc::new(userspace::Userspace::new(go, cfg.runtime_dir.clone()))
+        WgBackend::Userspace {
+            wireguard_go: find_program(&cfg.wireguard_go).ok_or("wireguard-go disappeared")?,
+            runtime_dir: cfg.runtime_dir.clone(),
+        }
     };
-    let kernel = Kernel {
-        netns: Arc::new(netns::IpNetns),
-        wg,
-        firewall: Arc::new(firewall::Iptables),
-    };
-    Ok((kernel, decision))
+    Ok((Kernel::real(backend), decision))
 }

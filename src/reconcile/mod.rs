@@ -11,6 +11,7 @@ pub mod apply;
 use crate::kernel::firewall::forward_jump;
 use crate::kernel::{
     DeviceState, FirewallObserved, FirewallRules, NetnsObserved, PeerSpec, RouteObserved,
+    TABLE_LOCAL, TABLE_MAIN,
 };
 use crate::keys::{PrivateKey, PublicKey};
 use crate::names::{TENANT_IFACE, TenantNames};
@@ -126,6 +127,30 @@ fn firewall_matches(want: &FirewallRules, have: &FirewallObserved) -> bool {
         && have.sets == want.sets
 }
 
+/// The routes a healthy tenant namespace holds: what the kernel makes for the hub address in the
+/// local table (on `wg0`, or `lo` if somebody brought it up), and the one prefix route of the
+/// tenant network on `wg0`. Anything else — a default route, a static route, a second prefix,
+/// even one with `proto kernel` — is a way out and is removed. IPv6 routes are left to the IPv6
+/// switch, which removes them all when it is turned off again.
+pub fn route_expected(d: &Desired, r: &RouteObserved) -> bool {
+    if r.ipv6 {
+        return true;
+    }
+    let dev = r.dev.as_deref();
+    match r.table {
+        TABLE_LOCAL => matches!(dev, Some(TENANT_IFACE) | Some("lo")),
+        TABLE_MAIN => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(d.prefix)).unwrap_or(0);
+            let network = Ipv4Addr::from(u32::from(d.hub_address) & mask);
+            r.kernel_made
+                && r.unicast
+                && dev == Some(TENANT_IFACE)
+                && r.dst == format!("{network}/{}", d.prefix)
+        }
+        _ => false,
+    }
+}
+
 /// The actions that turn `o` into `d`, in a safe order; empty when they already agree.
 pub fn plan(d: &Desired, o: &Observed) -> Vec<Action> {
     let mut actions = Vec::new();
@@ -197,7 +222,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Vec<Action> {
         }
     }
     if let Some(ns) = &o.netns {
-        for r in ns.routes.iter().filter(|r| !r.is_kernel_made()) {
+        for r in ns.routes.iter().filter(|r| !route_expected(d, r)) {
             actions.push(Action::DeleteRoute(r.clone()));
         }
     }

@@ -129,12 +129,25 @@ pub fn ns_out(netns: &str, args: &[&str]) -> std::process::Output {
     sh_out(&full)
 }
 
-/// Polls `check` until it returns `Some`, or panics naming `what` after `deadline`.
+/// How much slower than this host the machine running the tests is: `MESHWG_TEST_SLOWDOWN`
+/// (the QEMU/TCG guest tier sets it; default 1). Deadlines are correctness bounds with room to
+/// spare, never timings; they stretch by this factor.
+pub fn slowdown() -> u32 {
+    std::env::var("MESHWG_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|f| *f >= 1)
+        .unwrap_or(1)
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `deadline` (stretched
+/// by [`slowdown`]).
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> (T, Duration)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    let deadline = deadline * slowdown();
     let start = Instant::now();
     loop {
         if let Some(v) = check().await {
@@ -360,18 +373,13 @@ fn enter_netns(name: &str) {
 
 pub fn test_kernel(runtime_dir: &std::path::Path) -> meshwg::kernel::Kernel {
     use meshwg::kernel::*;
-    let wg: Arc<dyn WireGuard> = match backend() {
-        Backend::Userspace => Arc::new(userspace::Userspace::new(
-            find_program(std::path::Path::new("wireguard-go")).expect("wireguard-go"),
-            runtime_dir.to_path_buf(),
-        )),
-        Backend::Kernel => Arc::new(kernel_wg::KernelWg::new()),
-    };
-    Kernel {
-        netns: Arc::new(netns::IpNetns),
-        wg,
-        firewall: Arc::new(firewall::Iptables),
-    }
+    Kernel::real(match backend() {
+        Backend::Userspace => WgBackend::Userspace {
+            wireguard_go: find_program(std::path::Path::new("wireguard-go")).expect("wireguard-go"),
+            runtime_dir: runtime_dir.to_path_buf(),
+        },
+        Backend::Kernel => WgBackend::Kernel,
+    })
 }
 
 /// Runs a test body with a fresh world, its runtime inside the world's controller host namespace.
