@@ -74,7 +74,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         kernel,
         cipher: Arc::new(HubKeyCipher::new(&config.encryption_key)),
         prefix: config.kernel.prefix.clone(),
-        reconcile_interval: config.reconcile_interval,
+        observer: crate::actors::Observer {
+            poll: Some(config.reconcile_interval),
+            full: config.full_check_interval,
+            counters: std::time::Duration::from_secs(15),
+            events: config.kernel_events,
+        },
+        listen: config
+            .kernel_events
+            .then(|| db::listen_config(&config.database_url))
+            .transpose()?,
         port_range: config.port_range.clone(),
         telemetry: Arc::new(crate::telemetry::Telemetry::default()),
     };

@@ -117,6 +117,41 @@ pub fn restore_script(rules: &FirewallRules, carry: &BTreeMap<String, (u64, u64)
     s
 }
 
+/// Most rules an in-place edit of the chain may touch; past that the chain is rewritten.
+pub const INCREMENTAL_MAX: usize = 32;
+
+/// The in-place edit that turns the chain `have` into `want`, as an `iptables-restore
+/// --noflush` transaction: the rules between the common head and tail are deleted (from the
+/// bottom up) and the new ones inserted at their final positions. Untouched rules keep their
+/// counters. `None` when more than [`INCREMENTAL_MAX`] rules would be touched.
+pub fn edit_script(have: &[String], want: &[String]) -> Option<String> {
+    let head = have.iter().zip(want).take_while(|(h, w)| h == w).count();
+    let tail = have[head..]
+        .iter()
+        .rev()
+        .zip(want[head..].iter().rev())
+        .take_while(|(h, w)| h == w)
+        .count();
+    let (gone, new) = (
+        &have[head..have.len() - tail],
+        &want[head..want.len() - tail],
+    );
+    if gone.len() + new.len() > INCREMENTAL_MAX {
+        return None;
+    }
+    let mut s = String::from("*filter\n");
+    for i in (head..head + gone.len()).rev() {
+        let _ = writeln!(s, "-D {ACL_CHAIN} {}", i + 1);
+    }
+    let append = format!("-A {ACL_CHAIN} ");
+    for (i, rule) in new.iter().enumerate() {
+        let rest = rule.strip_prefix(&append)?;
+        let _ = writeln!(s, "-I {ACL_CHAIN} {} {rest}", head + i + 1);
+    }
+    s.push_str("COMMIT\n");
+    Some(s)
+}
+
 /// The `ipset restore` script that replaces each desired set atomically (build, then swap).
 pub fn ipset_script(sets: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> String {
     let mut s = String::new();
@@ -164,14 +199,21 @@ impl Iptables {
 
     /// `iptables-save -c`, parsed and remembered with the generation it was read at (only if
     /// nothing committed while it ran).
-    async fn save(&self, names: &TenantNames, h: &NsHandles, before: u32) -> KResult<FirewallObserved> {
+    async fn save(
+        &self,
+        names: &TenantNames,
+        h: &NsHandles,
+        before: u32,
+    ) -> KResult<FirewallObserved> {
         let text = Cmd::new("iptables-save")
             .arg("-c")
             .netns(&names.netns)
             .run()
             .await?;
         let observed = parse_save(&text);
-        let after = nft::generation(&h.nfnl).await.map_err(|e| nl(&names.netns, e))?;
+        let after = nft::generation(&h.nfnl)
+            .await
+            .map_err(|e| nl(&names.netns, e))?;
         if after == before {
             self.lock().insert(
                 names.netns.clone(),
@@ -195,7 +237,7 @@ impl Iptables {
 
 #[async_trait::async_trait]
 impl Firewall for Iptables {
-    async fn observe(&self, names: &TenantNames) -> KResult<FirewallObserved> {
+    async fn observe(&self, names: &TenantNames, with_counters: bool) -> KResult<FirewallObserved> {
         let h = self.handles(names).await?;
         let generation = nft::generation(&h.nfnl)
             .await
@@ -204,6 +246,7 @@ impl Firewall for Iptables {
             (v.inode == h.inode && v.generation == generation).then(|| v.observed.clone())
         });
         let mut observed = match cached {
+            Some(o) if !with_counters => o,
             Some(mut o) => {
                 // Same ruleset as verified: only the counters moved.
                 let counters = nft::chain_counters(&h.nfnl, "filter", ACL_CHAIN)
@@ -232,7 +275,7 @@ impl Firewall for Iptables {
         &self,
         names: &TenantNames,
         rules: &FirewallRules,
-        carry: &BTreeMap<String, (u64, u64)>,
+        have: Option<&FirewallObserved>,
     ) -> KResult<()> {
         let h = self.handles(names).await?;
         // Whatever happens next, the next read verifies the result.
@@ -248,10 +291,26 @@ impl Firewall for Iptables {
                 .run()
                 .await?;
         }
+        // Only the chain differs, and little of it: edit it in place. Otherwise rewrite FORWARD
+        // and the chain, carrying the counters of rules that stay.
+        let edit = have.and_then(|fw| {
+            let acl: Vec<String> = fw.acl.as_ref()?.iter().map(|r| r.rule.clone()).collect();
+            let table_ok =
+                fw.forward_policy.as_deref() == Some("DROP") && fw.forward == [forward_jump()];
+            table_ok.then(|| edit_script(&acl, &rules.acl)).flatten()
+        });
+        let script = edit.unwrap_or_else(|| {
+            let carry: BTreeMap<String, (u64, u64)> = have
+                .iter()
+                .flat_map(|fw| fw.acl.iter().flatten())
+                .map(|r| (r.rule.clone(), (r.packets, r.bytes)))
+                .collect();
+            restore_script(rules, &carry)
+        });
         Cmd::new("iptables-restore")
             .args(["--noflush", "--counters"])
             .netns(&names.netns)
-            .stdin(restore_script(rules, carry).into_bytes())
+            .stdin(script.into_bytes())
             .run()
             .await?;
         // Sets no rule needs any more; only now unreferenced, so they can go.
@@ -269,6 +328,31 @@ impl Firewall for Iptables {
                 .await?;
         }
         Ok(())
+    }
+
+    async fn counters(&self, names: &TenantNames) -> KResult<Option<Vec<RuleObserved>>> {
+        let Some(h) = self.namespaces.cached(&names.netns) else {
+            return Ok(None);
+        };
+        let Some((generation, mut rules)) = self.lock().get(&names.netns).and_then(|v| {
+            (v.inode == h.inode).then(|| (v.generation, v.observed.acl.clone().unwrap_or_default()))
+        }) else {
+            return Ok(None);
+        };
+        let now = nft::generation(&h.nfnl)
+            .await
+            .map_err(|e| nl(&names.netns, e))?;
+        let counters = nft::chain_counters(&h.nfnl, "filter", ACL_CHAIN)
+            .await
+            .map_err(|e| nl(&names.netns, e))?;
+        if now != generation || counters.len() != rules.len() {
+            return Ok(None);
+        }
+        for (rule, (packets, bytes)) in rules.iter_mut().zip(counters) {
+            rule.packets = packets;
+            rule.bytes = bytes;
+        }
+        Ok(Some(rules))
     }
 
     async fn flush_nat(&self, names: &TenantNames) -> KResult<()> {
@@ -327,6 +411,29 @@ COMMIT
         assert_eq!(o.acl, None);
         assert_eq!(o.forward_policy.as_deref(), Some("ACCEPT"));
         assert!(o.forward.is_empty());
+    }
+
+    #[test]
+    fn small_changes_edit_the_chain_in_place() {
+        let rule = |n: u8| format!("-A MWG-ACL -s 10.0.0.{n}/32 -j ACCEPT");
+        let have: Vec<String> = (1..=5).map(rule).collect();
+        // One rule added in the middle.
+        let mut want = have.clone();
+        want.insert(2, rule(9));
+        assert_eq!(
+            edit_script(&have, &want).unwrap(),
+            "*filter\n-I MWG-ACL 3 -s 10.0.0.9/32 -j ACCEPT\nCOMMIT\n"
+        );
+        // One removed, one changed: deletions bottom-up, then insertions at final positions.
+        let want = vec![rule(1), rule(7), rule(4), rule(5)];
+        assert_eq!(
+            edit_script(&have, &want).unwrap(),
+            "*filter\n-D MWG-ACL 3\n-D MWG-ACL 2\n-I MWG-ACL 2 -s 10.0.0.7/32 -j ACCEPT\nCOMMIT\n"
+        );
+        assert_eq!(edit_script(&have, &have).unwrap(), "*filter\nCOMMIT\n");
+        // Too much at once: rewrite instead.
+        let many: Vec<String> = (100..140).map(rule).collect();
+        assert!(edit_script(&have, &many).is_none());
     }
 
     #[test]

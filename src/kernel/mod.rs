@@ -10,6 +10,7 @@ pub mod nl;
 pub mod ns;
 pub mod uapi;
 pub mod userspace;
+pub mod watch;
 
 use crate::cmd::CmdError;
 use crate::keys::{PrivateKey, PublicKey};
@@ -154,10 +155,38 @@ pub struct PeerSpec {
 /// The hub's persistent keepalive towards every peer, in seconds.
 pub const HUB_KEEPALIVE: u16 = 25;
 
+/// The cheap part of a namespace observation: identity, sysctls and links (without addresses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetnsGlance {
+    pub inode: u64,
+    /// `(name, mtu, up)` per link, in kernel order.
+    pub links: Vec<(String, u32, bool)>,
+    pub ip_forward: bool,
+    pub ipv6_disabled: bool,
+}
+
+impl NetnsObserved {
+    /// What a glance at this namespace would show.
+    pub fn glance(&self) -> NetnsGlance {
+        NetnsGlance {
+            inode: self.inode,
+            links: self
+                .links
+                .iter()
+                .map(|l| (l.name.clone(), l.mtu, l.up))
+                .collect(),
+            ip_forward: self.ip_forward,
+            ipv6_disabled: self.ipv6_disabled,
+        }
+    }
+}
+
 /// Namespace, links, addresses, routes and sysctls of one tenant.
 #[async_trait::async_trait]
 pub trait Netns: Send + Sync {
     async fn observe(&self, names: &TenantNames) -> KResult<Option<NetnsObserved>>;
+    /// [`Netns::observe`] without addresses and routes (which announce their changes).
+    async fn glance(&self, names: &TenantNames) -> KResult<Option<NetnsGlance>>;
     /// Is the birth link still in the controller namespace (a creation that stopped half-way)?
     async fn birth_link_in_host(&self, names: &TenantNames) -> KResult<bool>;
     async fn create(&self, names: &TenantNames) -> KResult<()>;
@@ -238,15 +267,19 @@ pub struct FirewallRules {
 
 #[async_trait::async_trait]
 pub trait Firewall: Send + Sync {
-    async fn observe(&self, names: &TenantNames) -> KResult<FirewallObserved>;
+    /// The tenant's tables; rule counters are fresh only `with_counters` (else as last read).
+    async fn observe(&self, names: &TenantNames, with_counters: bool) -> KResult<FirewallObserved>;
     /// Installs FORWARD policy DROP, the single jump to the ACL chain and the chain itself in one
-    /// transaction. `carry` holds counters of rules that stay, so rewrites do not reset them.
+    /// transaction, editing the chain in place when `have` (the tables as observed) allows it;
+    /// rules that stay keep their counters either way.
     async fn apply(
         &self,
         names: &TenantNames,
         rules: &FirewallRules,
-        carry: &BTreeMap<String, (u64, u64)>,
+        have: Option<&FirewallObserved>,
     ) -> KResult<()>;
+    /// Fresh counters for the chain as last verified; `None` if it changed since (or is unknown).
+    async fn counters(&self, names: &TenantNames) -> KResult<Option<Vec<RuleObserved>>>;
     async fn flush_nat(&self, names: &TenantNames) -> KResult<()>;
 }
 
@@ -274,7 +307,9 @@ impl Kernel {
         let namespaces = ns::Namespaces::new();
         let host = Arc::new(ns::HostHandles::default());
         let wg: Arc<dyn WireGuard> = match backend {
-            WgBackend::Kernel => Arc::new(kernel_wg::KernelWg::new(namespaces.clone(), host.clone())),
+            WgBackend::Kernel => {
+                Arc::new(kernel_wg::KernelWg::new(namespaces.clone(), host.clone()))
+            }
             WgBackend::Userspace {
                 wireguard_go,
                 runtime_dir,

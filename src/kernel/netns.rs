@@ -5,7 +5,7 @@
 use super::nl::{NlError, is_no_netns, route};
 use super::ns::{HostHandles, Namespaces, NsHandles, namespace_inode};
 use super::{
-    KResult, KernelError, LinkObserved, Netns, NetnsObserved, RawRoute, RouteObserved,
+    KResult, KernelError, LinkObserved, Netns, NetnsGlance, NetnsObserved, RawRoute, RouteObserved,
 };
 use crate::cmd::NETNS_DIR;
 use crate::names::{KernelPrefix, TENANT_IFACE, TenantNames};
@@ -57,7 +57,10 @@ pub fn nl(what: &str, e: NlError) -> KernelError {
     }
 }
 
-fn route_observed(r: netlink_packet_route::route::RouteMessage, dev: Option<String>) -> RouteObserved {
+fn route_observed(
+    r: netlink_packet_route::route::RouteMessage,
+    dev: Option<String>,
+) -> RouteObserved {
     RouteObserved {
         dst: route::route_dst(&r),
         ipv6: r.header.address_family == AddressFamily::Inet6,
@@ -128,6 +131,31 @@ impl Netns for NativeNetns {
                 }
                 Err(nl(&names.netns, e))
             }
+        }
+    }
+
+    async fn glance(&self, names: &TenantNames) -> KResult<Option<NetnsGlance>> {
+        let Some(h) = self.namespaces.cached(&names.netns) else {
+            // Not open (or gone): a full observation decides.
+            return Ok(self.observe(names).await?.map(|o| o.glance()));
+        };
+        let read = async {
+            let links = route::links(&h.route).await?;
+            let (ip_forward, ipv6_off) = h.sysctls()?;
+            Ok::<_, NlError>(NetnsGlance {
+                inode: h.inode,
+                ip_forward,
+                ipv6_disabled: ipv6_off && links.iter().all(|l| l.ipv6_disabled != Some(false)),
+                links: links.into_iter().map(|l| (l.name, l.mtu, l.up)).collect(),
+            })
+        };
+        match read.await {
+            Ok(g) => Ok(Some(g)),
+            Err(_) if namespace_inode(&names.netns) != Some(h.inode) => {
+                self.namespaces.forget(&names.netns);
+                Ok(None)
+            }
+            Err(e) => Err(nl(&names.netns, e)),
         }
     }
 

@@ -95,7 +95,10 @@ pub fn namespace_inode(netns: &str) -> Option<u64> {
 }
 
 fn open_rw(path: &str) -> io::Result<File> {
-    std::fs::OpenOptions::new().read(true).write(true).open(path)
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
 }
 
 /// Opens everything on the calling thread, which must be inside the namespace.
@@ -184,7 +187,7 @@ fn wrap(netns: &str, inode: u64, o: Opened) -> Result<NsHandles, NlError> {
 
 /// Makes `/run/netns` a shared mount point, as `ip netns add` does, so namespace mounts made
 /// below it are seen by every mount namespace that shares it.
-fn prepare_netns_dir() -> io::Result<()> {
+pub fn prepare_netns_dir() -> io::Result<()> {
     std::fs::create_dir_all(NETNS_DIR)?;
     let dir = CString::new(NETNS_DIR).expect("no NUL");
     let none = CString::new("none").expect("no NUL");

@@ -11,7 +11,9 @@
 //! so a daemon whose socket was removed by hand is still found (and never doubled).
 
 use super::uapi::{self, UapiError};
-use super::{DeviceObserved, DeviceState, HUB_KEEPALIVE, KResult, KernelError, PeerSpec, WireGuard};
+use super::{
+    DeviceObserved, DeviceState, HUB_KEEPALIVE, KResult, KernelError, PeerSpec, WireGuard,
+};
 use crate::cmd::SAFE_PATH;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::names::{KernelPrefix, TenantNames};
@@ -159,7 +161,6 @@ impl Userspace {
         }
         pids
     }
-
 }
 
 /// One UAPI operation: read the device, or apply a `set=1` body.
@@ -246,7 +247,8 @@ impl WireGuard for Userspace {
         match self.exchange(birth, Op::Get).await {
             Ok(dev) => {
                 self.answered(birth);
-                let dev = dev.ok_or_else(|| device_error(names, UapiError::Malformed("no device".into())))?;
+                let dev = dev
+                    .ok_or_else(|| device_error(names, UapiError::Malformed("no device".into())))?;
                 Ok(DeviceState::Up(dev))
             }
             Err(UapiError::Missing) => {
@@ -333,9 +335,9 @@ impl WireGuard for Userspace {
             .kill_on_drop(false)
             .spawn()
             .map_err(|e| KernelError::io(format!("start {}", self.wireguard_go.display()), e))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| KernelError::io("wireguard-go", std::io::Error::other("exited at once")))?;
+        let pid = child.id().ok_or_else(|| {
+            KernelError::io("wireguard-go", std::io::Error::other("exited at once"))
+        })?;
         tokio::spawn(async move {
             let _ = child.wait().await;
         });

@@ -34,6 +34,31 @@ pub struct Desired {
     pub firewall: FirewallRules,
 }
 
+/// What a desired state asks of the kernel, without the private key: two desired states with
+/// equal targets need exactly the same kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    listen_port: u16,
+    public_key: PublicKey,
+    hub_address: Ipv4Addr,
+    prefix: u8,
+    peers: BTreeMap<PublicKey, Ipv4Addr>,
+    firewall: FirewallRules,
+}
+
+impl Desired {
+    pub fn target(&self) -> Target {
+        Target {
+            listen_port: self.listen_port,
+            public_key: self.private_key.public_key(),
+            hub_address: self.hub_address,
+            prefix: self.prefix,
+            peers: self.peers.clone(),
+            firewall: self.firewall.clone(),
+        }
+    }
+}
+
 /// What the kernel holds for one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {

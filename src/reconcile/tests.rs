@@ -43,9 +43,18 @@ fn only_the_kernel_made_prefix_and_local_routes_belong() {
     assert!(ok(route("10.100.0.1/32", TABLE_LOCAL, "wg0", true)));
     // A default route is a way out even when it claims to be the kernel's.
     assert!(!ok(route("0.0.0.0/0", TABLE_MAIN, "wg0", true)));
-    assert!(!ok(route("10.100.0.0/16", TABLE_MAIN, "wg0", false)), "static copy");
-    assert!(!ok(route("10.200.0.0/16", TABLE_MAIN, "wg0", true)), "other prefix");
-    assert!(!ok(route("10.100.0.0/16", TABLE_MAIN, "veth0", true)), "other link");
+    assert!(
+        !ok(route("10.100.0.0/16", TABLE_MAIN, "wg0", false)),
+        "static copy"
+    );
+    assert!(
+        !ok(route("10.200.0.0/16", TABLE_MAIN, "wg0", true)),
+        "other prefix"
+    );
+    assert!(
+        !ok(route("10.100.0.0/16", TABLE_MAIN, "veth0", true)),
+        "other link"
+    );
     assert!(!ok(route("10.100.0.0/16", 100, "wg0", true)), "other table");
     assert!(!ok(RouteObserved {
         unicast: false,

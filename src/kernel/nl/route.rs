@@ -100,7 +100,9 @@ pub async fn add_wireguard(sock: &NlSocket, name: &str) -> Result<(), NlError> {
     let mut req = LinkMessage::default();
     req.attributes.push(LinkAttribute::IfName(name.to_string()));
     req.attributes
-        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Wireguard)]));
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+            InfoKind::Wireguard,
+        )]));
     let mut msg = NetlinkMessage::from(RouteNetlinkMessage::NewLink(req));
     msg.header.flags = NLM_F_CREATE | NLM_F_EXCL;
     sock.request(&mut msg, false).await.map(|_| ())
@@ -195,7 +197,8 @@ fn address_message(index: u32, addr: Ipv4Addr, prefix: u8) -> AddressMessage {
     m.header.prefix_len = prefix;
     m.header.index = index;
     m.attributes.push(AddressAttribute::Local(IpAddr::V4(addr)));
-    m.attributes.push(AddressAttribute::Address(IpAddr::V4(addr)));
+    m.attributes
+        .push(AddressAttribute::Address(IpAddr::V4(addr)));
     m
 }
 
