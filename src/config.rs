@@ -152,7 +152,7 @@ fn socket_addr(env: Lookup, var: &'static str, default: &str) -> Result<SocketAd
         .map_err(|_| err(var, "expected ADDRESS:PORT, e.g. 127.0.0.1:8080"))
 }
 
-fn port_range(env: Lookup) -> Result<RangeInclusive<u16>, ConfigError> {
+pub fn port_range(env: Lookup) -> Result<RangeInclusive<u16>, ConfigError> {
     const VAR: &str = "WG_PORT_RANGE";
     let text = env(VAR).unwrap_or_else(|| "51820-52819".into());
     let (a, b) = text

@@ -57,6 +57,13 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // A thousand tenants need ~16,000 descriptors: take what the hard limit allows.
+    let nofile = crate::capacity::raise_nofile();
+    tracing::info!(
+        nofile,
+        tenants = crate::capacity::tenants_for_nofile(nofile),
+        "open files limit"
+    );
     let pool = db::pool(&config.database_url)?;
     migrate_when_ready(&pool).await?;
     bootstrap_operator(&pool, &config).await?;
