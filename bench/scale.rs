@@ -330,6 +330,7 @@ fn main() {
     let top = env_num("MESHWG_BENCH_TENANTS", 1000) as usize;
     let window = Duration::from_secs(env_num("MESHWG_BENCH_WINDOW", 120));
     meshwg::capacity::raise_nofile();
+    meshwg::capacity::raise_inotify_instances();
     let ladder: Vec<usize> = [100, 250, 500, 1000]
         .into_iter()
         .filter(|n| *n <= top)

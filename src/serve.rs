@@ -64,6 +64,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tenants = crate::capacity::tenants_for_nofile(nofile),
         "open files limit"
     );
+    // Every wireguard-go daemon takes an inotify instance; the kernel default allows 128.
+    if let Some(n) = crate::capacity::raise_inotify_instances() {
+        tracing::info!(max_user_instances = n, "inotify instances");
+    }
     let pool = db::pool(&config.database_url)?;
     migrate_when_ready(&pool).await?;
     bootstrap_operator(&pool, &config).await?;

@@ -185,3 +185,14 @@ pub async fn delete(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<bool, DbError
         .await?
         == 1)
 }
+
+impl Machine {
+    /// What policy rendering and evaluation need of a machine.
+    pub fn addr(&self) -> crate::policy::render::MachineAddr {
+        crate::policy::render::MachineAddr {
+            id: self.id,
+            address: self.address,
+            tags: self.tags.iter().cloned().collect(),
+        }
+    }
+}

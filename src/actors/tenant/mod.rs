@@ -20,12 +20,17 @@ pub use status::TenantStatus;
 
 use super::{CoreError, Deps, Observer};
 use crate::db::orgs::{self, OrgState, Snapshot};
-use crate::kernel::DeviceState;
 use crate::kernel::watch::{Dirty, TenantWatch};
+use crate::kernel::{DeviceState, FlowKey};
 use crate::names::TenantNames;
+use crate::policy::evaluate::Chain;
+use crate::policy::render::MachineAddr;
+use crate::reconcile::Action;
 use crate::reconcile::apply::{Converged, converge};
 use crate::reconcile::{Desired, Observed, plan};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -191,6 +196,9 @@ impl TenantState {
                 }
                 self.failures = 0;
                 self.counters_at = Some(Instant::now());
+                if c.applied.iter().any(Action::narrows) {
+                    self.revoke().await;
+                }
                 let status = TenantStatus::from_observed(&self.names, &c.observed);
                 let snap = self.snapshot.clone().expect("loaded");
                 self.remember_endpoints(&status, &snap).await;
@@ -239,8 +247,43 @@ impl TenantState {
         Ok(())
     }
 
+    /// Cuts tracked flows the chain no longer admits as new, and flows of machines that are
+    /// gone (their address goes to the next machine): without this, the `ESTABLISHED` shortcut
+    /// of a default-deny chain would keep a revoked flow alive.
+    async fn revoke(&self) {
+        let Some(snap) = self.snapshot.clone() else {
+            return;
+        };
+        let machines: Vec<MachineAddr> = snap.machines.iter().map(|m| m.addr()).collect();
+        let live: HashSet<Ipv4Addr> = machines.iter().map(|m| m.address).collect();
+        let chain = Chain::new(&snap.policies, &machines, snap.org.default_action);
+        let cidr = snap.org.cidr;
+        let keep = |f: FlowKey| {
+            // Only forwarded flows between overlay addresses are the chain's business.
+            let forwarded = cidr.contains(f.src)
+                && cidr.contains(f.dst)
+                && f.src != cidr.hub_address()
+                && f.dst != cidr.hub_address();
+            !forwarded
+                || live.contains(&f.src)
+                    && live.contains(&f.dst)
+                    && chain.admits_new(f.src, f.dst, f.proto, f.dport)
+        };
+        match self.deps.kernel.firewall.revoke(&self.names, &keep).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(tenant = %self.org_id, flows = n, "tracked flows cut after a policy change")
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %self.org_id, error = %e, "could not cut revoked flows")
+            }
+        }
+    }
+
     /// The cheap poll: glance at what sends no event and let the planner judge the glance.
-    /// Returns true if a full reconcile is needed.
+    /// With events on, that is the device (peers changed by hand), ipset members and, now and
+    /// then, rule counters; with events off, also the namespace, its links and sysctls and the
+    /// ruleset generation. Returns true if a full reconcile is needed.
     async fn glance(&mut self) -> bool {
         let (Some(want), Some(last)) = (self.desired.as_ref(), self.observed.as_ref()) else {
             return true;
@@ -249,22 +292,54 @@ impl TenantState {
         let with_counters = self
             .counters_at
             .is_none_or(|t| t.elapsed() >= self.deps.observer.counters);
-        let (netns, device, firewall) = tokio::join!(
-            k.netns.glance(&self.names),
-            k.wg.observe(&self.names),
-            k.firewall.observe(&self.names, with_counters),
-        );
-        let (Ok(Some(netns)), Ok(device), Ok(firewall)) = (netns, device, firewall) else {
+        let Some(last_fw) = last.firewall.as_ref() else {
             return true;
         };
-        if last.netns.as_ref().map(|n| n.glance()) != Some(netns) {
-            return true;
-        }
-        let now = Observed {
-            netns: last.netns.clone(),
-            host_link: last.host_link,
-            device,
-            firewall: Some(firewall),
+        let now = if self.deps.observer.events {
+            if k.netns.identity(&self.names) != last.netns.as_ref().map(|n| n.inode) {
+                return true;
+            }
+            let mut firewall = last_fw.clone();
+            if !want.firewall.sets.is_empty() || !last_fw.sets.is_empty() {
+                match k.firewall.sets(&self.names).await {
+                    Ok(sets) => firewall.sets = sets,
+                    Err(_) => return true,
+                }
+            }
+            if with_counters {
+                match k.firewall.counters(&self.names).await {
+                    Ok(Some(rules)) => firewall.acl = Some(rules),
+                    // The ruleset moved and no event said so: read everything.
+                    _ => return true,
+                }
+            }
+            let Ok(device) = k.wg.observe(&self.names).await else {
+                return true;
+            };
+            Observed {
+                netns: last.netns.clone(),
+                host_link: last.host_link,
+                device,
+                firewall: Some(firewall),
+            }
+        } else {
+            let (netns, device, firewall) = tokio::join!(
+                k.netns.glance(&self.names),
+                k.wg.observe(&self.names),
+                k.firewall.observe(&self.names, with_counters),
+            );
+            let (Ok(Some(netns)), Ok(device), Ok(firewall)) = (netns, device, firewall) else {
+                return true;
+            };
+            if last.netns.as_ref().map(|n| n.glance()) != Some(netns) {
+                return true;
+            }
+            Observed {
+                netns: last.netns.clone(),
+                host_link: last.host_link,
+                device,
+                firewall: Some(firewall),
+            }
         };
         if !plan(want, &now).is_empty() {
             return true;
@@ -272,8 +347,10 @@ impl TenantState {
         if with_counters {
             self.counters_at = Some(Instant::now());
         }
-        // Nothing to repair: refresh what readers see (handshakes, bytes, counters).
-        self.refresh_status(now).await;
+        // Nothing to repair: refresh what readers see (handshakes, bytes, counters), if moved.
+        if self.observed.as_ref() != Some(&now) {
+            self.refresh_status(now).await;
+        }
         false
     }
 

@@ -75,10 +75,11 @@ pub fn desired(
         .cipher
         .open(org.id, &org.sealed_key)
         .map_err(|e| CoreError::Internal(e.to_string()))?;
-    let machines: Vec<MachineAddr> = snap.machines.iter().map(MachineAddr::from).collect();
+    let machines: Vec<MachineAddr> = snap.machines.iter().map(|m| m.addr()).collect();
     Ok(Desired {
         names: names.clone(),
         listen_port: org.listen_port,
+        public_key: private_key.public_key(),
         private_key,
         hub_address: org.cidr.hub_address(),
         prefix: org.cidr.prefix(),
