@@ -12,6 +12,7 @@ pub mod controller;
 pub mod crypto;
 pub mod db;
 pub mod doctor;
+pub mod installation;
 pub mod http;
 pub mod kernel;
 pub mod keys;

@@ -38,13 +38,15 @@ fn endpoint(host: &str, port: u16) -> String {
     }
 }
 
-/// Renders the config. Secret, because it may hold the machine's private key.
+/// Renders the config. Secret, because it may hold the machine's private key: the key goes
+/// straight from its own zeroized buffer into a string allocated once, large enough that it never
+/// moves (a reallocation would leave a copy of the key behind in freed memory).
 pub fn render(c: &MachineConfig<'_>) -> Secret<String> {
-    let key = match c.private_key {
-        Some(k) => k.expose_base64().expose().clone(),
-        None => KEY_PLACEHOLDER.to_string(),
-    };
-    let mut s = String::new();
+    let key = c.private_key.map(PrivateKey::expose_base64);
+    let key = key.as_ref().map_or(KEY_PLACEHOLDER, |k| k.expose().as_str());
+    // Each name character may become at most 4 bytes; the rest is a few hundred bytes.
+    let room = 512 + 4 * (c.machine_name.len() + c.org_name.len()) + c.endpoint.len();
+    let mut s = String::with_capacity(room);
     let _ = writeln!(
         s,
         "# wg0.conf — generated for machine \"{}\"",

@@ -203,6 +203,30 @@ pub async fn activate(pool: &Pool, id: Uuid) -> Result<bool, DbError> {
     Ok(n == 1)
 }
 
+/// [`activate`] and the org's creation entry in the audit log, in one transaction: an active org
+/// is always an audited one.
+pub async fn activate_audited(
+    pool: &Pool,
+    id: Uuid,
+    entry: &super::audit::Entry<'_>,
+) -> Result<bool, DbError> {
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    let n = tx
+        .execute(
+            "UPDATE orgs SET state = 'active', updated_at = now() \
+             WHERE id = $1 AND state = 'creating'",
+            &[&id],
+        )
+        .await?;
+    if n != 1 {
+        return Ok(false);
+    }
+    super::audit::record_in(&tx, entry).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// Changes name and/or default action; returns the updated org.
 pub async fn update(
     pool: &Pool,

@@ -89,8 +89,8 @@ fn error_response(what: &str) -> Value {
     json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
-/// The document served at `/api/v1/openapi.json`.
-pub fn document() -> Value {
+/// The document served at `/api/v1/openapi.json`; `cookie_secure` decides the cookie's name.
+pub fn document(cookie_secure: bool) -> Value {
     let mut paths = serde_json::Map::new();
     for r in ROUTES {
         let mut op = json!({"summary": r.summary, "operationId": format!("{:?}", r.op)});
@@ -141,10 +141,10 @@ pub fn document() -> Value {
                 error_response("no such resource (also another tenant's)"),
             );
         }
-        if r.path.ends_with("/login") {
+        if r.path.ends_with("/login") || r.path.ends_with("/password") {
             responses.insert(
                 "429".into(),
-                error_response("too many failed logins; see Retry-After"),
+                error_response("too many failed attempts; see Retry-After"),
             );
         }
         if matches!(
@@ -178,7 +178,7 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "schemas": schemas(),
-            "securitySchemes": {"session": {"type": "apiKey", "in": "cookie", "name": "meshwg_session"}}
+            "securitySchemes": {"session": {"type": "apiKey", "in": "cookie", "name": super::session::session_cookie(cookie_secure)}}
         }
     })
 }
@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn every_route_is_documented_and_every_schema_exists() {
-        let doc = document();
+        let doc = document(true);
         for r in ROUTES {
             assert!(
                 doc["paths"][r.path][r.method.as_str().to_lowercase()].is_object(),
