@@ -327,4 +327,75 @@ mod tests {
         assert_eq!(drift[0].gateway.as_deref(), Some("10.1.0.9"));
         assert!(json_documents(text, 3).is_err());
     }
+
+    /// Any JSON, or any text, is an error or a value: never a panic.
+    fn hostile_json() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            "\\PC{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+            Just("\"UP\"".to_string()),
+            Just("\"inet\"".to_string()),
+        ];
+        leaf.prop_recursive(4, 40, 6, |inner| {
+            let keys = prop_oneof![
+                Just("ifname"), Just("mtu"), Just("flags"), Just("addr_info"), Just("family"),
+                Just("local"), Just("prefixlen"), Just("dst"), Just("type"), Just("metric"),
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(|v| format!("[{}]", v.join(","))),
+                proptest::collection::vec((keys, inner), 0..6).prop_map(|kv| {
+                    let fields: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                    format!("{{{}}}", fields.join(","))
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ip_json_parsers_take_anything(json in hostile_json(), noise in ".{0,40}") {
+            for text in [json.clone(), format!("{json}{noise}"), noise.clone()] {
+                if let Ok(docs) = json_documents(&text, 1) {
+                    let _ = parse_links(docs[0].clone());
+                    let _ = parse_routes(docs[0].clone());
+                }
+            }
+        }
+
+        #[test]
+        fn ip_links_read_back(
+            links in proptest::collection::vec(
+                (
+                    "[a-z][a-z0-9@.-]{0,14}",
+                    proptest::prelude::any::<u32>(),
+                    proptest::prelude::any::<bool>(),
+                    proptest::collection::btree_set((proptest::prelude::any::<u32>(), 0u8..=32), 0..4),
+                ),
+                0..6,
+            )
+        ) {
+            let json: Vec<serde_json::Value> = links
+                .iter()
+                .map(|(name, mtu, up, addrs)| {
+                    let flags = if *up { vec!["BROADCAST", "UP", "LOWER_UP"] } else { vec!["BROADCAST"] };
+                    let info: Vec<_> = addrs
+                        .iter()
+                        .map(|(a, len)| serde_json::json!({"family": "inet", "local": Ipv4Addr::from(*a).to_string(), "prefixlen": len}))
+                        .chain([serde_json::json!({"family": "inet6", "local": "fe80::1", "prefixlen": 64})])
+                        .collect();
+                    serde_json::json!({"ifindex": 3, "ifname": name, "flags": flags, "mtu": mtu, "addr_info": info})
+                })
+                .collect();
+            let parsed = parse_links(serde_json::Value::Array(json)).unwrap();
+            proptest::prop_assert_eq!(parsed.len(), links.len());
+            for (p, (name, mtu, up, addrs)) in parsed.iter().zip(&links) {
+                proptest::prop_assert_eq!(&p.name, name);
+                proptest::prop_assert_eq!((p.mtu, p.up), (*mtu, *up));
+                let want: BTreeSet<(Ipv4Addr, u8)> = addrs.iter().map(|(a, l)| (Ipv4Addr::from(*a), *l)).collect();
+                proptest::prop_assert_eq!(&p.ipv4, &want);
+            }
+        }
+    }
 }
