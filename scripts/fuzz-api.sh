@@ -18,7 +18,7 @@ ROOT=$PWD
 
 RUN=$$
 NS=fz$RUN-ctl
-letters() { local n=$1 s=""; for _ in 1 2 3 4 5; do s=$(printf "\\x$(printf %x $((97 + n % 26)))")$s; n=$((n / 26)); done; echo "fz$s"; }
+letters() { local n=$1 s=""; for _ in 1 2 3 4; do s=$(printf "\\x$(printf %x $((97 + n % 26)))")$s; n=$((n / 26)); done; echo "f$s"; }
 KP=$(letters "$RUN")
 umask 077
 TMP=$(mktemp -d "/tmp/meshwg-fuzz-$RUN.XXXXXX")
@@ -105,13 +105,15 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 
-# login WHO EMAIL PASSWORD: writes $TMP/cookie.WHO (Cookie header value) and $TMP/csrf.WHO.
+# login WHO EMAIL PASSWORD: writes $TMP/cookie.WHO (Cookie header value), $TMP/session.WHO
+# (the session cookie's value) and $TMP/csrf.WHO.
 login() {
   local d; d=$(jq -nc --arg e "$2" --arg p "$3" '{email:$e,password:$p}')
   in_ns curl -sf -D "$TMP/h.$1" -o "$TMP/b.$1" -H 'Content-Type: application/json' --data-binary "$d" \
     "$API/api/v1/auth/login" || { echo "fuzz-api.sh: login $2 failed" >&2; return 1; }
   grep -i '^set-cookie:' "$TMP/h.$1" | sed -E 's/^[Ss]et-[Cc]ookie: *([^;]*).*/\1/' | paste -sd';' - | sed 's/;/; /g' >"$TMP/cookie.$1"
   jq -r .csrf_token "$TMP/b.$1" >"$TMP/csrf.$1"
+  tr ';' '\n' <"$TMP/cookie.$1" | sed -n 's/^ *[^=]*meshwg_session=//p' >"$TMP/session.$1"
 }
 # call WHO METHOD PATH JSON: prints the response body, fails unless 2xx.
 call() {
@@ -141,7 +143,7 @@ for ns in \$(ip netns list | awk '{print \$1}' | grep '^$KP-' | sort); do
   ip netns exec "\$ns" sh -c 'iptables-save -t filter | grep -v "^#" | sed -E "s/\\[[0-9]+:[0-9]+\\]//"; ipset save; ip -o addr; ip -o link | cut -d" " -f2,3'
 done
 for s in \$(ls /var/run/wireguard 2>/dev/null | grep '^$KP' | sort); do
-  wg show "\${s%.sock}" allowed-ips 2>/dev/null
+  wg show "\${s%.sock}" allowed-ips 2>/dev/null | sort
 done
 SNAP
 chmod 700 "$TMP/snapshot.sh"
@@ -149,13 +151,14 @@ chmod 700 "$TMP/snapshot.sh"
 # fuzz WHO ORG: one Schemathesis run with WHO's session, {org} bound to ORG.
 fuzz() {
   say "schemathesis as $1"
-  in_ns env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$TMP" \
+  # From $TMP: Schemathesis leaves a .schemathesis directory wherever it runs.
+  (cd "$TMP" && in_ns env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$TMP" PYTHONDONTWRITEBYTECODE=1 \
     SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$ROOT/scripts/fuzz" MESHWG_FUZZ_SNAPSHOT="$TMP/snapshot.sh" \
-    MESHWG_FUZZ_ORG="$2" \
+    MESHWG_FUZZ_ORG="$2" MESHWG_FUZZ_SESSION="$(cat "$TMP/session.$1")" \
     "$ST" --config-file "$ROOT/scripts/fuzz/schemathesis.toml" run "$API/api/v1/openapi.json" \
       --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,use_after_free,ensure_resource_availability,no_state_change_on_client_error \
-      -H "Cookie: $(cat "$TMP/cookie.$1")" -H "X-CSRF-Token: $(cat "$TMP/csrf.$1")" \
-      --seed "${FUZZ_SEED:-$RUN}" --no-color ${FUZZ_ARGS:-}
+      -H "X-CSRF-Token: $(cat "$TMP/csrf.$1")" \
+      --seed "${FUZZ_SEED:-$RUN}" --no-color ${FUZZ_ARGS:-})
 }
 failed=0
 passed=0

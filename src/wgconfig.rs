@@ -43,7 +43,9 @@ fn endpoint(host: &str, port: u16) -> String {
 /// moves (a reallocation would leave a copy of the key behind in freed memory).
 pub fn render(c: &MachineConfig<'_>) -> Secret<String> {
     let key = c.private_key.map(PrivateKey::expose_base64);
-    let key = key.as_ref().map_or(KEY_PLACEHOLDER, |k| k.expose().as_str());
+    let key = key
+        .as_ref()
+        .map_or(KEY_PLACEHOLDER, |k| k.expose().as_str());
     // Each name character may become at most 4 bytes; the rest is a few hundred bytes.
     let room = 512 + 4 * (c.machine_name.len() + c.org_name.len()) + c.endpoint.len();
     let mut s = String::with_capacity(room);

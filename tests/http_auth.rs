@@ -36,7 +36,10 @@ fn api_auth_flow_cookies_csrf_logout() {
         for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure"] {
             assert!(session.contains(attr), "{attr} in {session}");
         }
-        assert!(!session.contains("Domain"), "__Host- cookies carry no Domain");
+        assert!(
+            !session.contains("Domain"),
+            "__Host- cookies carry no Domain"
+        );
         let csrf = cookies
             .iter()
             .find(|c| c.starts_with("__Host-meshwg_csrf="))
@@ -423,7 +426,9 @@ fn api_forged_tokens_are_refused() {
         // ... but not under the unprefixed name a sibling subdomain or plain-HTTP page could set.
         let mut planted = member.clone();
         planted.cookie = format!("meshwg_session={token}");
-        let r = api.call("GET", "/api/v1/auth/me", Some(&planted), None).await;
+        let r = api
+            .call("GET", "/api/v1/auth/me", Some(&planted), None)
+            .await;
         assert_eq!(r.status, 401, "unprefixed session cookie");
     });
 }

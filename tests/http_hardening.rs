@@ -38,10 +38,17 @@ async fn spread_attack(api: &Api, first: u8, addresses: u8, per: usize) -> (usiz
 
 async fn login_with(api: &Api, cookie_of: &Client, from: &str) -> u16 {
     let body = json!({"email": OPERATOR, "password": PASSWORD});
-    api.send("POST", "/api/v1/auth/login", Some(cookie_of), Some(&body), addr(from), &[])
-        .await
-        .status
-        .as_u16()
+    api.send(
+        "POST",
+        "/api/v1/auth/login",
+        Some(cookie_of),
+        Some(&body),
+        addr(from),
+        &[],
+    )
+    .await
+    .status
+    .as_u16()
 }
 
 #[test]
@@ -86,7 +93,9 @@ fn api_login_spread_attack_never_locks_out_the_operator() {
         ] {
             assert_eq!(status, 429);
         }
-        let r = api.try_login(OPERATOR, PASSWORD, addr("192.0.2.79:1")).await;
+        let r = api
+            .try_login(OPERATOR, PASSWORD, addr("192.0.2.79:1"))
+            .await;
         let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
         assert!((1..=60).contains(&wait), "Retry-After {wait}");
     });
@@ -181,14 +190,25 @@ fn api_session_ended_elsewhere_stays_ended_through_a_database_outage() {
             &["admin", "--email", OPERATOR, "--password-stdin"],
             "another long password\n",
         );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         pg.stop();
         // A session confirmed longer ago than stale_max does not come back.
         let r = strict.call("GET", "/api/v1/auth/me", Some(&op), None).await;
-        assert_eq!((r.status.as_u16(), r.code()), (503, "unavailable"), "{:?}", r.body);
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (503, "unavailable"),
+            "{:?}",
+            r.body
+        );
         // Within stale_max a cached session still reads (the documented window), but writes never
         // ride on the cache.
-        let r = lenient.call("GET", "/api/v1/auth/me", Some(&op2), None).await;
+        let r = lenient
+            .call("GET", "/api/v1/auth/me", Some(&op2), None)
+            .await;
         assert_eq!(r.status, 200);
         let r = lenient
             .call("POST", "/api/v1/auth/logout", Some(&op2), None)
@@ -217,13 +237,18 @@ fn api_email_case_is_one_rule_in_rust_and_sql() {
             .get()
             .await
             .unwrap()
-            .query_one("SELECT datctype FROM pg_database WHERE datname = current_database()", &[])
+            .query_one(
+                "SELECT datctype FROM pg_database WHERE datname = current_database()",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
         assert_eq!(ctype, "C");
         for spelling in ["Åsa@x.se", "åsa@x.se", "ÅSA@X.SE", " åsa@X.se "] {
-            let r = api.try_login(spelling, PASSWORD, addr("192.0.2.40:1")).await;
+            let r = api
+                .try_login(spelling, PASSWORD, addr("192.0.2.40:1"))
+                .await;
             assert_eq!(r.status, 200, "{spelling}: {:?}", r.body);
             assert_eq!(r.body["user"]["email"], "Åsa@x.se", "shown as written");
         }
@@ -236,15 +261,28 @@ fn api_email_case_is_one_rule_in_rust_and_sql() {
                 Some(json!({"email": "åsa@x.se", "password": PASSWORD, "role": "member"})),
             )
             .await;
-        assert_eq!((r.status.as_u16(), r.code()), (409, "conflict"), "{:?}", r.body);
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (409, "conflict"),
+            "{:?}",
+            r.body
+        );
         // `meshwg admin` follows the same rule.
         let url = database_url(&h.world.db_name);
         let args = ["admin", "--email", "Örjan@x.se", "--password-stdin"];
         let out = support::meshwg(&url, &args, &format!("{PASSWORD}\n"));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let args = ["admin", "--email", "ÖRJAN@x.se", "--password-stdin"];
         let out = support::meshwg(&url, &args, &format!("{PASSWORD}\n"));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let operators: i64 = h
             .pool
             .get()
@@ -255,7 +293,9 @@ fn api_email_case_is_one_rule_in_rust_and_sql() {
             .unwrap()
             .get(0);
         assert_eq!(operators, 2, "one operator from Api::new, one Örjan");
-        let r = api.try_login("örjan@x.se", PASSWORD, addr("192.0.2.41:1")).await;
+        let r = api
+            .try_login("örjan@x.se", PASSWORD, addr("192.0.2.41:1"))
+            .await;
         assert_eq!(r.status, 200);
     });
 }

@@ -64,7 +64,11 @@ fn installation_second_controller_on_an_empty_database_leaves_the_first_ones_ten
         let inode = netns_inode(&names.netns);
         let hub = hub_identity(&h, &names);
         let untouched = |why: &str| {
-            assert_eq!(netns_inode(&names.netns), inode, "{why}: namespace replaced or gone");
+            assert_eq!(
+                netns_inode(&names.netns),
+                inode,
+                "{why}: namespace replaced or gone"
+            );
             assert_eq!(hub_identity(&h, &names), hub, "{why}: hub replaced");
             assert!(pair.vm1.ping(&pair.dst(), 2), "{why}: overlay broken");
         };
@@ -81,7 +85,10 @@ fn installation_second_controller_on_an_empty_database_leaves_the_first_ones_ten
 
         // 1. Nothing marks the objects yet (the first controller runs in-process): the empty
         //    database never issued their ids, so it may not judge them orphans.
-        let other_dir = ("RUNTIME_DIR", h.world.tmp.join("b-run").display().to_string());
+        let other_dir = (
+            "RUNTIME_DIR",
+            h.world.tmp.join("b-run").display().to_string(),
+        );
         let mut b = serve(&h, &[wrong_db.clone(), other_dir], "b1.log");
         let status = outcome(&h, &mut b, "b1.log").await;
         untouched("a controller on an empty database started");
@@ -93,8 +100,16 @@ fn installation_second_controller_on_an_empty_database_leaves_the_first_ones_ten
         // 2. The first controller as the real binary binds the prefix to its installation.
         h.ctl.shutdown().await;
         let mut a = serve(&h, &[], "a.log");
-        assert_eq!(outcome(&h, &mut a, "a.log").await, None, "{}", h.log("a.log"));
-        let marker = h.world.runtime_dir.join(format!("{}.installation", h.world.prefix));
+        assert_eq!(
+            outcome(&h, &mut a, "a.log").await,
+            None,
+            "{}",
+            h.log("a.log")
+        );
+        let marker = h
+            .world
+            .runtime_dir
+            .join(format!("{}.installation", h.world.prefix));
         let id = std::fs::read_to_string(&marker).expect("marker written");
         // A second controller on the empty database, same runtime directory: refused by name.
         let mut b = serve(&h, &[wrong_db], "b2.log");
@@ -102,8 +117,14 @@ fn installation_second_controller_on_an_empty_database_leaves_the_first_ones_ten
         untouched("a second controller started beside the first");
         let log = h.log("b2.log");
         assert_eq!(status.and_then(|s| s.code()), Some(2), "{log}");
-        assert!(log.contains(&format!("belong to installation {}", id.trim())), "{log}");
-        assert!(a.try_wait().unwrap().is_none(), "the first controller still runs");
+        assert!(
+            log.contains(&format!("belong to installation {}", id.trim())),
+            "{log}"
+        );
+        assert!(
+            a.try_wait().unwrap().is_none(),
+            "the first controller still runs"
+        );
 
         let _ = a.kill();
         let _ = a.wait();

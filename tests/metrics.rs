@@ -317,8 +317,14 @@ fn metrics_random_methods_add_no_series() {
             assert!(status.is_client_error(), "{status}");
         }
         let after = scrape(&h).await;
-        assert_eq!(count(&after), count(&before), "series added by random methods");
-        let known = ["GET", "POST", "PATCH", "DELETE", "PUT", "HEAD", "OPTIONS", "other"];
+        assert_eq!(
+            count(&after),
+            count(&before),
+            "series added by random methods"
+        );
+        let known = [
+            "GET", "POST", "PATCH", "DELETE", "PUT", "HEAD", "OPTIONS", "other",
+        ];
         let methods = http_methods(&after);
         assert!(
             methods.iter().all(|m| known.contains(&m.as_str())),

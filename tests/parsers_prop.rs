@@ -4,10 +4,10 @@
 //! Pure (no root, no kernel). The `ip -j` JSON parsers are private to `kernel::netns`; their
 //! properties live in that module's tests.
 
-use meshwg::keys::{PrivateKey, PublicKey};
 use meshwg::kernel::firewall::{forward_jump, parse_ipset, parse_save, restore_script};
 use meshwg::kernel::uapi::parse_get;
 use meshwg::kernel::{FirewallRules, RuleObserved};
+use meshwg::keys::{PrivateKey, PublicKey};
 use meshwg::names::ACL_CHAIN;
 use meshwg::secret::Secret;
 use meshwg::wgconfig::{MachineConfig, render};

@@ -22,9 +22,14 @@ async fn gatekeeper(pg: &Cluster) -> tokio_postgres::Client {
 
 /// Waits until some backend waits for a lock: the creation has reached the gate.
 async fn at_the_gate(pg: &Cluster) {
-    eventually(Duration::from_secs(30), "a backend waits at the gate", || async {
-        (pg.psql("meshwg", "SELECT count(*) FROM pg_locks WHERE NOT granted") != "0").then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "a backend waits at the gate",
+        || async {
+            (pg.psql("meshwg", "SELECT count(*) FROM pg_locks WHERE NOT granted") != "0")
+                .then_some(())
+        },
+    )
     .await;
 }
 
@@ -55,7 +60,8 @@ fn partial_org_creation_that_loses_the_database_leaves_nothing() {
             let (api, op) = (api.clone(), op.clone());
             tokio::spawn(async move {
                 let body = json!({"name": "doomed", "cidr": "10.40.0.0/24"});
-                api.call("POST", "/api/v1/orgs", Some(&op), Some(body)).await
+                api.call("POST", "/api/v1/orgs", Some(&op), Some(body))
+                    .await
             })
         };
         at_the_gate(&pg).await;
@@ -63,7 +69,10 @@ fn partial_org_creation_that_loses_the_database_leaves_nothing() {
         let kid: i64 = pg.psql("meshwg", "SELECT kid FROM orgs").parse().unwrap();
         let org: uuid::Uuid = pg.psql("meshwg", "SELECT id FROM orgs").parse().unwrap();
         let names = h.deps.prefix.tenant(kid).unwrap();
-        assert!(netns_inode(&names.netns).is_some(), "the kernel side exists");
+        assert!(
+            netns_inode(&names.netns).is_some(),
+            "the kernel side exists"
+        );
         pg.stop();
         let r = create.await.unwrap();
         assert!(r.status.is_server_error(), "{} {:?}", r.status, r.body);
@@ -82,7 +91,10 @@ fn partial_org_creation_that_loses_the_database_leaves_nothing() {
         h.ctl.sync(org).await.unwrap_err();
         assert!(netns_inode(&names.netns).is_none());
         assert_eq!(
-            count(&pg, "SELECT count(*) FROM audit_log WHERE action = 'org.create'"),
+            count(
+                &pg,
+                "SELECT count(*) FROM audit_log WHERE action = 'org.create'"
+            ),
             0
         );
         h.ctl.shutdown().await;
@@ -98,7 +110,11 @@ fn partial_machine_creation_that_loses_the_database_leaves_no_peer() {
         let op = api.operator().await;
         let org = api.org(&op, "Acme", "10.41.0.0/24").await;
         let id: uuid::Uuid = org["id"].as_str().unwrap().parse().unwrap();
-        let kid = meshwg::db::orgs::get(&h.pool, id).await.unwrap().unwrap().kid;
+        let kid = meshwg::db::orgs::get(&h.pool, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .kid;
         let names = h.deps.prefix.tenant(kid).unwrap();
         // The gate: every reconcile reads the org's policies, which the test locks. The machine
         // row goes in; installing its peer waits.
@@ -129,9 +145,16 @@ fn partial_machine_creation_that_loses_the_database_leaves_no_peer() {
         })
         .await;
         h.ctl.sync(id).await.unwrap();
-        assert_eq!(wg(&names, "show", &["peers"]).trim(), "", "no peer in the hub");
         assert_eq!(
-            count(&pg, "SELECT count(*) FROM audit_log WHERE action = 'machine.create'"),
+            wg(&names, "show", &["peers"]).trim(),
+            "",
+            "no peer in the hub"
+        );
+        assert_eq!(
+            count(
+                &pg,
+                "SELECT count(*) FROM audit_log WHERE action = 'machine.create'"
+            ),
             0
         );
         // A creation that succeeds is confirmed and audited in one go.
@@ -160,7 +183,11 @@ fn partial_policy_creation_that_loses_the_database_is_not_enforced() {
         let op = api.operator().await;
         let org = api.org(&op, "Acme", "10.42.0.0/24").await;
         let id: uuid::Uuid = org["id"].as_str().unwrap().parse().unwrap();
-        let kid = meshwg::db::orgs::get(&h.pool, id).await.unwrap().unwrap().kid;
+        let kid = meshwg::db::orgs::get(&h.pool, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .kid;
         let names = h.deps.prefix.tenant(kid).unwrap();
         // The gate: every reconcile reads the org's machines, which the test locks.
         let gate = gatekeeper(&pg).await;
@@ -191,9 +218,15 @@ fn partial_policy_creation_that_loses_the_database_is_not_enforced() {
         .await;
         h.ctl.sync(id).await.unwrap();
         let rules = ns(&names.netns, &["iptables-save", "-t", "filter"]);
-        assert!(!rules.contains(&policy), "rule of the failed policy enforced:\n{rules}");
+        assert!(
+            !rules.contains(&policy),
+            "rule of the failed policy enforced:\n{rules}"
+        );
         assert_eq!(
-            count(&pg, "SELECT count(*) FROM audit_log WHERE action = 'policy.create'"),
+            count(
+                &pg,
+                "SELECT count(*) FROM audit_log WHERE action = 'policy.create'"
+            ),
             0
         );
         h.ctl.shutdown().await;

@@ -94,7 +94,9 @@ impl LoginLimiter {
     /// The account-wide wait after `n` failures beyond the free ones.
     fn delay(&self, n: usize) -> Duration {
         let l = self.limits;
-        let doublings = u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX).min(30);
+        let doublings = u32::try_from(n.saturating_sub(1))
+            .unwrap_or(u32::MAX)
+            .min(30);
         l.delay_first
             .saturating_mul(1u32 << doublings)
             .min(l.delay_max)
@@ -134,7 +136,10 @@ impl LoginLimiter {
         s.by_account.push(account.to_string(), now, ());
         if failures + 1 > l.account_free {
             let wait = self.delay(failures + 1 - l.account_free);
-            s.accounts.entry(account.to_string()).or_default().next_allowed = Some(now + wait);
+            s.accounts
+                .entry(account.to_string())
+                .or_default()
+                .next_allowed = Some(now + wait);
         }
         s.by_client.prune(50_000, now);
         s.by_account.prune(50_000, now);

@@ -36,8 +36,7 @@ impl<K: Hash + Eq + Clone, T> Windows<K, T> {
     pub fn blocked(&mut self, key: &K, limit: usize, now: Instant) -> Option<Duration> {
         let window = self.window;
         let q = self.live(key, now)?;
-        (q.len() >= limit)
-            .then(|| window.saturating_sub(now.duration_since(q[q.len() - limit].0)))
+        (q.len() >= limit).then(|| window.saturating_sub(now.duration_since(q[q.len() - limit].0)))
     }
 
     /// Number of the key's failures inside the window.
@@ -75,8 +74,10 @@ impl<K: Hash + Eq + Clone, T> Windows<K, T> {
             return;
         }
         let window = self.window;
-        self.by_key
-            .retain(|_, q| q.back().is_some_and(|(t, _)| now.duration_since(*t) < window));
+        self.by_key.retain(|_, q| {
+            q.back()
+                .is_some_and(|(t, _)| now.duration_since(*t) < window)
+        });
     }
 }
 

@@ -14,9 +14,9 @@ mod pending;
 use crate::actors::supervisor::{Supervisor, SupervisorMsg};
 use crate::actors::tenant::{TenantMsg, TenantStatus};
 use crate::actors::{CoreError, Deps, KERNEL_CALL_TIMEOUT, QUICK_CALL_TIMEOUT, call};
+use crate::db::orgs::{self, NewOrg, Org, OrgState};
 use crate::db::{audit, machines};
 use crate::installation::Orphans;
-use crate::db::orgs::{self, NewOrg, Org, OrgState};
 use crate::keys::PrivateKey;
 use crate::overlay::Ipv4Cidr;
 use crate::policy::Verdict;
@@ -176,13 +176,10 @@ impl Controller {
             let mut active = org.clone();
             active.state = OrgState::Active;
             let detail = (audit.detail)(&active);
-            let entry = audit.actor.entry(
-                Some(id),
-                "org.create",
-                "org",
-                Some(id.to_string()),
-                detail,
-            );
+            let entry =
+                audit
+                    .actor
+                    .entry(Some(id), "org.create", "org", Some(id.to_string()), detail);
             if orgs::activate_audited(&self.deps.pool, id, &entry).await? {
                 Ok(())
             } else {
@@ -236,7 +233,9 @@ impl Controller {
             };
             match (torn_down, done) {
                 (Ok(()), Ok(())) => tracing::info!(tenant = %org_id, "failed creation rolled back"),
-                (Err(e), _) | (_, Err(e)) => tracing::error!(tenant = %org_id, error = %e, "rollback incomplete; finished by DELETE or at next start"),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(tenant = %org_id, error = %e, "rollback incomplete; finished by DELETE or at next start")
+                }
             }
         });
     }

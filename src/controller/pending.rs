@@ -96,10 +96,13 @@ impl Controller {
             let pool = &this.deps.pool;
             let policy = policies::insert_pending(pool, org_id, id, &fields, PENDING_FOR).await?;
             let detail = (audit.detail)(&policy);
-            let entry =
-                audit
-                    .actor
-                    .entry(Some(org_id), "policy.create", "policy", Some(id.to_string()), detail);
+            let entry = audit.actor.entry(
+                Some(org_id),
+                "policy.create",
+                "policy",
+                Some(id.to_string()),
+                detail,
+            );
             this.install(Table::Policies, org_id, id, &entry).await?;
             Ok(policy)
         })

@@ -7,8 +7,8 @@ use super::orgs::{load_org, require_write};
 use super::router::{Ctx, body};
 use super::{App, Request, Response, json, no_content, secret_json, validate};
 use crate::actors::CoreError;
-use crate::controller::Audit;
 use crate::actors::tenant::TenantStatus;
+use crate::controller::Audit;
 use crate::db::machines::{self, Machine, NewMachine};
 use crate::keys::PrivateKey;
 use crate::secret::Secret;
@@ -102,9 +102,9 @@ pub async fn create(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, Api
     // Audited by the controller, in the transaction that confirms the machine.
     let audit = Audit {
         actor: actor(ctx),
-        detail: Box::new(move |m: &Machine| {
-            serde_json::json!({"name": m.name, "address": m.address.to_string(), "key": key})
-        }),
+        detail: Box::new(
+            move |m: &Machine| serde_json::json!({"name": m.name, "address": m.address.to_string(), "key": key}),
+        ),
     };
     let new = NewMachine {
         id: Uuid::new_v4(),

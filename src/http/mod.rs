@@ -106,7 +106,12 @@ pub struct Request {
 }
 
 /// Headers whose values are credentials.
-const SECRET_HEADERS: [&str; 4] = ["cookie", "authorization", "proxy-authorization", "x-csrf-token"];
+const SECRET_HEADERS: [&str; 4] = [
+    "cookie",
+    "authorization",
+    "proxy-authorization",
+    "x-csrf-token",
+];
 
 /// Redacted: the body may hold a password or a key, some headers a session. Shows what a log
 /// line may: method, path, header names (values of the harmless ones), body size.
@@ -365,9 +370,15 @@ mod tests {
     #[test]
     fn debug_of_a_request_shows_no_credentials() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_static("__Host-meshwg_session=eyJ.sess.ion"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-meshwg_session=eyJ.sess.ion"),
+        );
         headers.insert("x-csrf-token", HeaderValue::from_static("csrf-token-value"));
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         let req = Request {
             method: Method::POST,
             path: "/api/v1/auth/password".into(),

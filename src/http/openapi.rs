@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the router's table (paths, methods, bodies, success
 //! statuses) plus the schemas below, so it always lists exactly the routes that exist.
 
-use super::router::ROUTES;
+use super::router::{Op, ROUTES};
 use serde_json::{Value, json};
 
 fn schemas() -> Value {
@@ -65,7 +65,7 @@ fn schemas() -> Value {
         json!({"type": "object", "properties": {"orgs": {"type": "array", "items": org}}}),
     );
     m.insert("Machine".into(), json!(machine));
-    m.insert("MachineCreate".into(), json!({"type": "object", "required": ["name"], "additionalProperties": false, "properties": {"name": name, "public_key": {"type": "string", "description": "32 bytes, base64; without it the server makes the key pair and returns the private key once"}, "tags": {"type": "array", "maxItems": 32, "items": {"type": "string"}}}}));
+    m.insert("MachineCreate".into(), json!({"type": "object", "required": ["name"], "additionalProperties": false, "properties": {"name": name, "public_key": {"type": ["string", "null"], "description": "32 bytes, base64; without it (or null) the server makes the key pair and returns the private key once"}, "tags": {"type": "array", "maxItems": 32, "items": {"type": "string"}}}}));
     m.insert("MachineCreated".into(), json!({"type": "object", "properties": {"machine": machine, "config": {"type": "string", "description": "wg-quick configuration; holds the private key if the server made it (shown this once)"}, "config_qr_svg": {"type": "string"}}}));
     m.insert("MachinePatch".into(), json!({"type": "object", "additionalProperties": false, "properties": {"name": name, "tags": {"type": "array", "items": {"type": "string"}}}}));
     m.insert(
@@ -118,13 +118,18 @@ pub fn document(cookie_secure: bool) -> Value {
             None => json!({"description": "success"}),
         };
         responses.insert(r.ok.to_string(), ok);
-        if r.body.is_some() {
+        if r.body.is_some() || r.path.ends_with("/audit") {
             responses.insert(
                 "400".into(),
                 error_response("malformed or invalid input; nothing changed"),
             );
+        }
+        if r.body.is_some() {
             responses.insert("413".into(), error_response("body larger than 64 KiB"));
             responses.insert("415".into(), error_response("body is not application/json"));
+        }
+        if r.op == Op::Login {
+            responses.insert("401".into(), error_response("wrong email or password"));
         }
         if r.auth {
             responses.insert("401".into(), error_response("no valid session"));

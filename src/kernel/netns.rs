@@ -340,13 +340,23 @@ mod tests {
         ];
         leaf.prop_recursive(4, 40, 6, |inner| {
             let keys = prop_oneof![
-                Just("ifname"), Just("mtu"), Just("flags"), Just("addr_info"), Just("family"),
-                Just("local"), Just("prefixlen"), Just("dst"), Just("type"), Just("metric"),
+                Just("ifname"),
+                Just("mtu"),
+                Just("flags"),
+                Just("addr_info"),
+                Just("family"),
+                Just("local"),
+                Just("prefixlen"),
+                Just("dst"),
+                Just("type"),
+                Just("metric"),
             ];
             prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..5).prop_map(|v| format!("[{}]", v.join(","))),
+                proptest::collection::vec(inner.clone(), 0..5)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
                 proptest::collection::vec((keys, inner), 0..6).prop_map(|kv| {
-                    let fields: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                    let fields: Vec<String> =
+                        kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
                     format!("{{{}}}", fields.join(","))
                 }),
             ]

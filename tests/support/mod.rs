@@ -39,7 +39,16 @@ impl Cluster {
         sh(&["chown", "postgres:", dir.to_str().unwrap()]);
         let c = Cluster { dir, bin: pg_bin() };
         c.pg(&[
-            "initdb", "-D", &c.data(), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C",
+            "initdb",
+            "-D",
+            &c.data(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
         ]);
         c.start();
         c
@@ -63,12 +72,30 @@ impl Cluster {
             self.dir.display()
         );
         let log = self.dir.join("log").display().to_string();
-        self.pg(&["pg_ctl", "-D", &self.data(), "-l", &log, "-w", "-o", &opts, "start"]);
+        self.pg(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-l",
+            &log,
+            "-w",
+            "-o",
+            &opts,
+            "start",
+        ]);
     }
 
     /// Stops it the hard way: every backend dies at once, as in a crash or a cut cable.
     pub fn stop(&self) {
-        self.pg(&["pg_ctl", "-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+        self.pg(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]);
     }
 
     pub fn url(&self, db: &str) -> String {
@@ -90,7 +117,16 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         let prog = self.bin.join("pg_ctl").display().to_string();
         let _ = sh_out(&[
-            "runuser", "-u", "postgres", "--", &prog, "-D", &self.data(), "-m", "immediate", "stop",
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            &prog,
+            "-D",
+            &self.data(),
+            "-m",
+            "immediate",
+            "stop",
         ]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }

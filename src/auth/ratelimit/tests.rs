@@ -13,7 +13,10 @@ fn client_is_limited_after_n_failures_and_the_user_elsewhere_is_not() {
     let l = LoginLimiter::new(Limits::default());
     let t0 = Instant::now();
     for i in 0..5 {
-        assert!(l.attempt("victim@x", ip(1), false, t0).is_ok(), "attempt {i}");
+        assert!(
+            l.attempt("victim@x", ip(1), false, t0).is_ok(),
+            "attempt {i}"
+        );
     }
     let wait = l.attempt("victim@x", ip(1), false, t0).unwrap_err();
     assert!(wait > Duration::from_secs(14 * 60) && wait <= Duration::from_secs(15 * 60));
@@ -31,7 +34,10 @@ fn ipv6_clients_are_keyed_by_their_64() {
         let addr = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, i));
         assert!(l.attempt("a", addr, false, t0).is_ok(), "attempt {i}");
     }
-    assert!(l.attempt("a", v6("2001:db8:1:2:ffff:ffff:ffff:ffff"), false, t0).is_err());
+    assert!(
+        l.attempt("a", v6("2001:db8:1:2:ffff:ffff:ffff:ffff"), false, t0)
+            .is_err()
+    );
     assert!(l.attempt("a", v6("2001:db8:1:3::1"), false, t0).is_ok());
 }
 
