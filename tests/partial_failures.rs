@@ -101,75 +101,102 @@ fn partial_org_creation_that_loses_the_database_leaves_nothing() {
     });
 }
 
+/// What a creation stopped by an outage left: the org, its kernel names, the row's id.
+struct Left {
+    api: Api,
+    op: common::api::Client,
+    org: uuid::Uuid,
+    names: meshwg::names::TenantNames,
+    row: String,
+}
+
+/// Creates a `table` row (POST to the org's `table` collection with `body`) while the test holds
+/// an exclusive lock on `lock`, a table every reconcile reads: the row goes in, installing it in
+/// the kernel waits. Then PostgreSQL stops, right there; the answer must be a 5xx. PostgreSQL
+/// starts again, and the row must go away.
+async fn create_through_an_outage(
+    h: &mut Harness,
+    pg: &Cluster,
+    lock: &str,
+    table: &str,
+    body: serde_json::Value,
+) -> Left {
+    support::use_cluster(h, pg).await;
+    let api = Api::new(h).await;
+    let op = api.operator().await;
+    let org = api.org(&op, "Acme", "10.41.0.0/24").await;
+    let org: uuid::Uuid = org["id"].as_str().unwrap().parse().unwrap();
+    let kid = meshwg::db::orgs::get(&h.pool, org)
+        .await
+        .unwrap()
+        .unwrap()
+        .kid;
+    let names = h.deps.prefix.tenant(kid).unwrap();
+    let gate = gatekeeper(pg).await;
+    gate.batch_execute(&format!(
+        "BEGIN; LOCK TABLE {lock} IN ACCESS EXCLUSIVE MODE"
+    ))
+    .await
+    .unwrap();
+    let create = {
+        let (api, op, path) = (
+            api.clone(),
+            op.clone(),
+            format!("/api/v1/orgs/{org}/{table}"),
+        );
+        tokio::spawn(async move { api.call("POST", &path, Some(&op), Some(body)).await })
+    };
+    let rows = format!("SELECT count(*) FROM {table}");
+    eventually(Duration::from_secs(30), "row inserted", || async {
+        (count(pg, &rows) == 1).then_some(())
+    })
+    .await;
+    let row = pg.psql("meshwg", &format!("SELECT id FROM {table}"));
+    at_the_gate(pg).await;
+    pg.stop();
+    let r = create.await.unwrap();
+    assert!(r.status.is_server_error(), "{} {:?}", r.status, r.body);
+    pg.start();
+    eventually(Duration::from_secs(60), "row deleted", || async {
+        (count(pg, &rows) == 0).then_some(())
+    })
+    .await;
+    h.ctl.sync(org).await.unwrap();
+    let audited = format!("SELECT count(*) FROM audit_log WHERE target_id = '{row}'");
+    assert_eq!(count(pg, &audited), 0, "an audit entry for nothing");
+    Left {
+        api,
+        op,
+        org,
+        names,
+        row,
+    }
+}
+
 #[test]
 fn partial_machine_creation_that_loses_the_database_leaves_no_peer() {
     run(|mut h| async move {
         let pg = Cluster::start_new(&h.world.prefix);
-        support::use_cluster(&mut h, &pg).await;
-        let api = Api::new(&h).await;
-        let op = api.operator().await;
-        let org = api.org(&op, "Acme", "10.41.0.0/24").await;
-        let id: uuid::Uuid = org["id"].as_str().unwrap().parse().unwrap();
-        let kid = meshwg::db::orgs::get(&h.pool, id)
-            .await
-            .unwrap()
-            .unwrap()
-            .kid;
-        let names = h.deps.prefix.tenant(kid).unwrap();
-        // The gate: every reconcile reads the org's policies, which the test locks. The machine
-        // row goes in; installing its peer waits.
-        let gate = gatekeeper(&pg).await;
-        gate.batch_execute("BEGIN; LOCK TABLE policies IN ACCESS EXCLUSIVE MODE")
-            .await
-            .unwrap();
-        let create = {
-            let (api, op) = (api.clone(), op.clone());
-            tokio::spawn(async move {
-                let path = format!("/api/v1/orgs/{id}/machines");
-                api.call("POST", &path, Some(&op), Some(json!({"name": "laptop"})))
-                    .await
-            })
-        };
-        eventually(Duration::from_secs(30), "machine row inserted", || async {
-            (count(&pg, "SELECT count(*) FROM machines") == 1).then_some(())
-        })
-        .await;
-        at_the_gate(&pg).await;
-        pg.stop();
-        let r = create.await.unwrap();
-        assert!(r.status.is_server_error(), "{} {:?}", r.status, r.body);
-        pg.start();
+        let body = json!({"name": "laptop"});
+        let left = create_through_an_outage(&mut h, &pg, "policies", "machines", body).await;
         // Its private key went nowhere: the machine must not become a peer, now or later.
-        eventually(Duration::from_secs(60), "machine row deleted", || async {
-            (count(&pg, "SELECT count(*) FROM machines") == 0).then_some(())
-        })
-        .await;
-        h.ctl.sync(id).await.unwrap();
         assert_eq!(
-            wg(&names, "show", &["peers"]).trim(),
+            wg(&left.names, "show", &["peers"]).trim(),
             "",
             "no peer in the hub"
         );
-        assert_eq!(
-            count(
-                &pg,
-                "SELECT count(*) FROM audit_log WHERE action = 'machine.create'"
-            ),
-            0
-        );
         // A creation that succeeds is confirmed and audited in one go.
-        let made = api.machine(&op, &id.to_string(), "laptop").await;
-        let mid = made["machine"]["id"].as_str().unwrap();
-        assert_eq!(
-            count(
-                &pg,
-                &format!(
-                    "SELECT count(*) FROM machines m JOIN audit_log a ON a.target_id = m.id::text \
-                     WHERE m.id = '{mid}' AND m.pending_until IS NULL AND a.action = 'machine.create'"
-                )
-            ),
-            1
+        let made = left
+            .api
+            .machine(&left.op, &left.org.to_string(), "laptop")
+            .await;
+        let id = made["machine"]["id"].as_str().unwrap();
+        let confirmed = format!(
+            "SELECT count(*) FROM machines m JOIN audit_log a ON a.target_id = m.id::text \
+             WHERE m.id = '{id}' AND m.pending_until IS NULL AND a.action = 'machine.create'"
         );
+        assert_eq!(count(&pg, &confirmed), 1);
+        assert_ne!(id, left.row);
         h.ctl.shutdown().await;
     });
 }
@@ -178,56 +205,12 @@ fn partial_machine_creation_that_loses_the_database_leaves_no_peer() {
 fn partial_policy_creation_that_loses_the_database_is_not_enforced() {
     run(|mut h| async move {
         let pg = Cluster::start_new(&h.world.prefix);
-        support::use_cluster(&mut h, &pg).await;
-        let api = Api::new(&h).await;
-        let op = api.operator().await;
-        let org = api.org(&op, "Acme", "10.42.0.0/24").await;
-        let id: uuid::Uuid = org["id"].as_str().unwrap().parse().unwrap();
-        let kid = meshwg::db::orgs::get(&h.pool, id)
-            .await
-            .unwrap()
-            .unwrap()
-            .kid;
-        let names = h.deps.prefix.tenant(kid).unwrap();
-        // The gate: every reconcile reads the org's machines, which the test locks.
-        let gate = gatekeeper(&pg).await;
-        gate.batch_execute("BEGIN; LOCK TABLE machines IN ACCESS EXCLUSIVE MODE")
-            .await
-            .unwrap();
-        let create = {
-            let (api, op) = (api.clone(), op.clone());
-            tokio::spawn(async move {
-                let path = format!("/api/v1/orgs/{id}/policies");
-                let body = json!({"action": "deny", "src": "any", "dst": "any"});
-                api.call("POST", &path, Some(&op), Some(body)).await
-            })
-        };
-        eventually(Duration::from_secs(30), "policy row inserted", || async {
-            (count(&pg, "SELECT count(*) FROM policies") == 1).then_some(())
-        })
-        .await;
-        let policy = pg.psql("meshwg", "SELECT id FROM policies");
-        at_the_gate(&pg).await;
-        pg.stop();
-        let r = create.await.unwrap();
-        assert!(r.status.is_server_error(), "{} {:?}", r.status, r.body);
-        pg.start();
-        eventually(Duration::from_secs(60), "policy row deleted", || async {
-            (count(&pg, "SELECT count(*) FROM policies") == 0).then_some(())
-        })
-        .await;
-        h.ctl.sync(id).await.unwrap();
-        let rules = ns(&names.netns, &["iptables-save", "-t", "filter"]);
+        let body = json!({"action": "deny", "src": "any", "dst": "any"});
+        let left = create_through_an_outage(&mut h, &pg, "machines", "policies", body).await;
+        let rules = ns(&left.names.netns, &["iptables-save", "-t", "filter"]);
         assert!(
-            !rules.contains(&policy),
+            !rules.contains(&left.row),
             "rule of the failed policy enforced:\n{rules}"
-        );
-        assert_eq!(
-            count(
-                &pg,
-                "SELECT count(*) FROM audit_log WHERE action = 'policy.create'"
-            ),
-            0
         );
         h.ctl.shutdown().await;
     });

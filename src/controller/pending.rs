@@ -70,15 +70,8 @@ impl Controller {
                 return Err(e);
             }
         };
-        let detail = (audit.detail)(&machine);
-        let entry = audit.actor.entry(
-            Some(org_id),
-            "machine.create",
-            "machine",
-            Some(id.to_string()),
-            detail,
-        );
-        self.install(Table::Machines, org_id, id, &entry).await?;
+        self.install(Table::Machines, org_id, id, &audit, &machine)
+            .await?;
         Ok(machine)
     }
 
@@ -95,31 +88,34 @@ impl Controller {
             let id = Uuid::new_v4();
             let pool = &this.deps.pool;
             let policy = policies::insert_pending(pool, org_id, id, &fields, PENDING_FOR).await?;
-            let detail = (audit.detail)(&policy);
-            let entry = audit.actor.entry(
-                Some(org_id),
-                "policy.create",
-                "policy",
-                Some(id.to_string()),
-                detail,
-            );
-            this.install(Table::Policies, org_id, id, &entry).await?;
+            this.install(Table::Policies, org_id, id, &audit, &policy)
+                .await?;
             Ok(policy)
         })
         .await
     }
 
-    /// Makes the kernel take a pending row, then confirms it with its audit entry.
-    async fn install(
+    /// Makes the kernel take a pending row, then confirms it with its audit entry
+    /// (`<table>.create` about `made`).
+    async fn install<T>(
         &self,
         table: Table,
         org_id: Uuid,
         id: Uuid,
-        entry: &crate::db::audit::Entry<'_>,
+        audit: &Audit<T>,
+        made: &T,
     ) -> Result<(), CoreError> {
+        let (action, target) = match table {
+            Table::Machines => ("machine.create", "machine"),
+            Table::Policies => ("policy.create", "policy"),
+        };
+        let detail = (audit.detail)(made);
+        let entry = audit
+            .actor
+            .entry(Some(org_id), action, target, Some(id.to_string()), detail);
         let result = async {
             self.sync(org_id).await?;
-            if pending::confirm(&self.deps.pool, table, org_id, id, entry).await? {
+            if pending::confirm(&self.deps.pool, table, org_id, id, &entry).await? {
                 Ok(())
             } else {
                 Err(CoreError::Timeout)

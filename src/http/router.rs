@@ -378,6 +378,15 @@ pub fn body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, ApiError
     if req.body.is_empty() {
         return Err(ApiError::bad_request("a JSON body is required"));
     }
+    // Every body is an object: serde would also read a struct from an array of its fields
+    // (`[null, null]` is a valid, empty, OrgPatch), which the document does not allow.
+    if req.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            warp::http::StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(&req.body).map_err(|e| {
         let mut msg = e.to_string();
         msg.truncate(300);
