@@ -98,6 +98,28 @@ mod tests {
     }
 
     #[test]
+    fn the_key_is_written_once_into_a_buffer_that_never_moves() {
+        // A reallocation would leave a copy of the key in freed memory; the planned capacity,
+        // unchanged after rendering the longest names, shows there was none.
+        let (name, org) = ("🚀".repeat(64), "\u{85}".repeat(64));
+        let key = PrivateKey::generate();
+        let hub = key.public_key();
+        let text = render(&MachineConfig {
+            machine_name: &name,
+            address: Ipv4Addr::new(10, 100, 0, 2),
+            cidr: "10.100.0.0/16".parse().unwrap(),
+            private_key: Some(&key),
+            org_name: &org,
+            hub_public_key: &hub,
+            endpoint: "vpn.example.com",
+            listen_port: 51820,
+        });
+        let planned = 512 + 4 * (name.len() + org.len()) + "vpn.example.com".len();
+        assert_eq!(text.expose().capacity(), planned);
+        assert!(!format!("{text:?}").contains(key.expose_base64().expose().as_str()));
+    }
+
+    #[test]
     fn no_line_injection_placeholder_and_ipv6_endpoint() {
         let hub = PrivateKey::generate().public_key();
         let text = render(&MachineConfig {
