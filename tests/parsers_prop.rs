@@ -1,8 +1,7 @@
 //! Property tests of the text the controller reads from and writes for other programs
 //! (`iptables-save`, `ipset save`, wireguard-go's UAPI, wg-quick configs), with hostile input:
 //! parsers never panic whatever they are fed, and what we write reads back as what we meant.
-//! Pure (no root, no kernel). The `ip -j` JSON parsers are private to `kernel::netns`; their
-//! properties live in that module's tests.
+//! Pure (no root, no kernel).
 
 use meshwg::kernel::firewall::{forward_jump, parse_ipset, parse_save, restore_script};
 use meshwg::kernel::uapi::parse_get;

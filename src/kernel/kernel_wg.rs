@@ -3,38 +3,29 @@
 //! WireGuard generic-netlink family in whichever namespace the link is at that moment. No `wg`
 //! or `ip` process is involved; keys are passed in memory only.
 //!
-//! One socket per protocol and namespace is kept open (see [`NsSockets`]); a namespace that was
-//! deleted or replaced gets fresh sockets, and [`WireGuard::destroy`] closes a tenant's, so a held
-//! socket never keeps a deleted namespace (with its device and port) alive.
+//! The sockets are the namespace handles held by [`Namespaces`] (generic netlink inside the
+//! tenant namespace) and [`HostHandles`] (the controller's own).
 
-use super::nl::{NlError, NlSocket, NsSockets, genl, is_no_netns, route};
+use super::nl::{NlError, NlSocket, genl, is_no_netns, route};
+use super::ns::{HostHandles, Namespaces, NsHandles};
 use super::{DeviceState, KResult, KernelError, PeerSpec, WireGuard};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::names::{KernelPrefix, TENANT_IFACE, TenantNames};
-use netlink_sys::protocols::{NETLINK_GENERIC, NETLINK_ROUTE};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 pub struct KernelWg {
     family: OnceCell<u16>,
-    host_genl: OnceCell<Arc<NlSocket>>,
-    host_route: OnceCell<NlSocket>,
-    genl: NsSockets,
-    route: NsSockets,
+    namespaces: Arc<Namespaces>,
+    host: Arc<HostHandles>,
 }
 
 /// Where the device is now: inside the tenant namespace as `wg0`, or still in the controller
 /// namespace under its birth name.
 enum Location {
-    Tenant(Arc<NlSocket>),
+    Tenant(Arc<NsHandles>),
     Host,
-}
-
-impl Default for KernelWg {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 fn nl_error(device: &str, e: NlError) -> KernelError {
@@ -51,30 +42,16 @@ fn not_there(e: &NlError) -> bool {
 }
 
 impl KernelWg {
-    pub fn new() -> Self {
+    pub fn new(namespaces: Arc<Namespaces>, host: Arc<HostHandles>) -> Self {
         Self {
             family: OnceCell::new(),
-            host_genl: OnceCell::new(),
-            host_route: OnceCell::new(),
-            genl: NsSockets::new(NETLINK_GENERIC),
-            route: NsSockets::new(NETLINK_ROUTE),
+            namespaces,
+            host,
         }
     }
 
-    async fn host_genl(&self) -> Result<&Arc<NlSocket>, NlError> {
-        self.host_genl
-            .get_or_try_init(|| async { Ok(Arc::new(NlSocket::here(NETLINK_GENERIC)?)) })
-            .await
-    }
-
-    async fn host_route(&self) -> Result<&NlSocket, NlError> {
-        self.host_route
-            .get_or_try_init(|| async { Ok(NlSocket::here(NETLINK_ROUTE)?) })
-            .await
-    }
-
     async fn family(&self) -> Result<u16, NlError> {
-        let sock = self.host_genl().await?;
+        let sock = self.host.genl().await?;
         self.family
             .get_or_try_init(|| genl::family_id(sock))
             .await
@@ -85,10 +62,11 @@ impl KernelWg {
     /// removes it again (also when the probe failed half-way, and a probe left by an earlier
     /// run), and resolves the generic-netlink family. `Err` says why not.
     pub async fn probe(prefix: &KernelPrefix) -> Result<(), String> {
-        let wg = Self::new();
+        let wg = Self::new(Namespaces::new(), Arc::new(HostHandles::default()));
         let name = format!("{}probe", prefix.as_str());
         let sock = wg
-            .host_route()
+            .host
+            .route()
             .await
             .map_err(|e| format!("no netlink socket: {e}"))?;
         let _ = route::del_link(sock, &name).await;
@@ -120,9 +98,9 @@ impl KernelWg {
         names: &TenantNames,
     ) -> KResult<Option<(Location, crate::kernel::DeviceObserved)>> {
         let family = self.family().await.map_err(|e| nl_error(&names.birth, e))?;
-        match self.genl.get(&names.netns).await {
-            Ok(sock) => match genl::get_device(&sock, family, TENANT_IFACE).await {
-                Ok(dev) => return Ok(Some((Location::Tenant(sock), dev))),
+        match self.namespaces.get(&names.netns).await {
+            Ok(h) => match genl::get_device(&h.genl, family, TENANT_IFACE).await {
+                Ok(dev) => return Ok(Some((Location::Tenant(h), dev))),
                 Err(e) if not_there(&e) => {}
                 Err(e) => return Err(nl_error(&names.birth, e)),
             },
@@ -130,7 +108,8 @@ impl KernelWg {
             Err(e) => return Err(nl_error(&names.birth, e)),
         }
         let host = self
-            .host_genl()
+            .host
+            .genl()
             .await
             .map_err(|e| nl_error(&names.birth, e))?;
         match genl::get_device(host, family, &names.birth).await {
@@ -140,24 +119,32 @@ impl KernelWg {
         }
     }
 
-    /// The generic-netlink socket and interface name that reach the device where it is now,
-    /// with the family id.
-    async fn located<'a>(&self, names: &'a TenantNames) -> KResult<(Arc<NlSocket>, &'a str, u16)> {
+    /// Where the device is, or an error if it is nowhere; with the family id.
+    async fn located(&self, names: &TenantNames) -> KResult<(Location, u16)> {
         let family = self.family().await.map_err(|e| nl_error(&names.birth, e))?;
         match self.locate(names).await? {
-            Some((Location::Tenant(sock), _)) => Ok((sock, TENANT_IFACE, family)),
-            Some((Location::Host, _)) => {
-                let sock = self
-                    .host_genl()
-                    .await
-                    .map_err(|e| nl_error(&names.birth, e))?;
-                Ok((sock.clone(), names.birth.as_str(), family))
-            }
+            Some((loc, _)) => Ok((loc, family)),
             None => Err(KernelError::Device {
                 device: names.birth.clone(),
                 detail: "no kernel WireGuard link found".into(),
             }),
         }
+    }
+
+    /// The generic-netlink socket that reaches the device at `loc`.
+    async fn genl_at<'a>(&'a self, loc: &'a Location) -> Result<&'a NlSocket, NlError> {
+        match loc {
+            Location::Tenant(h) => Ok(&h.genl),
+            Location::Host => self.host.genl().await,
+        }
+    }
+}
+
+/// The device's name at `loc`.
+fn iface<'a>(loc: &Location, names: &'a TenantNames) -> &'a str {
+    match loc {
+        Location::Tenant(_) => TENANT_IFACE,
+        Location::Host => &names.birth,
     }
 }
 
@@ -176,7 +163,8 @@ impl WireGuard for KernelWg {
 
     async fn create(&self, names: &TenantNames) -> KResult<()> {
         let sock = self
-            .host_route()
+            .host
+            .route()
             .await
             .map_err(|e| nl_error(&names.birth, e))?;
         route::add_wireguard(sock, &names.birth)
@@ -185,10 +173,12 @@ impl WireGuard for KernelWg {
     }
 
     async fn configure(&self, names: &TenantNames, key: &PrivateKey, port: u16) -> KResult<()> {
-        let (sock, iface, family) = self.located(names).await?;
-        genl::set_key_and_port(&sock, family, iface, key, port)
+        let (loc, family) = self.located(names).await?;
+        let fail = |e| nl_error(&names.birth, e);
+        let sock = self.genl_at(&loc).await.map_err(fail)?;
+        genl::set_key_and_port(sock, family, iface(&loc, names), key, port)
             .await
-            .map_err(|e| nl_error(&names.birth, e))
+            .map_err(fail)
     }
 
     async fn set_peers(
@@ -200,27 +190,25 @@ impl WireGuard for KernelWg {
         if upsert.is_empty() && remove.is_empty() {
             return Ok(());
         }
-        let (sock, iface, family) = self.located(names).await?;
-        genl::set_peers(&sock, family, iface, upsert, remove)
+        let (loc, family) = self.located(names).await?;
+        let fail = |e| nl_error(&names.birth, e);
+        let sock = self.genl_at(&loc).await.map_err(fail)?;
+        genl::set_peers(sock, family, iface(&loc, names), upsert, remove)
             .await
-            .map_err(|e| nl_error(&names.birth, e))
+            .map_err(fail)
     }
 
     async fn destroy(&self, names: &TenantNames) -> KResult<()> {
         match self.locate(names).await? {
-            Some((Location::Tenant(_), _)) => {
-                let sock = self
-                    .route
-                    .get(&names.netns)
-                    .await
-                    .map_err(|e| nl_error(&names.birth, e))?;
-                route::del_link(&sock, TENANT_IFACE)
+            Some((Location::Tenant(h), _)) => {
+                route::del_link(&h.route, TENANT_IFACE)
                     .await
                     .map_err(|e| nl_error(&names.birth, e))?;
             }
             Some((Location::Host, _)) => {
                 let sock = self
-                    .host_route()
+                    .host
+                    .route()
                     .await
                     .map_err(|e| nl_error(&names.birth, e))?;
                 route::del_link(sock, &names.birth)
@@ -229,9 +217,6 @@ impl WireGuard for KernelWg {
             }
             None => {}
         }
-        // Held sockets would keep the namespace alive once it is deleted.
-        self.genl.forget(&names.netns);
-        self.route.forget(&names.netns);
         Ok(())
     }
 

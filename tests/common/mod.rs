@@ -129,12 +129,25 @@ pub fn ns_out(netns: &str, args: &[&str]) -> std::process::Output {
     sh_out(&full)
 }
 
-/// Polls `check` until it returns `Some`, or panics naming `what` after `deadline`.
+/// How much slower than this host the machine running the tests is: `MESHWG_TEST_SLOWDOWN`
+/// (the QEMU/TCG guest tier sets it; default 1). Deadlines are correctness bounds with room to
+/// spare, never timings; they stretch by this factor.
+pub fn slowdown() -> u32 {
+    std::env::var("MESHWG_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|f| *f >= 1)
+        .unwrap_or(1)
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `deadline` (stretched
+/// by [`slowdown`]).
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> (T, Duration)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    let deadline = deadline * slowdown();
     let start = Instant::now();
     loop {
         if let Some(v) = check().await {
@@ -360,18 +373,13 @@ fn enter_netns(name: &str) {
 
 pub fn test_kernel(runtime_dir: &std::path::Path) -> meshwg::kernel::Kernel {
     use meshwg::kernel::*;
-    let wg: Arc<dyn WireGuard> = match backend() {
-        Backend::Userspace => Arc::new(userspace::Userspace::new(
-            find_program(std::path::Path::new("wireguard-go")).expect("wireguard-go"),
-            runtime_dir.to_path_buf(),
-        )),
-        Backend::Kernel => Arc::new(kernel_wg::KernelWg::new()),
-    };
-    Kernel {
-        netns: Arc::new(netns::IpNetns),
-        wg,
-        firewall: Arc::new(firewall::Iptables),
-    }
+    Kernel::real(match backend() {
+        Backend::Userspace => WgBackend::Userspace {
+            wireguard_go: find_program(std::path::Path::new("wireguard-go")).expect("wireguard-go"),
+            runtime_dir: runtime_dir.to_path_buf(),
+        },
+        Backend::Kernel => WgBackend::Kernel,
+    })
 }
 
 /// Runs a test body with a fresh world, its runtime inside the world's controller host namespace.
@@ -389,6 +397,22 @@ where
     F: FnOnce(Harness) -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
+    // Rule counters as fresh as the poll, so metrics tests need not wait 15 s.
+    run_observed(
+        meshwg::actors::Observer {
+            counters: interval,
+            ..meshwg::actors::Observer::polling(interval)
+        },
+        body,
+    )
+}
+
+/// [`run`] with the change-detection mechanisms chosen (events, poll, full check).
+pub fn run_observed<F, Fut>(observer: meshwg::actors::Observer, body: F)
+where
+    F: FnOnce(Harness) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
     let world = World::new();
     let w = world.clone();
     let result = std::thread::spawn(move || {
@@ -399,7 +423,7 @@ where
             .build()
             .unwrap();
         rt.block_on(async move {
-            let h = Harness::start(w, interval).await;
+            let h = Harness::start(w, observer).await;
             body(h.clone()).await;
             h.ctl.shutdown().await;
         });
@@ -420,7 +444,7 @@ pub struct Harness {
 }
 
 impl Harness {
-    async fn start(world: Arc<World>, interval: Duration) -> Harness {
+    async fn start(world: Arc<World>, observer: meshwg::actors::Observer) -> Harness {
         let (admin, conn) = tokio_postgres::connect(&admin_database_url(), tokio_postgres::NoTls)
             .await
             .expect("connect to the test PostgreSQL");
@@ -439,9 +463,10 @@ impl Harness {
             kernel: test_kernel(&world.runtime_dir),
             cipher: Arc::new(HubKeyCipher::new(&Secret::new(TEST_KEY))),
             prefix: world.kernel_prefix(),
-            reconcile_interval: interval,
+            observer,
             port_range: 51820..=52819,
             telemetry: Arc::new(meshwg::telemetry::Telemetry::default()),
+            listen: Some(database_url(&world.db_name).parse().unwrap()),
         };
         meshwg::telemetry::recorder();
         let ctl = Controller::start(deps.clone()).await.unwrap();
@@ -471,6 +496,24 @@ impl Harness {
             })
             .await
             .expect("create tenant")
+    }
+
+    /// Inserts a policy as another process would (SQL) and makes the kernel apply it.
+    pub async fn policy(
+        &self,
+        org: &Org,
+        action: &str,
+        src: serde_json::Value,
+        dst: serde_json::Value,
+    ) {
+        let conn = self.pool.get().await.unwrap();
+        conn.execute(
+            "INSERT INTO policies (id, org_id, action, src, dst) VALUES ($1, $2, $3, $4, $5)",
+            &[&Uuid::new_v4(), &org.id, &action, &src, &dst],
+        )
+        .await
+        .unwrap();
+        self.ctl.sync(org.id).await.expect("policy applied");
     }
 
     /// Adds a machine with a server-made key; returns it with its wg-quick config.

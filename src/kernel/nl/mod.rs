@@ -2,25 +2,20 @@
 //! (`NETLINK_ROUTE`) and the WireGuard generic-netlink family.
 //!
 //! A netlink socket belongs to the network namespace of the thread that created it, for life.
-//! Sockets for a tenant namespace are therefore opened on a fresh OS thread that joined it
-//! ([`crate::cmd::in_netns`]) and then used from any task. [`NsSockets`] keeps one per namespace
-//! and drops it when the namespace was deleted or replaced (a held socket would otherwise keep a
-//! deleted namespace alive, unreachable, with its devices inside).
+//! Sockets for a tenant namespace are therefore opened on a fresh OS thread that joined it and
+//! then used from any task (see [`crate::kernel::ns`], which holds them).
 
 pub mod genl;
+pub mod nft;
 pub mod route;
 
-use crate::cmd::{CmdError, NETNS_DIR, in_netns};
+use crate::cmd::CmdError;
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer, NetlinkDeserializable,
     NetlinkMessage, NetlinkPayload, NetlinkSerializable,
 };
 use netlink_sys::Socket;
-use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use zeroize::Zeroize;
@@ -67,16 +62,11 @@ impl NlSocket {
     /// A socket of `protocol` in the calling thread's namespace (the controller's, when called
     /// from a tokio worker).
     pub fn here(protocol: isize) -> io::Result<Self> {
-        Self::wrap(new_socket(protocol)?)
+        Self::from_socket(new_socket(protocol)?)
     }
 
-    /// A socket of `protocol` inside the named namespace under `/run/netns`.
-    pub async fn in_netns(netns: &str, protocol: isize) -> Result<Self, NlError> {
-        let socket = in_netns(netns, move || new_socket(protocol)).await??;
-        Ok(Self::wrap(socket)?)
-    }
-
-    fn wrap(socket: Socket) -> io::Result<Self> {
+    /// Takes over a socket opened elsewhere (in another namespace, by another thread).
+    pub fn from_socket(socket: Socket) -> io::Result<Self> {
         socket.set_non_blocking(true)?;
         // SAFETY: `Socket` owns its descriptor and returns that same descriptor from
         // `as_raw_fd` for as long as it lives, which is as long as the `AsyncFd` holds it.
@@ -200,65 +190,13 @@ where
     Ok(false)
 }
 
-fn new_socket(protocol: isize) -> io::Result<Socket> {
+pub(crate) fn new_socket(protocol: isize) -> io::Result<Socket> {
     let mut socket = Socket::new(protocol)?;
     socket.bind_auto()?;
     // Errors need not echo our (possibly large, possibly secret) request back.
     socket.set_cap_ack(true)?;
     socket.set_ext_ack(true)?;
     Ok(socket)
-}
-
-/// The identity of a namespace handle under `/run/netns` (the inode of its nsfs mount).
-pub fn netns_inode(netns: &str) -> Option<u64> {
-    std::fs::metadata(Path::new(NETNS_DIR).join(netns))
-        .ok()
-        .map(|m| m.ino())
-}
-
-/// One socket of one protocol per tenant namespace, reopened when the namespace was replaced
-/// and dropped when it is gone.
-pub struct NsSockets {
-    protocol: isize,
-    open: Mutex<HashMap<String, (u64, Arc<NlSocket>)>>,
-}
-
-impl NsSockets {
-    pub fn new(protocol: isize) -> Self {
-        Self {
-            protocol,
-            open: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The socket for `netns`; [`CmdError::NoNetns`] if the namespace does not exist.
-    pub async fn get(&self, netns: &str) -> Result<Arc<NlSocket>, NlError> {
-        let Some(inode) = netns_inode(netns) else {
-            self.forget(netns);
-            return Err(CmdError::NoNetns(netns.to_string()).into());
-        };
-        if let Some((have, sock)) = self.lock().get(netns)
-            && *have == inode
-        {
-            return Ok(sock.clone());
-        }
-        let sock = Arc::new(NlSocket::in_netns(netns, self.protocol).await?);
-        // Opened in whatever namespace the path named at that moment: check it is still that one.
-        if netns_inode(netns) != Some(inode) {
-            return Err(NlError::Interrupted);
-        }
-        self.lock().insert(netns.to_string(), (inode, sock.clone()));
-        Ok(sock)
-    }
-
-    /// Closes the socket of a namespace (deleted, or about to be).
-    pub fn forget(&self, netns: &str) {
-        self.lock().remove(netns);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Arc<NlSocket>)>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// True if the error says the namespace does not exist.
