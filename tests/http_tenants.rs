@@ -336,7 +336,11 @@ fn api_hostile_input_changes_nothing() {
             ("PATCH", org.clone(), json!({"cidr": "10.1.0.0/16"})),
             // A struct's fields as an array: serde reads it, the document does not allow it.
             ("PATCH", org.clone(), json!([null, null])),
-            ("PATCH", format!("{machines}/{}", a.machine), json!([null, null])),
+            (
+                "PATCH",
+                format!("{machines}/{}", a.machine),
+                json!([null, null]),
+            ),
             ("PATCH", format!("{policies}/{}", a.policy), json!([null])),
             ("PATCH", org.clone(), json!({"name": "x\r\ny"})),
             (
