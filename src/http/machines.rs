@@ -4,7 +4,7 @@
 use super::auth::{actor, record};
 use super::error::ApiError;
 use super::orgs::{load_org, require_write};
-use super::router::{Ctx, body};
+use super::router::{Ctx, body, non_null};
 use super::{App, Request, Response, json, no_content, secret_json, validate};
 use crate::actors::CoreError;
 use crate::actors::tenant::TenantStatus;
@@ -30,7 +30,9 @@ struct MachineCreate {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MachinePatch {
+    #[serde(default, deserialize_with = "non_null")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
     tags: Option<Vec<String>>,
 }
 

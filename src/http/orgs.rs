@@ -2,7 +2,7 @@
 
 use super::auth::{actor, record, user_view};
 use super::error::ApiError;
-use super::router::{Ctx, body};
+use super::router::{Ctx, body, non_null};
 use super::session::can_write;
 use super::{App, Request, Response, json, no_content, validate};
 use crate::controller::{Audit, NewTenant};
@@ -57,14 +57,18 @@ fn require_operator(ctx: &Ctx) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 struct OrgCreate {
     name: String,
+    #[serde(default, deserialize_with = "non_null")]
     cidr: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
     default_action: Option<Verdict>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OrgPatch {
+    #[serde(default, deserialize_with = "non_null")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
     default_action: Option<Verdict>,
 }
 

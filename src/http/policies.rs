@@ -4,7 +4,7 @@
 use super::auth::{actor, record};
 use super::error::ApiError;
 use super::orgs::{load_org, require_write};
-use super::router::{Ctx, body};
+use super::router::{Ctx, body, non_null};
 use super::{App, Request, Response, json, no_content, validate};
 use crate::controller::Audit;
 use crate::db::machines;
@@ -24,13 +24,17 @@ const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = 0..=1_000_000;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyCreate {
+    #[serde(default, deserialize_with = "non_null")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
     priority: Option<i32>,
     action: Verdict,
     src: Selector,
     dst: Selector,
+    #[serde(default, deserialize_with = "non_null")]
     protocol: Option<Protocol>,
     ports: Option<PortRange>,
+    #[serde(default, deserialize_with = "non_null")]
     enabled: Option<bool>,
 }
 
@@ -44,14 +48,21 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyPatch {
+    #[serde(default, deserialize_with = "non_null")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
     priority: Option<i32>,
+    #[serde(default, deserialize_with = "non_null")]
     action: Option<Verdict>,
+    #[serde(default, deserialize_with = "non_null")]
     src: Option<Selector>,
+    #[serde(default, deserialize_with = "non_null")]
     dst: Option<Selector>,
+    #[serde(default, deserialize_with = "non_null")]
     protocol: Option<Protocol>,
     #[serde(default, deserialize_with = "present")]
     ports: Option<Option<PortRange>>,
+    #[serde(default, deserialize_with = "non_null")]
     enabled: Option<bool>,
 }
 

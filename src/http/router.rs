@@ -373,6 +373,16 @@ fn is_json(req: &Request) -> bool {
         .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// For an optional field that may be left out but not be `null`: the document gives it a type,
+/// not null, and `"name": null` must be a 400, not a silent "unchanged".
+pub fn non_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 /// Parses the JSON body into `T` (unknown fields are refused by `T`'s own serde attributes).
 pub fn body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     if req.body.is_empty() {
