@@ -85,6 +85,53 @@ fn schemas() -> Value {
     Value::Object(m)
 }
 
+/// OpenAPI links from a creation to what can be done with the object it made, so that a
+/// stateful client (Schemathesis) can follow ids instead of guessing them.
+fn links(op: Op) -> Option<Value> {
+    let org = "$request.path.org";
+    let (targets, params): (&[Op], Value) = match op {
+        Op::OrgCreate => (
+            &[
+                Op::OrgGet,
+                Op::OrgPatch,
+                Op::OrgDelete,
+                Op::MachineCreate,
+                Op::PolicyCreate,
+                Op::UserCreate,
+                Op::Status,
+            ],
+            json!({"org": "$response.body#/id"}),
+        ),
+        Op::MachineCreate => (
+            &[Op::MachineGet, Op::MachinePatch, Op::MachineDelete],
+            json!({"org": org, "id": "$response.body#/machine/id"}),
+        ),
+        Op::PolicyCreate => (
+            &[Op::PolicyGet, Op::PolicyPatch, Op::PolicyDelete],
+            json!({"org": org, "id": "$response.body#/id"}),
+        ),
+        Op::UserCreate => (
+            &[Op::UserDelete],
+            json!({"org": org, "id": "$response.body#/id"}),
+        ),
+        _ => return None,
+    };
+    let mut out = serde_json::Map::new();
+    for t in targets {
+        let id = format!("{t:?}");
+        let mut p = params.clone();
+        // Operations on the org itself take no {id}.
+        if ROUTES
+            .iter()
+            .any(|r| r.op == *t && !r.path.contains("{id}"))
+        {
+            p.as_object_mut().map(|m| m.remove("id"));
+        }
+        out.insert(id.clone(), json!({"operationId": id, "parameters": p}));
+    }
+    Some(Value::Object(out))
+}
+
 fn error_response(what: &str) -> Value {
     json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
@@ -117,6 +164,10 @@ pub fn document(cookie_secure: bool) -> Value {
             }
             None => json!({"description": "success"}),
         };
+        let mut ok = ok;
+        if let Some(links) = links(r.op) {
+            ok["links"] = links;
+        }
         responses.insert(r.ok.to_string(), ok);
         if r.body.is_some() || r.path.ends_with("/audit") {
             responses.insert(
@@ -210,6 +261,23 @@ mod tests {
             .map(|p| p.as_object().unwrap().len())
             .sum();
         assert_eq!(n, ROUTES.len(), "no undocumented extras");
+        // Every link names an operation that exists, with the parameters its path has.
+        for r in ROUTES {
+            let Some(links) = links(r.op) else { continue };
+            for (_, link) in links.as_object().unwrap() {
+                let target = ROUTES
+                    .iter()
+                    .find(|t| format!("{:?}", t.op) == link["operationId"])
+                    .expect("linked operation exists");
+                for name in link["parameters"].as_object().unwrap().keys() {
+                    assert!(
+                        target.path.contains(&format!("{{{name}}}")),
+                        "{name} in {}",
+                        target.path
+                    );
+                }
+            }
+        }
         let text = doc.to_string();
         for part in text.split("#/components/schemas/").skip(1) {
             let name = part.split('"').next().unwrap();
