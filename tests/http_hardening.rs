@@ -299,3 +299,24 @@ fn api_email_case_is_one_rule_in_rust_and_sql() {
         assert_eq!(r.status, 200);
     });
 }
+
+#[test]
+fn api_login_with_a_control_character_in_the_email_is_a_client_error() {
+    // Found by scripts/fuzz-api.sh: a NUL reached PostgreSQL, which refuses it: a 500.
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        for email in ["\u{0}op@x.test", "op\u{10}@x.test", &"a".repeat(2000)] {
+            let r = api.try_login(email, PASSWORD, addr("192.0.2.50:1")).await;
+            assert_eq!(
+                (r.status.as_u16(), r.code()),
+                (400, "validation"),
+                "{email:?}"
+            );
+        }
+        // And the limiter did not count them.
+        let r = api
+            .try_login(OPERATOR, PASSWORD, addr("192.0.2.50:1"))
+            .await;
+        assert_eq!(r.status, 200);
+    });
+}

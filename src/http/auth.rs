@@ -81,6 +81,10 @@ pub async fn login(app: &App, req: &Request) -> Result<Response, ApiError> {
     if b.password.expose().len() > password::MAX_LEN {
         return Err(ApiError::invalid("password", "must be at most 1024 bytes"));
     }
+    // No account has such an address, and PostgreSQL refuses text with a NUL in it.
+    if b.email.len() > 1024 || b.email.chars().any(char::is_control) {
+        return Err(ApiError::invalid("email", "must be an email address"));
+    }
     let account = crate::auth::email_key(&b.email);
     let client = req.client_ip(&app.config.trusted_proxies);
     // Looked up first (no hashing yet) to tell whether a presented token is this account's.
