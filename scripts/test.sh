@@ -3,7 +3,8 @@
 #   1. installs what is missing (scripts/deps.sh),
 #   2. makes a throw-away PostgreSQL cluster reachable only over a private Unix socket,
 #   3. cargo clippy, unit and kernel integration tests against it,
-#   4. the end-to-end harness e2e/run.sh (it makes its own PostgreSQL),
+#   4. API fuzzing with Schemathesis (scripts/fuzz-api.sh, its own controller and PostgreSQL),
+#   5. the end-to-end harness e2e/run.sh (it makes its own PostgreSQL),
 # and removes the cluster again, whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,10 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 echo "== unit and kernel integration tests"
 cargo test -- "$@"
+if [ $# -eq 0 ]; then
+  echo "== API fuzzing (Schemathesis)"
+  scripts/fuzz-api.sh
+fi
 if [ $# -eq 0 ] && [ -x e2e/run.sh ]; then
   echo "== end-to-end harness"
   e2e/run.sh

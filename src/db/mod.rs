@@ -3,8 +3,10 @@
 //! constraint), constraint, other.
 
 pub mod audit;
+pub mod installation;
 pub mod machines;
 pub mod orgs;
+pub mod pending;
 pub mod policies;
 pub mod sessions;
 pub mod users;
@@ -127,11 +129,15 @@ pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
     }
     conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
-    let result = embedded::migrations::runner().run_async(&mut *conn).await;
+    let result = match embedded::migrations::runner().run_async(&mut *conn).await {
+        Ok(report) => users::backfill_email_keys(&conn)
+            .await
+            .map(|()| report.applied_migrations().len()),
+        Err(e) => Err(DbError::Migration(e.to_string())),
+    };
     conn.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await?;
-    let report = result.map_err(|e| DbError::Migration(e.to_string()))?;
-    Ok(report.applied_migrations().len())
+    result
 }
 
 /// True if a trivial query answers.
