@@ -114,6 +114,12 @@ pub async fn run(config: Config, orphans: Orphans) -> anyhow::Result<()> {
             counters: std::time::Duration::from_secs(15),
             events: config.kernel_events,
         },
+        board: Default::default(),
+        quotas: crate::actors::Quotas {
+            machines: config.quotas.0,
+            policies: config.quotas.1,
+            users: config.quotas.2,
+        },
         listen: config
             .kernel_events
             .then(|| db::listen_config(&config.database_url))

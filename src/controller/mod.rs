@@ -23,6 +23,7 @@ use crate::policy::Verdict;
 use crate::reconcile::apply::teardown;
 use ractor::{Actor, ActorRef};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Who asked for a creation and what its audit entry says about the object made.
@@ -114,10 +115,7 @@ impl Controller {
     /// The kernel state of the tenant as of its last observation, with rule counters read
     /// from the kernel now (when the chain is still the one observed).
     pub async fn status(&self, org_id: Uuid) -> Result<TenantStatus, CoreError> {
-        let tenant = self.tenant(org_id).await?;
-        let mut status = call(&tenant, TenantMsg::Status, QUICK_CALL_TIMEOUT)
-            .await?
-            .ok_or_else(|| CoreError::Unavailable("tenant has not been reconciled yet".into()))?;
+        let mut status = TenantStatus::clone(&*self.status_snapshot(org_id).await?);
         if let Ok(names) = self.deps.prefix.tenant(status.kid)
             && let Ok(Some(rules)) = self.deps.kernel.firewall.counters(&names).await
             && rules
@@ -128,6 +126,33 @@ impl Controller {
             status.rules = rules;
         }
         Ok(status)
+    }
+
+    /// The tenant's last published observation, without asking its actor (a read never waits
+    /// behind a reconcile) and without reading the kernel. Only before the first observation
+    /// of a tenant (just started) does this wait for its actor.
+    pub async fn status_snapshot(&self, org_id: Uuid) -> Result<Arc<TenantStatus>, CoreError> {
+        if let Some(s) = self
+            .deps
+            .board
+            .get(org_id)
+            .and_then(|p| p.status.borrow().clone())
+        {
+            return Ok(s);
+        }
+        let tenant = self.tenant(org_id).await?;
+        call(&tenant, TenantMsg::Status, QUICK_CALL_TIMEOUT)
+            .await?
+            .map(Arc::new)
+            .ok_or_else(|| CoreError::Unavailable("tenant has not been reconciled yet".into()))
+    }
+
+    /// `(rows version, observation generation)` of a tenant: moves whenever what a reader
+    /// made of its rows and its observation may have changed. `None` for an unknown tenant.
+    pub fn versions(&self, org_id: Uuid) -> Option<(u64, u64)> {
+        let p = self.deps.board.get(org_id)?;
+        let generation = p.status.borrow().as_ref().map_or(0, |s| s.generation);
+        Some((p.db_version(), generation))
     }
 
     /// Tenant actor restarts since start, per tenant.
@@ -232,6 +257,7 @@ impl Controller {
             (_, Err(e)) => Err(CoreError::Internal(e.to_string())),
         };
         self.deps.telemetry.remove(org_id);
+        self.deps.board.remove(org_id);
         let pool = self.deps.pool.clone();
         tokio::spawn(async move {
             let done = match &torn_down {
@@ -285,6 +311,7 @@ impl Controller {
             .map_err(|e| CoreError::Kernel(e.to_string()))?;
         orgs::delete(&self.deps.pool, org_id).await?;
         self.deps.telemetry.remove(org_id);
+        self.deps.board.remove(org_id);
         Ok(())
     }
 

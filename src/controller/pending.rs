@@ -53,6 +53,7 @@ impl Controller {
         let allocated = call(
             &allocator,
             |reply| IpAllocatorMsg::Allocate {
+                max: self.deps.quotas.machines,
                 org_id,
                 machine: new,
                 pending_for: PENDING_FOR,
@@ -87,7 +88,9 @@ impl Controller {
         detached(async move {
             let id = Uuid::new_v4();
             let pool = &this.deps.pool;
-            let policy = policies::insert_pending(pool, org_id, id, &fields, PENDING_FOR).await?;
+            let max = this.deps.quotas.policies;
+            let policy =
+                policies::insert_pending(pool, org_id, id, &fields, PENDING_FOR, max).await?;
             this.install(Table::Policies, org_id, id, &audit, &policy)
                 .await?;
             Ok(policy)

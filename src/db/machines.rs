@@ -59,6 +59,7 @@ pub async fn insert_lowest_free(
     org_id: Uuid,
     new: &NewMachine,
     pending_for: std::time::Duration,
+    max: u32,
 ) -> Result<Machine, DbError> {
     let mut conn = pool.get().await?;
     let tx = conn.transaction().await?;
@@ -85,6 +86,13 @@ pub async fn insert_lowest_free(
             IpAddr::V6(_) => None,
         })
         .collect();
+    if used.len() >= max as usize {
+        return Err(DbError::Quota {
+            what: "machines",
+            max,
+            var: "MAX_MACHINES_PER_ORG",
+        });
+    }
     let address = cidr
         .lowest_free(&used)
         .ok_or(DbError::Exhausted("address in the org network"))?;
@@ -111,7 +119,7 @@ pub async fn insert_lowest_free(
 }
 
 async fn list_where(conn: &Conn<'_>, org_id: Uuid, rows: &str) -> Result<Vec<Machine>, DbError> {
-    conn.query(
+    conn.query_cached(
         &format!("SELECT {COLUMNS} FROM machines WHERE org_id = $1 AND {rows} ORDER BY address"),
         &[&org_id],
     )

@@ -160,7 +160,7 @@ pub async fn get(pool: &Pool, id: Uuid) -> Result<Option<Org>, DbError> {
 }
 
 async fn get_with(conn: &Conn<'_>, id: Uuid) -> Result<Option<Org>, DbError> {
-    conn.query_opt(&format!("SELECT {COLUMNS} FROM orgs WHERE id = $1"), &[&id])
+    conn.query_opt_cached(&format!("SELECT {COLUMNS} FROM orgs WHERE id = $1"), &[&id])
         .await?
         .as_ref()
         .map(from_row)

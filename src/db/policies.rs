@@ -62,7 +62,7 @@ fn json(sel: &Selector) -> serde_json::Value {
 }
 
 async fn list_where(conn: &Conn<'_>, org_id: Uuid, rows: &str) -> Result<Vec<Policy>, DbError> {
-    conn.query(
+    conn.query_cached(
         &format!(
             "SELECT {COLUMNS} FROM policies WHERE org_id = $1 AND {rows} \
              ORDER BY priority, created_at, id"
@@ -108,7 +108,7 @@ pub async fn insert(
     id: Uuid,
     f: &PolicyFields,
 ) -> Result<Policy, DbError> {
-    insert_until(pool, org_id, id, f, None).await
+    insert_until(pool, org_id, id, f, None, None).await
 }
 
 /// Inserts a policy pending until `pending_for` from now (see [`super::pending`]).
@@ -118,8 +118,17 @@ pub async fn insert_pending(
     id: Uuid,
     f: &PolicyFields,
     pending_for: std::time::Duration,
+    max: u32,
 ) -> Result<Policy, DbError> {
-    insert_until(pool, org_id, id, f, Some(pending::seconds(pending_for))).await
+    insert_until(
+        pool,
+        org_id,
+        id,
+        f,
+        Some(pending::seconds(pending_for)),
+        Some(max),
+    )
+    .await
 }
 
 async fn insert_until(
@@ -128,9 +137,15 @@ async fn insert_until(
     id: Uuid,
     f: &PolicyFields,
     pending_secs: Option<f64>,
+    max: Option<u32>,
 ) -> Result<Policy, DbError> {
-    let conn = pool.get().await?;
-    let row = conn
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    if let Some(max) = max {
+        super::lock_org(&tx, org_id).await?;
+        super::within_quota(&tx, "policies", org_id, max, "MAX_POLICIES_PER_ORG").await?;
+    }
+    let row = tx
         .query_one(
             &format!(
                 "INSERT INTO policies (id, org_id, name, priority, action, src, dst, protocol, ports, \
@@ -153,6 +168,7 @@ async fn insert_until(
             ],
         )
         .await?;
+    tx.commit().await?;
     from_row(&row)
 }
 

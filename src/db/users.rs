@@ -98,9 +98,13 @@ pub async fn create(
     email: &str,
     hash: &str,
     role: Role,
+    max: u32,
 ) -> Result<User, DbError> {
-    let conn = pool.get().await?;
-    let row = conn
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    super::lock_org(&tx, org_id).await?;
+    super::within_quota(&tx, "users", org_id, max, "MAX_USERS_PER_ORG").await?;
+    let row = tx
         .query_one(
             &format!(
                 "INSERT INTO users (id, org_id, email, email_key, password_hash, role) \
@@ -116,6 +120,7 @@ pub async fn create(
             ],
         )
         .await?;
+    tx.commit().await?;
     from_row(&row)
 }
 

@@ -191,7 +191,8 @@ pub async fn user_create(app: &App, req: &Request, ctx: &Ctx) -> Result<Response
         .hash(b.password)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    let user = users::create(&app.pool, ctx.org(), &email, &hash, role)
+    let max = app.ctl.deps().quotas.users;
+    let user = users::create(&app.pool, ctx.org(), &email, &hash, role, max)
         .await
         .map_err(|e| match e {
             DbError::Conflict(_) => ApiError::conflict("a user with this email already exists"),

@@ -17,8 +17,6 @@ use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 use warp::http::StatusCode;
 
-/// Bounds the tenant chain (and so per-packet work) to something sane.
-pub const MAX_POLICIES: usize = 1000;
 const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = 0..=1_000_000;
 
 #[derive(Deserialize)]
@@ -148,11 +146,6 @@ pub async fn create(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, Api
         },
     )
     .await?;
-    if policies::list(&app.pool, org.id).await?.len() >= MAX_POLICIES {
-        return Err(ApiError::conflict(format!(
-            "an org has at most {MAX_POLICIES} policies"
-        )));
-    }
     // Enforced, confirmed and audited in one go by the controller, or abandoned.
     let audit = Audit {
         actor: actor(ctx),

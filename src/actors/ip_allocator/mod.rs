@@ -18,6 +18,8 @@ pub enum IpAllocatorMsg {
         machine: NewMachine,
         pending_for: Duration,
         deadline: Instant,
+        /// The org's machine quota.
+        max: u32,
         reply: RpcReplyPort<Result<Machine, CoreError>>,
     },
 }
@@ -46,6 +48,7 @@ impl Actor for IpAllocator {
             machine,
             pending_for,
             deadline,
+            max,
             reply,
         } = msg;
         if Instant::now() >= deadline {
@@ -53,7 +56,7 @@ impl Actor for IpAllocator {
             let _ = reply.send(Err(CoreError::Timeout));
             return Ok(());
         }
-        let insert = || machines::insert_lowest_free(pool, org_id, &machine, pending_for);
+        let insert = || machines::insert_lowest_free(pool, org_id, &machine, pending_for, max);
         let mut result = insert().await;
         // Another process may have taken the address between our read and insert; the unique
         // constraint caught it, so try again with a fresh view.

@@ -307,6 +307,7 @@ impl SupervisorState {
                 self.pending.remove(&org_id);
                 self.attempts.remove(&org_id);
                 self.deps.telemetry.remove(org_id);
+                self.deps.board.remove(org_id);
                 let Ok(names) = self.deps.prefix.tenant(kid) else {
                     return;
                 };

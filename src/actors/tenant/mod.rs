@@ -64,7 +64,10 @@ pub struct TenantState {
     db_stale: bool,
     /// The kernel as the last successful reconcile left it.
     observed: Option<Observed>,
-    status: Option<TenantStatus>,
+    status: Option<Arc<TenantStatus>>,
+    /// Where `status` is published for readers (see `actors::board`).
+    status_tx: tokio::sync::watch::Sender<Option<Arc<TenantStatus>>>,
+    db_version: Arc<std::sync::atomic::AtomicU64>,
     watch: Option<TenantWatch>,
     /// A debounced reconcile is already on its way.
     kicked: bool,
@@ -129,7 +132,7 @@ impl TenantState {
                 return Err(e.into());
             }
         };
-        let desired = status::desired(&self.names, &self.deps, &snap, self.status.as_ref())?;
+        let desired = status::desired(&self.names, &self.deps, &snap, self.status.as_deref())?;
         self.snapshot = Some(Arc::new(snap));
         self.desired = Some(desired);
         self.db_stale = false;
@@ -152,7 +155,7 @@ impl TenantState {
         }
         // Endpoint hints follow the latest observation, not the one of the last database read.
         if let (Some(want), Some(snap)) = (self.desired.as_mut(), self.snapshot.as_ref()) {
-            want.endpoint_hints = status::endpoint_hints(snap, self.status.as_ref());
+            want.endpoint_hints = status::endpoint_hints(snap, self.status.as_deref());
         }
         let want = self.desired.as_ref().expect("loaded above");
         // What a run applies counts as drift only if the target did not move meanwhile (a
@@ -209,7 +212,7 @@ impl TenantState {
                     &repairs,
                     Some(status::facts(&status, &snap)),
                 );
-                self.status = Some(status);
+                self.publish(status);
                 self.observed = Some(c.observed);
                 self.ensure_watch(myself).await;
                 Ok(())
@@ -230,8 +233,10 @@ impl TenantState {
                     self.failures += 1;
                     tracing::error!(tenant = %self.org_id, error = %e, failures = self.failures, "reconcile failed");
                 }
-                if let Some(s) = self.status.as_mut() {
+                if let Some(s) = self.status.as_deref() {
+                    let mut s = s.clone();
                     s.last_error = Some(e.to_string());
+                    self.publish(s);
                 }
                 // What was observed is no longer known to hold.
                 self.observed = None;
@@ -357,7 +362,7 @@ impl TenantState {
     async fn refresh_status(&mut self, now: Observed) {
         let mut status = TenantStatus::from_observed(&self.names, &now);
         if let Some(old) = &self.status {
-            status.last_error = old.last_error.clone();
+            status.last_error.clone_from(&old.last_error);
         }
         if let Some(snap) = self.snapshot.clone() {
             self.remember_endpoints(&status, &snap).await;
@@ -365,8 +370,16 @@ impl TenantState {
                 .telemetry
                 .kernel_facts(self.org_id, status::facts(&status, &snap));
         }
-        self.status = Some(status);
+        self.publish(status);
         self.observed = Some(now);
+    }
+
+    /// Makes `status` what readers see, with the next generation number.
+    fn publish(&mut self, mut status: TenantStatus) {
+        status.generation = self.status.as_ref().map_or(1, |s| s.generation + 1);
+        let status = Arc::new(status);
+        self.status = Some(status.clone());
+        self.status_tx.send_replace(Some(status));
     }
 
     /// Keeps the event subscription on the namespace (and daemon) that exist now.
@@ -426,9 +439,16 @@ impl TenantState {
         }
     }
 
+    /// The tenant's rows may have changed: readers' cached views of them are stale.
+    fn db_changed(&self) {
+        self.db_version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     fn kick(&mut self, myself: &ActorRef<TenantMsg>, bits: u32) {
         if bits & Dirty::DATABASE != 0 {
             self.db_stale = true;
+            self.db_changed();
         }
         if bits & Dirty::NETNS != 0 {
             // Our handles would keep a deleted namespace (and its device and port) alive.
@@ -465,7 +485,10 @@ impl Actor for TenantActor {
             // Adopted or restarted: reconcile before answering anything else.
             myself.send_message(TenantMsg::Reconcile)?;
         }
+        let (status_tx, db_version) = args.deps.board.register(args.org_id);
         Ok(TenantState {
+            status_tx,
+            db_version,
             org_id: args.org_id,
             names: args.names,
             deps: args.deps,
@@ -503,6 +526,7 @@ impl Actor for TenantActor {
                 state.run(&myself, Why::Drift).await?;
             }
             TenantMsg::Sync(reply) => {
+                state.db_changed();
                 state.waiting.push(reply);
                 myself.send_message(TenantMsg::Flush)?;
             }
@@ -512,7 +536,7 @@ impl Actor for TenantActor {
                 }
             }
             TenantMsg::Status(reply) => {
-                let _ = reply.send(state.status.clone());
+                let _ = reply.send(state.status.as_deref().cloned());
             }
         }
         if state.gone {

@@ -35,6 +35,8 @@ pub struct TenantStatus {
     pub rules: Vec<RuleObserved>,
     /// The last reconcile's failure, if it failed.
     pub last_error: Option<String>,
+    /// Moves with every published change (for readers that cache what they made of it).
+    pub generation: u64,
 }
 
 impl TenantStatus {
@@ -60,6 +62,7 @@ impl TenantStatus {
                 .and_then(|f| f.acl.clone())
                 .unwrap_or_default(),
             last_error: None,
+            generation: 0,
         }
     }
 }
