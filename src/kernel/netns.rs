@@ -3,7 +3,7 @@
 //! process, no thread per observation.
 
 use super::nl::{NlError, is_no_netns, route};
-use super::ns::{HostHandles, Namespaces, NsHandles, namespace_inode};
+use super::ns::{HostHandles, Namespaces, NsHandles, namespace_inode, path_inode};
 use super::{
     KResult, KernelError, LinkObserved, Netns, NetnsGlance, NetnsObserved, RawRoute, RouteObserved,
 };
@@ -160,7 +160,7 @@ impl Netns for NativeNetns {
     }
 
     fn identity(&self, names: &TenantNames) -> Option<u64> {
-        namespace_inode(&names.netns)
+        path_inode(&names.netns)
     }
 
     async fn birth_link_in_host(&self, names: &TenantNames) -> KResult<bool> {

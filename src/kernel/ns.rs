@@ -80,6 +80,12 @@ pub fn handle_path(netns: &str) -> PathBuf {
 
 const NSFS_MAGIC: i64 = 0x6e73_6673;
 
+/// The inode at the namespace's path (one `stat`; a leftover plain file has some other inode, so
+/// comparing with a known namespace's inode needs no more).
+pub fn path_inode(netns: &str) -> Option<u64> {
+    std::fs::metadata(handle_path(netns)).ok().map(|m| m.ino())
+}
+
 /// The inode of a live namespace handle, or `None` if the path is missing or not a namespace
 /// (e.g. a leftover file whose mount was removed by hand).
 pub fn namespace_inode(netns: &str) -> Option<u64> {
