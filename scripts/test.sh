@@ -4,6 +4,8 @@
 #   2. makes a throw-away PostgreSQL cluster reachable only over a private Unix socket,
 #   3. cargo clippy, unit and kernel integration tests against it,
 #   4. the end-to-end harness e2e/run.sh (it makes its own PostgreSQL),
+#   5. the guest tier scripts/test-kernel-vm.sh: kernel WireGuard and the systemd unit inside a
+#      QEMU guest (skip it with MESHWG_SKIP_VM=1),
 # and removes the cluster again, whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +23,8 @@ cargo test -- "$@"
 if [ $# -eq 0 ] && [ -x e2e/run.sh ]; then
   echo "== end-to-end harness"
   e2e/run.sh
+fi
+if [ $# -eq 0 ] && [ -z "${MESHWG_SKIP_VM:-}" ]; then
+  echo "== guest tier: kernel WireGuard and systemd in a QEMU guest"
+  scripts/test-kernel-vm.sh
 fi
