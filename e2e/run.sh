@@ -30,6 +30,11 @@
 #              after a rebuild) is wg0's ifindex, and a crash of the data plane is `ip link del`.
 # The hub_* helpers below hide the difference. wg-quick clients use whatever the host offers.
 #
+# Slow machines (the QEMU/TCG guest of scripts/test-kernel-vm.sh runs everything ~30x slower):
+# E2E_TIME_SCALE multiplies every deadline the harness waits for (default 1), and
+# E2E_RECONCILE_INTERVAL sets the controller's RECONCILE_INTERVAL (default 1s) so that periodic
+# reconciles of a dozen tenants do not eat the whole machine. Neither changes what is asserted.
+#
 # Output: one line per phase (PASS name / FAIL name: why), then "N passed, M failed".
 # Everything (commands, outputs, controller log) goes to $TMP/e2e.log, kept on failure.
 
@@ -64,6 +69,8 @@ PGDIR=$TMP/pg
 PIDS=()                                   # background processes we started
 CTL_PID=
 STARTED=$(date +%s)
+TIME_SCALE=${E2E_TIME_SCALE:-1}
+[[ "$TIME_SCALE" =~ ^[1-9][0-9]*$ ]] || { echo "e2e/run.sh: E2E_TIME_SCALE must be a whole number" >&2; exit 1; }
 
 # --- output and wrappers -----------------------------------------------------------------
 log() { printf '[%s] %s\n' "$(date +%T.%3N)" "$*" >>"$LOG"; }
@@ -76,8 +83,9 @@ host() { pretty host "$*"; "$@" 2>>"$LOG"; }
 WHY=
 fail() { WHY=$*; log "FAIL: $*"; return 1; }
 # poll SECONDS WHAT CMD…: retries CMD until it succeeds (10 per second) or fails the phase.
+# The deadline is SECONDS × E2E_TIME_SCALE.
 poll() {
-  local secs=$1 what=$2; shift 2
+  local secs=$(($1 * TIME_SCALE)) what=$2; shift 2
   local deadline=$(($(date +%s%N) + secs * 1000000000))
   until "$@" >/dev/null 2>&1; do
     [ "$(date +%s%N)" -lt "$deadline" ] || { fail "$what: not within ${secs}s"; return 1; }
@@ -117,7 +125,7 @@ controller_env() {
   echo "PUBLIC_ENDPOINT=$PUBLIC"
   echo "KERNEL_PREFIX=$KP"
   echo "RUNTIME_DIR=$RUNDIR"
-  echo RECONCILE_INTERVAL=1s
+  echo "RECONCILE_INTERVAL=${E2E_RECONCILE_INTERVAL:-1s}"
   echo "WG_BACKEND=${WG_BACKEND:-auto}"
   echo RUST_LOG=info
 }
@@ -150,7 +158,7 @@ ensure_controller() {
 stop_controller() { # stop_controller SIGNAL
   [ -n "$CTL_PID" ] || return 0
   kill "-$1" "$CTL_PID" 2>/dev/null
-  local i; for i in $(seq 100); do kill -0 "$CTL_PID" 2>/dev/null || break; sleep 0.1; done
+  local i; for i in $(seq $((100 * TIME_SCALE))); do kill -0 "$CTL_PID" 2>/dev/null || break; sleep 0.1; done
   CTL_PID=
 }
 

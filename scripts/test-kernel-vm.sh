@@ -60,6 +60,11 @@ MEM=${KVM_MEM:-4096}
 TIMEOUT_TESTS=${KVM_TIMEOUT_TESTS:-2400}
 TIMEOUT_SYSTEMD=${KVM_TIMEOUT_SYSTEMD:-900}
 E2E_PHASES=${KVM_E2E_PHASES:-all}
+# TCG runs everything ~30x slower than the host: e2e's deadlines stretch, and its controller
+# reconciles every 3 s instead of every second (a reconcile of one tenant costs a dozen
+# commands, seconds of guest CPU).
+E2E_TIME_SCALE=${KVM_E2E_TIME_SCALE:-5}
+E2E_RECONCILE_INTERVAL=${KVM_E2E_RECONCILE_INTERVAL:-3s}
 THREADS=${KVM_TEST_THREADS:-2}
 BACKEND=${KVM_BACKEND:-kernel}
 SYSTEMD_BACKENDS=${KVM_SYSTEMD_BACKENDS:-userspace kernel}
@@ -258,6 +263,8 @@ if want tests || want e2e; then
     echo "threads $THREADS"
     echo "bin_timeout 1200"
     echo "e2e_timeout 1800"
+    echo "e2e_time_scale $E2E_TIME_SCALE"
+    echo "e2e_reconcile_interval $E2E_RECONCILE_INTERVAL"
     echo "meshwg $MESHWG"
     if want tests; then printf 'bin %s\n' "${TEST_BINS[@]}"; fi
     if want e2e; then echo "e2e $E2E_PHASES"; fi

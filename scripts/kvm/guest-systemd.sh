@@ -67,7 +67,7 @@ login() {
   [ "$STATUS" = 200 ] || return 1
   jq -r .csrf_token "$W/body" >"$W/csrf"
 }
-healthy() { curl -sf --max-time 2 "$API/healthz" >/dev/null; }
+healthy() { curl -sf --max-time 20 "$API/healthz" >/dev/null; }
 j() { jq -r "$1" <<<"$BODY"; }
 
 # The hub's identity: for the kernel backend wg0's ifindex in the tenant namespace, for the
@@ -268,7 +268,8 @@ journal_check() {
   else
     fail "$1: journal shows no sandbox refusal" "$(tr '\n' ' ' <<<"$refusals" | head -c 600)"
   fi
-  errors=$(grep -E ' ERROR ' "$j" | head -n 3)
+  # warp logs a client that hangs up mid-request at ERROR; that is no fault of the unit.
+  errors=$(grep -E ' ERROR ' "$j" | grep -v 'warp::server::run: server connection error' | head -n 3)
   if [ -z "$errors" ]; then
     pass "$1: journal shows no ERROR"
   else

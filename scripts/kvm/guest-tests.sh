@@ -11,6 +11,7 @@
 #   backend NAME          MESHWG_TEST_BACKEND for the tests, WG_BACKEND for e2e
 #   threads N             --test-threads of every binary
 #   bin_timeout SECONDS   per binary; e2e_timeout SECONDS for the whole harness
+#   e2e_time_scale N, e2e_reconcile_interval D   E2E_TIME_SCALE, E2E_RECONCILE_INTERVAL of e2e
 #
 # Writes OUT/test-NAME.log, OUT/e2e.out, OUT/e2e-full.log (on failure), OUT/cases,
 # OUT/failures and OUT/result ("PASSED FAILED"); prints "@@ " progress lines to the console.
@@ -82,17 +83,22 @@ if grep -q '^e2e' "$OUT/params"; then
   read -r -a phases <<<"$(param e2e)"
   [ "${phases[*]}" != all ] || phases=()
   t0=$(now)
-  (cd "$REPO" && WG_BACKEND=$BACKEND MESHWG_BIN=$MESHWG timeout -k 10 "$E2E_TIMEOUT" e2e/run.sh "${phases[@]}") \
-    >"$OUT/e2e.out" 2>"$OUT/e2e.err"
-  rc=$?
+  : >"$OUT/e2e.out"
+  # Phase lines are shown as they come (a whole run takes many minutes here).
+  (cd "$REPO" && WG_BACKEND=$BACKEND MESHWG_BIN=$MESHWG E2E_TIME_SCALE=$(param e2e_time_scale) \
+    E2E_RECONCILE_INTERVAL=$(param e2e_reconcile_interval) timeout -k 10 "$E2E_TIMEOUT" e2e/run.sh "${phases[@]}") \
+    2>"$OUT/e2e.err" | while IFS= read -r line; do
+      printf '%s\n' "$line" >>"$OUT/e2e.out"
+      case "$line" in "PASS "* | "FAIL "*) say "e2e $line" ;; esac
+    done
+  rc=${PIPESTATUS[0]}
   while IFS= read -r line; do
     case "$line" in
       "PASS "*) PASSED=$((PASSED + 1)); printf 'PASS e2e::%s\n' "${line#PASS }" >>"$OUT/cases" ;;
       "FAIL "*)
         FAILED=$((FAILED + 1))
         printf 'FAIL e2e::%s\n' "${line#FAIL }" >>"$OUT/cases"
-        printf 'e2e::%s\n' "${line#FAIL }" >>"$OUT/failures"
-        say "FAIL e2e::${line#FAIL }" ;;
+        printf 'e2e::%s\n' "${line#FAIL }" >>"$OUT/failures" ;;
     esac
   done <"$OUT/e2e.out"
   kept=$(sed -n 's/^log: //p' "$OUT/e2e.err" | tail -n 1)
