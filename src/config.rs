@@ -48,7 +48,12 @@ pub struct Config {
     pub backend: BackendChoice,
     pub cookie_secure: bool,
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The cheap poll of what emits no kernel event.
     pub reconcile_interval: Duration,
+    /// The full check of database and kernel state.
+    pub full_check_interval: Duration,
+    /// Kernel events and database notifications (off only to diagnose).
+    pub kernel_events: bool,
     pub kernel: KernelConfig,
 }
 
@@ -147,7 +152,7 @@ fn socket_addr(env: Lookup, var: &'static str, default: &str) -> Result<SocketAd
         .map_err(|_| err(var, "expected ADDRESS:PORT, e.g. 127.0.0.1:8080"))
 }
 
-fn port_range(env: Lookup) -> Result<RangeInclusive<u16>, ConfigError> {
+pub fn port_range(env: Lookup) -> Result<RangeInclusive<u16>, ConfigError> {
     const VAR: &str = "WG_PORT_RANGE";
     let text = env(VAR).unwrap_or_else(|| "51820-52819".into());
     let (a, b) = text
@@ -255,7 +260,9 @@ impl Config {
             backend: backend(env)?,
             cookie_secure: boolean(env, "COOKIE_SECURE", true)?,
             trusted_proxies: trusted_proxies(env)?,
-            reconcile_interval: duration(env, "RECONCILE_INTERVAL", Duration::from_secs(2))?,
+            reconcile_interval: duration(env, "RECONCILE_INTERVAL", Duration::from_millis(1500))?,
+            full_check_interval: duration(env, "FULL_CHECK_INTERVAL", Duration::from_secs(60))?,
+            kernel_events: boolean(env, "KERNEL_EVENTS", true)?,
             kernel: kernel(env)?,
         })
     }
@@ -289,7 +296,9 @@ mod tests {
         assert_eq!(c.port_range, 51820..=52819);
         assert_eq!(c.backend, BackendChoice::Auto);
         assert!(c.cookie_secure);
-        assert_eq!(c.reconcile_interval, Duration::from_secs(2));
+        assert_eq!(c.reconcile_interval, Duration::from_millis(1500));
+        assert_eq!(c.full_check_interval, Duration::from_secs(60));
+        assert!(c.kernel_events);
         assert_eq!(c.kernel.prefix.as_str(), "mwg");
         assert_eq!(c.encryption_key.expose()[31], 31);
     }

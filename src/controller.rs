@@ -83,12 +83,23 @@ impl Controller {
         self.sync(org_id).await.map_err(CoreError::unconfirmed)
     }
 
-    /// The kernel state of the tenant as of its last reconcile.
+    /// The kernel state of the tenant as of its last observation, with rule counters read
+    /// from the kernel now (when the chain is still the one observed).
     pub async fn status(&self, org_id: Uuid) -> Result<TenantStatus, CoreError> {
         let tenant = self.tenant(org_id).await?;
-        call(&tenant, TenantMsg::Status, QUICK_CALL_TIMEOUT)
+        let mut status = call(&tenant, TenantMsg::Status, QUICK_CALL_TIMEOUT)
             .await?
-            .ok_or_else(|| CoreError::Unavailable("tenant has not been reconciled yet".into()))
+            .ok_or_else(|| CoreError::Unavailable("tenant has not been reconciled yet".into()))?;
+        if let Ok(names) = self.deps.prefix.tenant(status.kid)
+            && let Ok(Some(rules)) = self.deps.kernel.firewall.counters(&names).await
+            && rules
+                .iter()
+                .map(|r| &r.rule)
+                .eq(status.rules.iter().map(|r| &r.rule))
+        {
+            status.rules = rules;
+        }
+        Ok(status)
     }
 
     /// Tenant actor restarts since start, per tenant.

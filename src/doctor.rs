@@ -2,7 +2,7 @@
 
 use crate::cmd::Cmd;
 use crate::config::{self, Lookup};
-use crate::kernel::{find_program, kernel_wg::KernelWg};
+use crate::kernel::{decide, find_program, kernel_wg::KernelWg};
 
 async fn first_line(program: &str, args: &[&str]) -> String {
     match Cmd::new(program).args(args).output().await {
@@ -28,15 +28,10 @@ pub async fn run(env: Lookup<'_>) -> bool {
             return false;
         }
     };
-    let kernel_wg = KernelWg::available(&kcfg.prefix).await;
-    println!(
-        "kernel WireGuard:   {}",
-        if kernel_wg {
-            "yes (ip link add … type wireguard works)"
-        } else {
-            "no (no module or not permitted)"
-        }
-    );
+    match KernelWg::probe(&kcfg.prefix).await {
+        Ok(()) => println!("kernel WireGuard:   yes (a probe link was created and removed)"),
+        Err(why) => println!("kernel WireGuard:   no ({why})"),
+    }
     let go = find_program(&kcfg.wireguard_go);
     match &go {
         Some(p) => println!(
@@ -63,15 +58,33 @@ pub async fn run(env: Lookup<'_>) -> bool {
         "ip_forward (host):  {} (tenant namespaces set their own)",
         fwd.trim()
     );
+    let mut tenants = None;
+    let mut db_free = None;
     match config::database_url(env) {
         Err(_) => println!("PostgreSQL:         DATABASE_URL not set"),
         Ok(url) => match crate::db::pool(&url) {
             Ok(pool) => match pool.get().await {
                 Ok(conn) => match conn.query_one("SHOW server_version", &[]).await {
-                    Ok(row) => println!(
-                        "PostgreSQL:         reachable (server {})",
-                        row.get::<_, String>(0)
-                    ),
+                    Ok(row) => {
+                        println!(
+                            "PostgreSQL:         reachable (server {})",
+                            row.get::<_, String>(0)
+                        );
+                        db_free = conn
+                            .query_one(
+                                "SELECT current_setting('max_connections')::bigint - \
+                                 (SELECT count(*) FROM pg_stat_activity)",
+                                &[],
+                            )
+                            .await
+                            .ok()
+                            .map(|r| r.get::<_, i64>(0).max(0) as u64);
+                        tenants = conn
+                            .query_one("SELECT count(*) FROM orgs", &[])
+                            .await
+                            .ok()
+                            .map(|r| r.get::<_, i64>(0) as u64);
+                    }
                     Err(e) => println!("PostgreSQL:         connected but query failed: {e}"),
                 },
                 Err(e) => {
@@ -83,20 +96,36 @@ pub async fn run(env: Lookup<'_>) -> bool {
         },
     }
     let choice = config::backend(env).unwrap_or(config::BackendChoice::Auto);
-    let picked = match (choice, kernel_wg, go.is_some()) {
-        (config::BackendChoice::Userspace, _, true)
-        | (config::BackendChoice::Auto, false, true) => "userspace (wireguard-go)",
-        (config::BackendChoice::Kernel, true, _) | (config::BackendChoice::Auto, true, _) => {
-            "kernel"
-        }
-        _ => {
+    let label = format!("WG_BACKEND={}", format!("{choice:?}").to_lowercase());
+    let decision = decide(choice, &kcfg).await;
+    match &decision {
+        Ok(d) => println!("{label:<20}picks: {} ({})", d.backend, d.why),
+        Err(why) => {
             ok = false;
-            "none: no usable backend"
+            println!("{label:<20}picks: none: {why}");
         }
-    };
+    }
+    let ports = config::port_range(env)
+        .map(|r| u64::from(*r.end() - *r.start()) + 1)
+        .unwrap_or(0);
+    let present = tenants.unwrap_or(0);
+    let userspace = decision.as_ref().is_ok_and(|d| d.backend == "userspace");
     println!(
-        "WG_BACKEND={:<10} picks: {picked}",
-        format!("{choice:?}").to_lowercase()
+        "capacity:           {present} tenants present; limits of this shell (the service has its own):"
     );
+    let (_, hard) = crate::capacity::nofile();
+    for f in crate::capacity::judge(
+        present.max(1),
+        hard,
+        crate::capacity::tasks_max(),
+        userspace,
+        ports,
+        db_free,
+    ) {
+        if !f.ok {
+            ok = false;
+        }
+        println!("  {} {}", if f.ok { "ok  " } else { "WARN" }, f.text);
+    }
     ok
 }

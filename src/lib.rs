@@ -6,6 +6,7 @@
 
 pub mod actors;
 pub mod auth;
+pub mod capacity;
 pub mod cmd;
 pub mod config;
 pub mod controller;

@@ -57,23 +57,40 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // A thousand tenants need ~16,000 descriptors: take what the hard limit allows.
+    let nofile = crate::capacity::raise_nofile();
+    tracing::info!(
+        nofile,
+        tenants = crate::capacity::tenants_for_nofile(nofile),
+        "open files limit"
+    );
     let pool = db::pool(&config.database_url)?;
     migrate_when_ready(&pool).await?;
     bootstrap_operator(&pool, &config).await?;
-    let kernel = crate::kernel::select(config.backend, &config.kernel)
+    let (kernel, decision) = crate::kernel::select(config.backend, &config.kernel)
         .await
         .map_err(anyhow::Error::msg)?;
     tracing::info!(
-        backend = kernel.wg.backend(),
+        backend = decision.backend,
+        why = %decision.why,
         prefix = config.kernel.prefix.as_str(),
-        "kernel backend selected"
+        "WireGuard backend selected"
     );
     let deps = Deps {
         pool: pool.clone(),
         kernel,
         cipher: Arc::new(HubKeyCipher::new(&config.encryption_key)),
         prefix: config.kernel.prefix.clone(),
-        reconcile_interval: config.reconcile_interval,
+        observer: crate::actors::Observer {
+            poll: Some(config.reconcile_interval),
+            full: config.full_check_interval,
+            counters: std::time::Duration::from_secs(15),
+            events: config.kernel_events,
+        },
+        listen: config
+            .kernel_events
+            .then(|| db::listen_config(&config.database_url))
+            .transpose()?,
         port_range: config.port_range.clone(),
         telemetry: Arc::new(crate::telemetry::Telemetry::default()),
     };

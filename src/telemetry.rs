@@ -122,6 +122,16 @@ impl Telemetry {
         });
     }
 
+    /// Kernel numbers read by a poll (no reconcile ran).
+    pub fn kernel_facts(&self, org: Uuid, f: KernelFacts) {
+        self.with(org, |t| {
+            t.name = f.name;
+            t.up = f.up;
+            t.peers = f.peers;
+            t.rules = f.rules;
+        });
+    }
+
     /// A tenant namespace was found with a way out it must not have (and it was removed).
     pub fn egress_repaired(&self) {
         self.egress_tripped.store(true, Ordering::Relaxed);

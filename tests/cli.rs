@@ -1,6 +1,9 @@
 //! The binary refuses to start on bad configuration: one line naming the variable, exit code 2,
 //! no secret echoed, nothing touched (no runtime directory, no kernel object).
 
+mod common;
+
+use common::{Backend, backend, sh};
 use std::process::Command;
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -93,4 +96,12 @@ fn doctor_reports_backend_choice() {
     ] {
         assert!(text.contains(label), "{label} missing in:\n{text}");
     }
+    // The probe decides honestly, says why, and leaves no probe link behind.
+    let want = match backend() {
+        Backend::Kernel => "picks: kernel (the kernel created and removed a probe WireGuard link)",
+        Backend::Userspace => "picks: userspace (kernel WireGuard unusable: ",
+    };
+    assert!(text.contains(want), "{want:?} missing in:\n{text}");
+    let links = sh(&["ip", "-o", "link", "show"]);
+    assert!(!links.contains("clidrprobe"), "probe link left: {links}");
 }

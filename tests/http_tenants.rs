@@ -132,8 +132,12 @@ fn kernel_snapshot(h: &Harness) -> String {
         );
         out.push_str(&ns(netns, &["ipset", "save"]));
         out.push_str(&ns(netns, &["ip", "-o", "addr"]));
+        if backend() == Backend::Kernel {
+            out.push_str(&ns(netns, &["wg", "show", "wg0", "allowed-ips"]));
+        }
     }
-    for dev in std::fs::read_dir("/var/run/wireguard").unwrap().flatten() {
+    let sockets = std::fs::read_dir("/var/run/wireguard");
+    for dev in sockets.into_iter().flatten().flatten() {
         let name = dev
             .file_name()
             .to_string_lossy()

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use meshwg::db::machines::NewMachine;
 use meshwg::keys::PrivateKey;
+use meshwg::names::TenantNames;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -96,21 +97,40 @@ fn kernel_two_tenants_with_the_same_cidr_side_by_side() {
         assert_tenant_layout(&na.netns, "10.100.0.1/16");
         assert_tenant_layout(&nb.netns, "10.100.0.1/16");
 
-        // Both ports listen in the controller namespace, each held by its own daemon.
+        // Both ports listen in the controller namespace (the device was born there): each held
+        // by its own daemon (userspace), or by the kernel device itself (no process).
         let ss = ns(&h.world.host_ns, &["ss", "-Hulnp"]);
-        let (pa, pb) = (daemon_pid(&h, &na), daemon_pid(&h, &nb));
-        assert_ne!(pa, pb);
-        for (port, pid) in [(a.listen_port, pa), (b.listen_port, pb)] {
+        for port in [a.listen_port, b.listen_port] {
             assert!(
-                ss.lines().any(|l| l.contains(&format!(":{port} ")) && l.contains(&format!("pid={pid},"))),
-                "port {port} held by pid {pid}: {ss}"
+                ss.lines().any(|l| l.contains(&format!(":{port} "))),
+                "port {port} listens in the controller namespace: {ss}"
             );
-            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
-            assert!(cmdline.contains("wireguard-go"), "{cmdline}");
+        }
+        if backend() == Backend::Userspace {
+            let (pa, pb) = (daemon_pid(&h, &na), daemon_pid(&h, &nb));
+            assert_ne!(pa, pb);
+            for (port, pid) in [(a.listen_port, pa), (b.listen_port, pb)] {
+                assert!(
+                    ss.lines()
+                        .any(|l| l.contains(&format!(":{port} "))
+                            && l.contains(&format!("pid={pid},"))),
+                    "port {port} held by pid {pid}: {ss}"
+                );
+                let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+                assert!(cmdline.contains("wireguard-go"), "{cmdline}");
+            }
+        } else {
+            for names in [&na, &nb] {
+                let kind = ns(&names.netns, &["ip", "-d", "link", "show", "wg0"]);
+                assert!(
+                    kind.contains("wireguard"),
+                    "wg0 is a kernel WireGuard link: {kind}"
+                );
+            }
         }
         // The hub keys the kernel holds are the ones PostgreSQL has the public halves of.
         for (org, names) in [(&a, &na), (&b, &nb)] {
-            let pk = sh(&["wg", "show", &names.birth, "public-key"]);
+            let pk = wg(names, "show", &["public-key"]);
             assert_eq!(pk.trim(), org.hub_public_key.to_base64());
         }
         // Nothing of ours leaks into the controller namespace: the birth links moved away.
@@ -155,7 +175,7 @@ fn kernel_fifty_parallel_machine_additions_get_fifty_distinct_addresses() {
             .collect();
         assert_eq!(addrs, want, "lowest free, hub .1 skipped");
         // Every peer is live in the hub with exactly its address.
-        let dump = sh(&["wg", "show", &h.names(&org).birth, "allowed-ips"]);
+        let dump = wg(&h.names(&org), "show", &["allowed-ips"]);
         assert_eq!(dump.lines().count(), 50);
         for m in &machines {
             assert!(
@@ -172,12 +192,12 @@ fn kernel_fifty_parallel_machine_additions_get_fifty_distinct_addresses() {
     });
 }
 
-type Inflict = dyn Fn(&str, &str, u32);
+type Inflict = dyn Fn(&TenantNames);
 
 /// One drift inflicted by hand, and the check that it is gone.
 struct Drift {
     name: &'static str,
-    /// Called with (tenant namespace, birth name, daemon pid).
+    /// Called with the tenant's kernel names.
     inflict: Box<Inflict>,
     /// Whether the device (and so the clients' sessions) is recreated.
     recreates_device: bool,
@@ -198,45 +218,40 @@ fn kernel_every_drift_kind_is_repaired_and_traffic_flows_again() {
                 recreates_device: false,
                 inflict: Box::new({
                     let k = peer_two.clone();
-                    move |_, birth, _| {
-                        sh(&["wg", "set", birth, "peer", &k, "remove"]);
+                    move |names| {
+                        wg(names, "set", &["peer", &k, "remove"]);
                     }
                 }),
             },
             Drift {
                 name: "rogue peer added by hand",
                 recreates_device: false,
-                inflict: Box::new(|_, birth, _| {
+                inflict: Box::new(|names| {
                     let k = PrivateKey::generate().public_key().to_base64();
-                    sh(&[
-                        "wg",
-                        "set",
-                        birth,
-                        "peer",
-                        &k,
-                        "allowed-ips",
-                        "10.100.9.9/32",
-                    ]);
+                    wg(names, "set", &["peer", &k, "allowed-ips", "10.100.9.9/32"]);
                 }),
             },
             Drift {
                 name: "ACL chain flushed",
                 recreates_device: false,
-                inflict: Box::new(|netns, _, _| {
+                inflict: Box::new(|n| {
+                    let netns = n.netns.as_str();
                     ns(netns, &["iptables", "-F", "MWG-ACL"]);
                 }),
             },
             Drift {
                 name: "ACL chain edited",
                 recreates_device: false,
-                inflict: Box::new(|netns, _, _| {
+                inflict: Box::new(|n| {
+                    let netns = n.netns.as_str();
                     ns(netns, &["iptables", "-I", "MWG-ACL", "1", "-j", "DROP"]);
                 }),
             },
             Drift {
                 name: "foreign rule on top of FORWARD",
                 recreates_device: false,
-                inflict: Box::new(|netns, _, _| {
+                inflict: Box::new(|n| {
+                    let netns = n.netns.as_str();
                     ns(netns, &["iptables", "-I", "FORWARD", "1", "-j", "ACCEPT"]);
                     ns(netns, &["iptables", "-P", "FORWARD", "ACCEPT"]);
                 }),
@@ -244,21 +259,24 @@ fn kernel_every_drift_kind_is_repaired_and_traffic_flows_again() {
             Drift {
                 name: "ip_forward switched off",
                 recreates_device: false,
-                inflict: Box::new(|netns, _, _| {
+                inflict: Box::new(|n| {
+                    let netns = n.netns.as_str();
                     ns(netns, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
                 }),
             },
             Drift {
                 name: "default route added",
                 recreates_device: false,
-                inflict: Box::new(|netns, _, _| {
+                inflict: Box::new(|n| {
+                    let netns = n.netns.as_str();
                     ns(netns, &["ip", "route", "add", "default", "dev", "wg0"]);
                 }),
             },
             Drift {
                 name: "NAT rule added",
                 recreates_device: false,
-                inflict: Box::new(|netns, _, _| {
+                inflict: Box::new(|n| {
+                    let netns = n.netns.as_str();
                     ns(
                         netns,
                         &[
@@ -276,7 +294,8 @@ fn kernel_every_drift_kind_is_repaired_and_traffic_flows_again() {
             Drift {
                 name: "foreign link added",
                 recreates_device: false,
-                inflict: Box::new(|netns, _, _| {
+                inflict: Box::new(|n| {
+                    let netns = n.netns.as_str();
                     ns(
                         netns,
                         &[
@@ -288,7 +307,8 @@ fn kernel_every_drift_kind_is_repaired_and_traffic_flows_again() {
             Drift {
                 name: "IPv6 switched on",
                 recreates_device: false,
-                inflict: Box::new(|netns, _, _| {
+                inflict: Box::new(|n| {
+                    let netns = n.netns.as_str();
                     ns(
                         netns,
                         &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0"],
@@ -298,30 +318,57 @@ fn kernel_every_drift_kind_is_repaired_and_traffic_flows_again() {
             Drift {
                 name: "wg0 deleted",
                 recreates_device: true,
-                inflict: Box::new(|netns, _, _| {
+                inflict: Box::new(|n| {
+                    let netns = n.netns.as_str();
                     ns(netns, &["ip", "link", "del", "wg0"]);
                 }),
             },
             Drift {
-                name: "daemon killed (stale socket)",
+                name: "listen port changed by hand",
                 recreates_device: true,
-                inflict: Box::new(|_, _, pid| {
-                    sh(&["kill", "-9", &pid.to_string()]);
+                inflict: Box::new(|names| {
+                    wg(names, "set", &["listen-port", "40999"]);
+                }),
+            },
+            Drift {
+                name: "private key changed by hand",
+                recreates_device: true,
+                inflict: Box::new(|names| {
+                    let file = std::env::temp_dir().join(format!("{}-key", names.birth));
+                    let key = PrivateKey::generate();
+                    std::fs::write(&file, key.expose_base64().expose()).unwrap();
+                    wg(names, "set", &["private-key", file.to_str().unwrap()]);
+                    std::fs::remove_file(&file).unwrap();
                 }),
             },
             Drift {
                 name: "namespace deleted",
                 recreates_device: true,
-                inflict: Box::new(|netns, _, _| {
+                inflict: Box::new(|n| {
+                    let netns = n.netns.as_str();
                     sh(&["ip", "netns", "del", netns]);
                 }),
             },
         ];
 
+        let mut drifts = drifts;
+        if backend() == Backend::Userspace {
+            // The kernel backend has no daemon to kill; its device is deleted above.
+            let pid_of = h.clone();
+            drifts.insert(
+                drifts.len() - 1,
+                Drift {
+                    name: "daemon killed (stale socket)",
+                    recreates_device: true,
+                    inflict: Box::new(move |names| {
+                        sh(&["kill", "-9", &daemon_pid(&pid_of, names).to_string()]);
+                    }),
+                },
+            );
+        }
         let two_intervals = 2 * INTERVAL;
         for d in drifts {
-            let pid = daemon_pid(&h, &names);
-            (d.inflict)(&names.netns, &names.birth, pid);
+            (d.inflict)(&names);
             // Kernel state back within two intervals (plus the time one reconcile takes).
             let (_, took) = eventually(two_intervals + Duration::from_millis(1500), d.name, || {
                 let names = names.clone();
@@ -338,7 +385,7 @@ fn kernel_every_drift_kind_is_repaired_and_traffic_flows_again() {
                             rules == ["-A MWG-ACL -m comment --comment \"mwg:default\" -j ACCEPT"],
                             "{rules:?}"
                         );
-                        let peers = sh_out(&["wg", "show", &names.birth, "peers"]);
+                        let peers = wg_out(&names, "show", &["peers"]);
                         let peers = String::from_utf8_lossy(&peers.stdout);
                         ensure!(
                             peers.lines().count() == 2 && peers.contains(&peer_two),
@@ -373,7 +420,7 @@ fn kernel_delete_tenant_leaves_nothing() {
         let names = h.names(&org);
         h.machine(&org, "a", &["web"]).await;
         h.machine(&org, "b", &[]).await;
-        let pid = daemon_pid(&h, &names);
+        let pid = (backend() == Backend::Userspace).then(|| daemon_pid(&h, &names));
         let conn = h.pool.get().await.unwrap();
         conn.execute(
             "INSERT INTO policies (id, org_id, action, src, dst) VALUES ($1, $2, 'deny', '\"any\"', '\"any\"')",
@@ -385,7 +432,7 @@ fn kernel_delete_tenant_leaves_nothing() {
         h.ctl.delete_tenant(org.id).await.unwrap();
 
         assert!(netns_inode(&names.netns).is_none(), "namespace gone");
-        assert!(!process_alive(pid), "daemon gone");
+        assert!(!pid.is_some_and(process_alive), "daemon gone");
         assert!(
             !std::path::Path::new(&format!("/var/run/wireguard/{}.sock", names.birth)).exists(),
             "socket gone"
@@ -432,7 +479,7 @@ fn kernel_restart_adopts_and_kill_minus_nine_recreates_nothing() {
         let names = h.names(&org);
         let pair = h.pair(&org, [&[], &[]]).await;
         let (vm1, dst) = (&pair.vm1, pair.dst());
-        let pid = daemon_pid(&h, &names);
+        let hub = hub_identity(&h, &names);
         let inode = netns_inode(&names.netns).unwrap();
 
         // Hand over from the in-process controller to the real binary, under a ping flood.
@@ -471,8 +518,7 @@ fn kernel_restart_adopts_and_kill_minus_nine_recreates_nothing() {
             "no packet lost: {summary}"
         );
 
-        assert_eq!(daemon_pid(&h, &names), pid, "same daemon");
-        assert!(process_alive(pid));
+        assert_eq!(hub_identity(&h, &names), hub, "same hub device");
         assert_eq!(netns_inode(&names.netns), Some(inode), "same namespace");
         let log = h.log("serve2.log");
         assert!(
@@ -486,10 +532,12 @@ fn kernel_restart_adopts_and_kill_minus_nine_recreates_nothing() {
 
         sh(&["kill", "-9", &second.to_string()]);
         h.restart_controller().await;
-        assert_eq!(
-            h.ctl.status(org.id).await.map(|s| s.daemon_pid),
-            Ok(Some(pid))
-        );
+        let status = h.ctl.status(org.id).await.unwrap();
+        assert!(status.up);
+        assert_eq!(hub_identity(&h, &names), hub, "still the same hub device");
+        if backend() == Backend::Userspace {
+            assert_eq!(Some(daemon_pid(&h, &names)), status.daemon_pid);
+        }
     });
 }
 
@@ -518,7 +566,7 @@ fn kernel_start_settles_interrupted_work_and_removes_orphans() {
         let orphan = h.deps.prefix.tenant(900).unwrap();
         h.deps.kernel.netns.create(&orphan).await.unwrap();
         h.deps.kernel.wg.create(&orphan).await.unwrap();
-        let keep_pid = daemon_pid(&h, &h.names(&keep));
+        let keep_hub = hub_identity(&h, &h.names(&keep));
 
         h.restart_controller().await;
 
@@ -543,8 +591,8 @@ fn kernel_start_settles_interrupted_work_and_removes_orphans() {
             .collect();
         assert_eq!(left, ["Keep"]);
         assert_eq!(
-            daemon_pid(&h, &h.names(&keep)),
-            keep_pid,
+            hub_identity(&h, &h.names(&keep)),
+            keep_hub,
             "the healthy tenant was adopted as is"
         );
     });
@@ -574,7 +622,7 @@ fn kernel_failed_actor_is_restarted_and_others_are_unaffected() {
         );
         // The new actor works: a machine added now is live in the hub.
         let (m, _) = h.machine(&a, "after", &[]).await;
-        let peers = sh(&["wg", "show", &h.names(&a).birth, "peers"]);
+        let peers = wg(&h.names(&a), "show", &["peers"]);
         assert!(peers.contains(&m.public_key.to_base64()));
     });
 }

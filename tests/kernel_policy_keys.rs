@@ -206,7 +206,7 @@ fn kernel_hub_keys_are_sealed_at_rest() {
         // The private keys the daemons hold, in every form they could be stored in.
         let mut secrets = vec![machine_key.clone()];
         for org in [&a, &b] {
-            let b64 = sh(&["wg", "show", &h.names(org).birth, "private-key"])
+            let b64 = wg(&h.names(org), "show", &["private-key"])
                 .trim()
                 .to_string();
             let key = PrivateKey::from_base64(&b64).unwrap();
@@ -288,7 +288,7 @@ fn kernel_hub_keys_are_sealed_at_rest() {
         );
 
         // Copied into B's row, the controller refuses it and leaves B's running hub alone.
-        let pid_b = daemon_pid(&h, &h.names(&b));
+        let hub_b = hub_identity(&h, &h.names(&b));
         conn.execute(
             "UPDATE orgs SET hub_key_nonce = $2, hub_key_ciphertext = $3 WHERE id = $1",
             &[&b.id, &sealed_a.nonce, &sealed_a.ciphertext],
@@ -298,9 +298,12 @@ fn kernel_hub_keys_are_sealed_at_rest() {
         let err = h.ctl.sync(b.id).await.unwrap_err();
         assert!(err.to_string().contains("does not decrypt"), "{err}");
         assert!(!err.to_string().contains(&secrets[1]));
-        assert_eq!(daemon_pid(&h, &h.names(&b)), pid_b);
-        assert!(process_alive(pid_b), "B's data plane untouched");
-        let pk = sh(&["wg", "show", &h.names(&b).birth, "public-key"]);
+        assert_eq!(
+            hub_identity(&h, &h.names(&b)),
+            hub_b,
+            "B's data plane untouched"
+        );
+        let pk = wg(&h.names(&b), "show", &["public-key"]);
         assert_eq!(pk.trim(), b.hub_public_key.to_base64());
     });
 }

@@ -39,8 +39,8 @@ fn series(text: &str, name: &str, key: &str) -> BTreeMap<String, u64> {
 }
 
 /// `wg show <dev> transfer`: public key → (rx, tx).
-fn wg_transfer(birth: &str) -> BTreeMap<String, (u64, u64)> {
-    sh(&["wg", "show", birth, "transfer"])
+fn wg_transfer(names: &meshwg::names::TenantNames) -> BTreeMap<String, (u64, u64)> {
+    wg(names, "show", &["transfer"])
         .lines()
         .filter_map(|l| {
             let mut f = l.split('\t');
@@ -96,7 +96,7 @@ fn metrics_equal_the_kernel_and_vanish_with_the_tenant() {
         // Within a reconcile interval the scrape shows exactly what the kernel counts.
         let (_, took) = eventually(INTERVAL * 3, "scrape equals the kernel", || async {
             let text = scrape(&h).await;
-            let wg = wg_transfer(&names.birth);
+            let wg = wg_transfer(&names);
             let rx = series(&text, "meshwg_peer_rx_bytes_total", "public_key");
             let tx = series(&text, "meshwg_peer_tx_bytes_total", "public_key");
             let peers_ok = wg.len() == 2

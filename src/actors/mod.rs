@@ -15,6 +15,31 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How tenant actors learn that the kernel or the database changed.
+#[derive(Debug, Clone)]
+pub struct Observer {
+    /// The cheap poll of what sends no event (`RECONCILE_INTERVAL`); `None`: off.
+    pub poll: Option<Duration>,
+    /// The full check: database and whole kernel state read afresh (`FULL_CHECK_INTERVAL`).
+    pub full: Duration,
+    /// How old rule counters may get before a poll reads them again.
+    pub counters: Duration,
+    /// Kernel events (netlink, pidfd, inotify) and database notifications (`KERNEL_EVENTS`).
+    pub events: bool,
+}
+
+impl Observer {
+    /// Defaults around a poll period: full check every 60 s, counters every 15 s, events on.
+    pub fn polling(poll: Duration) -> Self {
+        Self {
+            poll: Some(poll),
+            full: Duration::from_secs(60),
+            counters: Duration::from_secs(15),
+            events: true,
+        }
+    }
+}
+
 /// What every actor needs from the outside world.
 #[derive(Clone)]
 pub struct Deps {
@@ -22,9 +47,11 @@ pub struct Deps {
     pub kernel: Kernel,
     pub cipher: Arc<HubKeyCipher>,
     pub prefix: KernelPrefix,
-    pub reconcile_interval: Duration,
+    pub observer: Observer,
     pub port_range: RangeInclusive<u16>,
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// Where to `LISTEN` for changes made by other processes (`None`: rely on full checks).
+    pub listen: Option<tokio_postgres::Config>,
 }
 
 /// Errors of controller operations. `Clone`, because one reconcile answers many waiters.

@@ -92,12 +92,20 @@ impl From<bb8::RunError<tokio_postgres::Error>> for DbError {
     }
 }
 
+fn config(url: &Secret<String>) -> Result<tokio_postgres::Config, DbError> {
+    url.expose()
+        .parse()
+        .map_err(|_| DbError::Other("DATABASE_URL is not a valid connection string".into()))
+}
+
+/// The connection settings for the dedicated `LISTEN` connection.
+pub fn listen_config(url: &Secret<String>) -> Result<tokio_postgres::Config, DbError> {
+    config(url)
+}
+
 /// A pool that does not connect until first use, so the caller decides how to wait.
 pub fn pool(url: &Secret<String>) -> Result<Pool, DbError> {
-    let config: tokio_postgres::Config = url
-        .expose()
-        .parse()
-        .map_err(|_| DbError::Other("DATABASE_URL is not a valid connection string".into()))?;
+    let config = config(url)?;
     let manager = PostgresConnectionManager::new(config, NoTls);
     Ok(bb8::Pool::builder()
         .max_size(16)

@@ -1,24 +1,28 @@
 //! The tenant firewall through iptables (whatever flavour `iptables` is on the host) and ipset.
 //!
-//! Reading: `iptables-save -c` (rules with counters) and `ipset save`. Writing: one
-//! `iptables-restore --noflush -c` transaction that sets FORWARD's policy to DROP, leaves exactly
-//! one rule in FORWARD (the jump to the ACL chain) and rewrites the ACL chain, carrying the
-//! counters of rules that stay. Tag sets are replaced by building a new set and swapping it in.
+//! Reading: the nf_tables generation over netlink says whether anything was committed since the
+//! last verified read; only then `iptables-save -c` runs (at adoption, after our own changes, and
+//! when somebody else changed the ruleset). Counters and ipset members are read over netlink.
+//! Writing: one `iptables-restore --noflush -c` transaction that sets FORWARD's policy to DROP,
+//! leaves exactly one rule in FORWARD (the jump to the ACL chain) and rewrites the ACL chain,
+//! carrying the counters of rules that stay. Tag sets are replaced by building a new set and
+//! swapping it in.
 
+use super::netns::nl;
+use super::nl::nft;
+use super::ns::{Namespaces, NsHandles};
 use super::{Firewall, FirewallObserved, FirewallRules, KResult, RuleObserved};
 use crate::cmd::Cmd;
 use crate::names::{ACL_CHAIN, TENANT_IFACE, TenantNames};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
 
 /// The one rule FORWARD must hold.
 pub fn forward_jump() -> String {
     format!("-A FORWARD -i {TENANT_IFACE} -o {TENANT_IFACE} -j {ACL_CHAIN}")
 }
-
-#[derive(Debug, Default, Clone)]
-pub struct Iptables;
 
 /// Splits an `iptables-save -c` rule line into counters and rule text.
 fn split_counters(line: &str) -> (u64, u64, &str) {
@@ -113,6 +117,41 @@ pub fn restore_script(rules: &FirewallRules, carry: &BTreeMap<String, (u64, u64)
     s
 }
 
+/// Most rules an in-place edit of the chain may touch; past that the chain is rewritten.
+pub const INCREMENTAL_MAX: usize = 32;
+
+/// The in-place edit that turns the chain `have` into `want`, as an `iptables-restore
+/// --noflush` transaction: the rules between the common head and tail are deleted (from the
+/// bottom up) and the new ones inserted at their final positions. Untouched rules keep their
+/// counters. `None` when more than [`INCREMENTAL_MAX`] rules would be touched.
+pub fn edit_script(have: &[String], want: &[String]) -> Option<String> {
+    let head = have.iter().zip(want).take_while(|(h, w)| h == w).count();
+    let tail = have[head..]
+        .iter()
+        .rev()
+        .zip(want[head..].iter().rev())
+        .take_while(|(h, w)| h == w)
+        .count();
+    let (gone, new) = (
+        &have[head..have.len() - tail],
+        &want[head..want.len() - tail],
+    );
+    if gone.len() + new.len() > INCREMENTAL_MAX {
+        return None;
+    }
+    let mut s = String::from("*filter\n");
+    for i in (head..head + gone.len()).rev() {
+        let _ = writeln!(s, "-D {ACL_CHAIN} {}", i + 1);
+    }
+    let append = format!("-A {ACL_CHAIN} ");
+    for (i, rule) in new.iter().enumerate() {
+        let rest = rule.strip_prefix(&append)?;
+        let _ = writeln!(s, "-I {ACL_CHAIN} {} {rest}", head + i + 1);
+    }
+    s.push_str("COMMIT\n");
+    Some(s)
+}
+
 /// The `ipset restore` script that replaces each desired set atomically (build, then swap).
 pub fn ipset_script(sets: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> String {
     let mut s = String::new();
@@ -130,35 +169,120 @@ pub fn ipset_script(sets: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> String {
     s
 }
 
-#[async_trait::async_trait]
-impl Firewall for Iptables {
-    async fn observe(&self, names: &TenantNames) -> KResult<FirewallObserved> {
-        let save = Cmd::new("iptables-save")
+/// What `iptables-save` showed at a generation, so an unchanged ruleset is not read again.
+struct Verified {
+    inode: u64,
+    generation: u32,
+    observed: FirewallObserved,
+}
+
+/// [`Firewall`] over iptables (whatever flavour `iptables` is) and ipset. Reading is native
+/// where the kernel allows it: the nf_tables generation tells whether anything changed since
+/// the last verified read (only then is `iptables-save` run), rule counters come from a
+/// netlink dump of the chain, ipset members from a netlink list.
+pub struct Iptables {
+    namespaces: Arc<Namespaces>,
+    verified: Mutex<HashMap<String, Verified>>,
+}
+
+impl Iptables {
+    pub fn new(namespaces: Arc<Namespaces>) -> Self {
+        Self {
+            namespaces,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Verified>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `iptables-save -c`, parsed and remembered with the generation it was read at (only if
+    /// nothing committed while it ran).
+    async fn save(
+        &self,
+        names: &TenantNames,
+        h: &NsHandles,
+        before: u32,
+    ) -> KResult<FirewallObserved> {
+        let text = Cmd::new("iptables-save")
             .arg("-c")
             .netns(&names.netns)
             .run()
             .await?;
-        let mut obs = parse_save(&save);
-        let sets = Cmd::new("ipset")
-            .arg("save")
-            .netns(&names.netns)
-            .run()
-            .await?;
-        obs.sets = parse_ipset(&sets);
-        Ok(obs)
+        let observed = parse_save(&text);
+        let after = nft::generation(&h.nfnl)
+            .await
+            .map_err(|e| nl(&names.netns, e))?;
+        if after == before {
+            self.lock().insert(
+                names.netns.clone(),
+                Verified {
+                    inode: h.inode,
+                    generation: before,
+                    observed: observed.clone(),
+                },
+            );
+        }
+        Ok(observed)
+    }
+
+    async fn handles(&self, names: &TenantNames) -> KResult<Arc<NsHandles>> {
+        self.namespaces
+            .get(&names.netns)
+            .await
+            .map_err(|e| nl(&names.netns, e))
+    }
+}
+
+#[async_trait::async_trait]
+impl Firewall for Iptables {
+    async fn observe(&self, names: &TenantNames, with_counters: bool) -> KResult<FirewallObserved> {
+        let h = self.handles(names).await?;
+        let generation = nft::generation(&h.nfnl)
+            .await
+            .map_err(|e| nl(&names.netns, e))?;
+        let cached = self.lock().get(&names.netns).and_then(|v| {
+            (v.inode == h.inode && v.generation == generation).then(|| v.observed.clone())
+        });
+        let mut observed = match cached {
+            Some(o) if !with_counters => o,
+            Some(mut o) => {
+                // Same ruleset as verified: only the counters moved.
+                let counters = nft::chain_counters(&h.nfnl, "filter", ACL_CHAIN)
+                    .await
+                    .map_err(|e| nl(&names.netns, e))?;
+                if let Some(acl) = o.acl.as_mut()
+                    && acl.len() == counters.len()
+                {
+                    for (rule, (packets, bytes)) in acl.iter_mut().zip(counters) {
+                        rule.packets = packets;
+                        rule.bytes = bytes;
+                    }
+                }
+                o
+            }
+            None => self.save(names, &h, generation).await?,
+        };
+        observed.generation = Some(generation);
+        observed.sets = nft::ipsets(&h.nfnl)
+            .await
+            .map_err(|e| nl(&names.netns, e))?;
+        Ok(observed)
     }
 
     async fn apply(
         &self,
         names: &TenantNames,
         rules: &FirewallRules,
-        carry: &BTreeMap<String, (u64, u64)>,
+        have: Option<&FirewallObserved>,
     ) -> KResult<()> {
-        let before = Cmd::new("ipset")
-            .arg("save")
-            .netns(&names.netns)
-            .run()
-            .await?;
+        let h = self.handles(names).await?;
+        // Whatever happens next, the next read verifies the result.
+        self.lock().remove(&names.netns);
+        let before = nft::ipsets(&h.nfnl)
+            .await
+            .map_err(|e| nl(&names.netns, e))?;
         if !rules.sets.is_empty() {
             Cmd::new("ipset")
                 .args(["-exist", "restore"])
@@ -167,34 +291,79 @@ impl Firewall for Iptables {
                 .run()
                 .await?;
         }
+        // Only the chain differs, and little of it: edit it in place. Otherwise rewrite FORWARD
+        // and the chain, carrying the counters of rules that stay.
+        let edit = have.and_then(|fw| {
+            let acl: Vec<String> = fw.acl.as_ref()?.iter().map(|r| r.rule.clone()).collect();
+            let table_ok =
+                fw.forward_policy.as_deref() == Some("DROP") && fw.forward == [forward_jump()];
+            table_ok.then(|| edit_script(&acl, &rules.acl)).flatten()
+        });
+        let script = edit.unwrap_or_else(|| {
+            let carry: BTreeMap<String, (u64, u64)> = have
+                .iter()
+                .flat_map(|fw| fw.acl.iter().flatten())
+                .map(|r| (r.rule.clone(), (r.packets, r.bytes)))
+                .collect();
+            restore_script(rules, &carry)
+        });
         Cmd::new("iptables-restore")
             .args(["--noflush", "--counters"])
             .netns(&names.netns)
-            .stdin(restore_script(rules, carry).into_bytes())
+            .stdin(script.into_bytes())
             .run()
             .await?;
         // Sets no rule needs any more; only now unreferenced, so they can go.
-        for name in parse_ipset(&before)
+        let stale: String = before
             .keys()
             .filter(|n| !rules.sets.contains_key(*n))
-        {
+            .map(|n| format!("destroy {n}\n"))
+            .collect();
+        if !stale.is_empty() {
             Cmd::new("ipset")
-                .args(["destroy", name])
+                .args(["-exist", "restore"])
                 .netns(&names.netns)
+                .stdin(stale.into_bytes())
                 .run()
                 .await?;
         }
         Ok(())
     }
 
-    async fn flush_nat(&self, names: &TenantNames) -> KResult<()> {
-        for args in [["-t", "nat", "-F"], ["-t", "nat", "-X"]] {
-            Cmd::new("iptables")
-                .args(args)
-                .netns(&names.netns)
-                .run()
-                .await?;
+    async fn counters(&self, names: &TenantNames) -> KResult<Option<Vec<RuleObserved>>> {
+        let Some(h) = self.namespaces.cached(&names.netns) else {
+            return Ok(None);
+        };
+        let Some((generation, mut rules)) = self.lock().get(&names.netns).and_then(|v| {
+            (v.inode == h.inode).then(|| (v.generation, v.observed.acl.clone().unwrap_or_default()))
+        }) else {
+            return Ok(None);
+        };
+        let now = nft::generation(&h.nfnl)
+            .await
+            .map_err(|e| nl(&names.netns, e))?;
+        let counters = nft::chain_counters(&h.nfnl, "filter", ACL_CHAIN)
+            .await
+            .map_err(|e| nl(&names.netns, e))?;
+        if now != generation || counters.len() != rules.len() {
+            return Ok(None);
         }
+        for (rule, (packets, bytes)) in rules.iter_mut().zip(counters) {
+            rule.packets = packets;
+            rule.bytes = bytes;
+        }
+        Ok(Some(rules))
+    }
+
+    async fn flush_nat(&self, names: &TenantNames) -> KResult<()> {
+        self.lock().remove(&names.netns);
+        // A restore without --noflush empties every chain of the tables it names and removes
+        // their user chains: one transaction, one process.
+        Cmd::new("iptables-restore")
+            .netns(&names.netns)
+            .stdin(b"*nat\nCOMMIT\n".to_vec())
+            .run()
+            .await?;
         Ok(())
     }
 }
@@ -242,6 +411,29 @@ COMMIT
         assert_eq!(o.acl, None);
         assert_eq!(o.forward_policy.as_deref(), Some("ACCEPT"));
         assert!(o.forward.is_empty());
+    }
+
+    #[test]
+    fn small_changes_edit_the_chain_in_place() {
+        let rule = |n: u8| format!("-A MWG-ACL -s 10.0.0.{n}/32 -j ACCEPT");
+        let have: Vec<String> = (1..=5).map(rule).collect();
+        // One rule added in the middle.
+        let mut want = have.clone();
+        want.insert(2, rule(9));
+        assert_eq!(
+            edit_script(&have, &want).unwrap(),
+            "*filter\n-I MWG-ACL 3 -s 10.0.0.9/32 -j ACCEPT\nCOMMIT\n"
+        );
+        // One removed, one changed: deletions bottom-up, then insertions at final positions.
+        let want = vec![rule(1), rule(7), rule(4), rule(5)];
+        assert_eq!(
+            edit_script(&have, &want).unwrap(),
+            "*filter\n-D MWG-ACL 3\n-D MWG-ACL 2\n-I MWG-ACL 2 -s 10.0.0.7/32 -j ACCEPT\nCOMMIT\n"
+        );
+        assert_eq!(edit_script(&have, &have).unwrap(), "*filter\nCOMMIT\n");
+        // Too much at once: rewrite instead.
+        let many: Vec<String> = (100..140).map(rule).collect();
+        assert!(edit_script(&have, &many).is_none());
     }
 
     #[test]

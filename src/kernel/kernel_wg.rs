@@ -1,140 +1,151 @@
-//! The kernel backend: `ip link add … type wireguard` in the controller namespace (so the UDP
-//! socket is born there), configured with `wg` in whichever namespace the link is at that moment.
-//! Chosen by `WG_BACKEND=auto` when the module is present. CI machines have no WireGuard module,
-//! so this path is compiled and probed but not exercised by the test suite.
+//! The kernel backend: a link of kind `wireguard` created in the controller namespace (so its UDP
+//! socket is born there and stays there when the link moves), read and configured over the
+//! WireGuard generic-netlink family in whichever namespace the link is at that moment. No `wg`
+//! or `ip` process is involved; keys are passed in memory only.
+//!
+//! The sockets are the namespace handles held by [`Namespaces`] (generic netlink inside the
+//! tenant namespace) and [`HostHandles`] (the controller's own).
 
-use super::{
-    DeviceObserved, DeviceState, HUB_KEEPALIVE, KResult, KernelError, PeerObserved, PeerSpec,
-    WireGuard,
-};
-use crate::cmd::{Cmd, CmdError};
+use super::nl::{NlError, NlSocket, genl, is_no_netns, route};
+use super::ns::{HostHandles, Namespaces, NsHandles};
+use super::{DeviceState, KResult, KernelError, PeerSpec, WireGuard};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::names::{KernelPrefix, TENANT_IFACE, TenantNames};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
 
-#[derive(Debug, Default, Clone)]
-pub struct KernelWg;
+pub struct KernelWg {
+    family: OnceCell<u16>,
+    namespaces: Arc<Namespaces>,
+    host: Arc<HostHandles>,
+}
 
 /// Where the device is now: inside the tenant namespace as `wg0`, or still in the controller
 /// namespace under its birth name.
 enum Location {
-    Tenant,
+    Tenant(Arc<NsHandles>),
     Host,
 }
 
+fn nl_error(device: &str, e: NlError) -> KernelError {
+    KernelError::Device {
+        device: device.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// The probe's answer says plainly that there is no WireGuard device under that name: no such
+/// link, or a link of another kind (which the reconciler removes as foreign).
+fn not_there(e: &NlError) -> bool {
+    matches!(e.errno(), Some(libc::ENODEV) | Some(libc::EOPNOTSUPP)) || is_no_netns(e)
+}
+
 impl KernelWg {
-    /// True if this host can create kernel WireGuard links (tries and removes a probe link).
-    pub async fn available(prefix: &KernelPrefix) -> bool {
-        let probe = format!("{}probe", prefix.as_str());
-        let ok = Cmd::new("ip")
-            .args(["link", "add", "dev", &probe, "type", "wireguard"])
-            .run()
+    pub fn new(namespaces: Arc<Namespaces>, host: Arc<HostHandles>) -> Self {
+        Self {
+            family: OnceCell::new(),
+            namespaces,
+            host,
+        }
+    }
+
+    async fn family(&self) -> Result<u16, NlError> {
+        let sock = self.host.genl().await?;
+        self.family
+            .get_or_try_init(|| genl::family_id(sock))
             .await
-            .is_ok();
-        if ok {
-            let _ = Cmd::new("ip")
-                .args(["link", "del", "dev", &probe])
-                .run()
-                .await;
-        }
-        ok
+            .copied()
     }
 
-    /// `wg ARGS…` aimed at the device where it is, with `{iface}` replaced by its current name.
-    fn wg(&self, names: &TenantNames, loc: &Location, args: &[&str]) -> Cmd {
-        let (iface, cmd) = match loc {
-            Location::Tenant => (TENANT_IFACE, Cmd::new("wg").netns(&names.netns)),
-            Location::Host => (names.birth.as_str(), Cmd::new("wg")),
-        };
-        cmd.args(args.iter().map(|a| if *a == "{iface}" { iface } else { a }))
-    }
-
-    /// Where the device is, `None` only when both places say plainly that it is not there (or
-    /// that the link there is no WireGuard device). Any
-    /// other failure of the probe is an error: taking it for "absent" would make the reconciler
-    /// destroy and re-create a live device.
-    async fn locate(&self, names: &TenantNames) -> KResult<Option<Location>> {
-        for loc in [Location::Tenant, Location::Host] {
-            match self
-                .wg(names, &loc, &["show", "{iface}", "listen-port"])
-                .run()
-                .await
-            {
-                Ok(_) => return Ok(Some(loc)),
-                Err(e) if not_there(&e) => {}
-                Err(e) => return Err(e.into()),
+    /// Whether this host can run kernel WireGuard: creates a probe link of kind `wireguard` and
+    /// removes it again (also when the probe failed half-way, and a probe left by an earlier
+    /// run), and resolves the generic-netlink family. `Err` says why not.
+    pub async fn probe(prefix: &KernelPrefix) -> Result<(), String> {
+        let wg = Self::new(Namespaces::new(), Arc::new(HostHandles::default()));
+        let name = format!("{}probe", prefix.as_str());
+        let sock = wg
+            .host
+            .route()
+            .await
+            .map_err(|e| format!("no netlink socket: {e}"))?;
+        let _ = route::del_link(sock, &name).await;
+        let added = route::add_wireguard(sock, &name).await;
+        let removed = route::del_link(sock, &name).await;
+        match added {
+            Ok(()) => {}
+            Err(e) if matches!(e.errno(), Some(libc::EOPNOTSUPP) | Some(libc::ENOENT)) => {
+                return Err(format!(
+                    "the kernel cannot create a link of kind wireguard ({e}): no wireguard module"
+                ));
             }
+            Err(e) => return Err(format!("creating a probe link failed: {e}")),
         }
-        Ok(None)
+        if let Err(e) = removed {
+            return Err(format!("the probe link {name} could not be removed: {e}"));
+        }
+        wg.family()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("the wireguard generic-netlink family is missing: {e}"))
     }
 
-    async fn located(&self, names: &TenantNames) -> KResult<Location> {
-        self.locate(names)
-            .await?
-            .ok_or_else(|| KernelError::Device {
+    /// Where the device is and what it reports; `None` only when both places say plainly that
+    /// it is not there. Any other failure is an error: taking it for "absent" would make the
+    /// reconciler destroy and re-create a live device.
+    async fn locate(
+        &self,
+        names: &TenantNames,
+    ) -> KResult<Option<(Location, crate::kernel::DeviceObserved)>> {
+        let family = self.family().await.map_err(|e| nl_error(&names.birth, e))?;
+        match self.namespaces.get(&names.netns).await {
+            Ok(h) => match genl::get_device(&h.genl, family, TENANT_IFACE).await {
+                Ok(dev) => return Ok(Some((Location::Tenant(h), dev))),
+                Err(e) if not_there(&e) => {}
+                Err(e) => return Err(nl_error(&names.birth, e)),
+            },
+            Err(e) if is_no_netns(&e) => {}
+            Err(e) => return Err(nl_error(&names.birth, e)),
+        }
+        let host = self
+            .host
+            .genl()
+            .await
+            .map_err(|e| nl_error(&names.birth, e))?;
+        match genl::get_device(host, family, &names.birth).await {
+            Ok(dev) => Ok(Some((Location::Host, dev))),
+            Err(e) if not_there(&e) => Ok(None),
+            Err(e) => Err(nl_error(&names.birth, e)),
+        }
+    }
+
+    /// Where the device is, or an error if it is nowhere; with the family id.
+    async fn located(&self, names: &TenantNames) -> KResult<(Location, u16)> {
+        let family = self.family().await.map_err(|e| nl_error(&names.birth, e))?;
+        match self.locate(names).await? {
+            Some((loc, _)) => Ok((loc, family)),
+            None => Err(KernelError::Device {
                 device: names.birth.clone(),
                 detail: "no kernel WireGuard link found".into(),
-            })
+            }),
+        }
+    }
+
+    /// The generic-netlink socket that reaches the device at `loc`.
+    async fn genl_at<'a>(&'a self, loc: &'a Location) -> Result<&'a NlSocket, NlError> {
+        match loc {
+            Location::Tenant(h) => Ok(&h.genl),
+            Location::Host => self.host.genl().await,
+        }
     }
 }
 
-/// The probe's failure says the device (or its namespace) does not exist.
-fn not_there(e: &CmdError) -> bool {
-    match e {
-        CmdError::NoNetns(_) => true,
-        CmdError::Setns { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
-        // "Operation not supported": a link of another kind under that name, which the
-        // reconciler removes as foreign.
-        CmdError::Failed { stderr, .. } => {
-            stderr.contains("No such device") || stderr.contains("Operation not supported")
-        }
-        _ => false,
+/// The device's name at `loc`.
+fn iface<'a>(loc: &Location, names: &'a TenantNames) -> &'a str {
+    match loc {
+        Location::Tenant(_) => TENANT_IFACE,
+        Location::Host => &names.birth,
     }
-}
-
-/// Parses `wg show <iface> dump`: one interface line, then one line per peer.
-fn parse_dump(text: &str) -> KResult<DeviceObserved> {
-    let bad = |d: &str| KernelError::parse("wg show dump", d);
-    let mut lines = text.lines();
-    let first: Vec<&str> = lines
-        .next()
-        .ok_or_else(|| bad("empty"))?
-        .split('\t')
-        .collect();
-    if first.len() < 3 {
-        return Err(bad("interface line"));
-    }
-    let public_key = PublicKey::from_base64(first[1]).ok();
-    let listen_port = first[2].parse().map_err(|_| bad("listen port"))?;
-    let mut peers = BTreeMap::new();
-    for line in lines {
-        let f: Vec<&str> = line.split('\t').collect();
-        if f.len() < 8 {
-            return Err(bad("peer line"));
-        }
-        let key = PublicKey::from_base64(f[0]).map_err(|_| bad("peer key"))?;
-        let handshake: i64 = f[4].parse().map_err(|_| bad("handshake"))?;
-        peers.insert(
-            key,
-            PeerObserved {
-                endpoint: (f[2] != "(none)").then(|| f[2].to_string()),
-                allowed_ips: f[3]
-                    .split(',')
-                    .filter(|s| !s.is_empty() && *s != "(none)")
-                    .map(str::to_string)
-                    .collect(),
-                last_handshake: (handshake > 0).then_some(handshake),
-                rx_bytes: f[5].parse().map_err(|_| bad("rx"))?,
-                tx_bytes: f[6].parse().map_err(|_| bad("tx"))?,
-            },
-        );
-    }
-    Ok(DeviceObserved {
-        listen_port,
-        public_key,
-        peers,
-        pid: None,
-    })
 }
 
 #[async_trait::async_trait]
@@ -144,45 +155,30 @@ impl WireGuard for KernelWg {
     }
 
     async fn observe(&self, names: &TenantNames) -> KResult<DeviceState> {
-        let Some(loc) = self.locate(names).await? else {
-            return Ok(DeviceState::Absent);
-        };
-        // `dump` prints the private key first; only its public half is kept.
-        let out = self
-            .wg(names, &loc, &["show", "{iface}", "dump"])
-            .run()
-            .await?;
-        let out = crate::secret::Secret::new(out);
-        Ok(DeviceState::Up(parse_dump(out.expose())?))
+        Ok(match self.locate(names).await? {
+            Some((_, dev)) => DeviceState::Up(dev),
+            None => DeviceState::Absent,
+        })
     }
 
     async fn create(&self, names: &TenantNames) -> KResult<()> {
-        Cmd::new("ip")
-            .args(["link", "add", "dev", &names.birth, "type", "wireguard"])
-            .run()
-            .await?;
-        Ok(())
+        let sock = self
+            .host
+            .route()
+            .await
+            .map_err(|e| nl_error(&names.birth, e))?;
+        route::add_wireguard(sock, &names.birth)
+            .await
+            .map_err(|e| nl_error(&names.birth, e))
     }
 
     async fn configure(&self, names: &TenantNames, key: &PrivateKey, port: u16) -> KResult<()> {
-        let loc = self.located(names).await?;
-        let port = port.to_string();
-        self.wg(
-            names,
-            &loc,
-            &[
-                "set",
-                "{iface}",
-                "listen-port",
-                &port,
-                "private-key",
-                "/dev/stdin",
-            ],
-        )
-        .stdin(key.expose_base64().expose().as_bytes().to_vec())
-        .run()
-        .await?;
-        Ok(())
+        let (loc, family) = self.located(names).await?;
+        let fail = |e| nl_error(&names.birth, e);
+        let sock = self.genl_at(&loc).await.map_err(fail)?;
+        genl::set_key_and_port(sock, family, iface(&loc, names), key, port)
+            .await
+            .map_err(fail)
     }
 
     async fn set_peers(
@@ -194,42 +190,30 @@ impl WireGuard for KernelWg {
         if upsert.is_empty() && remove.is_empty() {
             return Ok(());
         }
-        let loc = self.located(names).await?;
-        let mut args: Vec<String> = vec!["set".into(), "{iface}".into()];
-        for p in upsert {
-            args.extend([
-                "peer".into(),
-                p.public_key.to_base64(),
-                "allowed-ips".into(),
-                format!("{}/32", p.address),
-                "persistent-keepalive".into(),
-                HUB_KEEPALIVE.to_string(),
-            ]);
-            if let Some(endpoint) = &p.endpoint {
-                args.extend(["endpoint".into(), endpoint.clone()]);
-            }
-        }
-        for k in remove {
-            args.extend(["peer".into(), k.to_base64(), "remove".into()]);
-        }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.wg(names, &loc, &refs).run().await?;
-        Ok(())
+        let (loc, family) = self.located(names).await?;
+        let fail = |e| nl_error(&names.birth, e);
+        let sock = self.genl_at(&loc).await.map_err(fail)?;
+        genl::set_peers(sock, family, iface(&loc, names), upsert, remove)
+            .await
+            .map_err(fail)
     }
 
     async fn destroy(&self, names: &TenantNames) -> KResult<()> {
         match self.locate(names).await? {
-            Some(Location::Tenant) => {
-                Cmd::new("ip")
-                    .args(["-n", &names.netns, "link", "del", "dev", TENANT_IFACE])
-                    .run()
-                    .await?;
+            Some((Location::Tenant(h), _)) => {
+                route::del_link(&h.route, TENANT_IFACE)
+                    .await
+                    .map_err(|e| nl_error(&names.birth, e))?;
             }
-            Some(Location::Host) => {
-                Cmd::new("ip")
-                    .args(["link", "del", "dev", &names.birth])
-                    .run()
-                    .await?;
+            Some((Location::Host, _)) => {
+                let sock = self
+                    .host
+                    .route()
+                    .await
+                    .map_err(|e| nl_error(&names.birth, e))?;
+                route::del_link(sock, &names.birth)
+                    .await
+                    .map_err(|e| nl_error(&names.birth, e))?;
             }
             None => {}
         }
@@ -246,51 +230,20 @@ impl WireGuard for KernelWg {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::CmdError;
 
     #[test]
     fn only_a_plain_no_such_device_counts_as_absent() {
-        let failed = |stderr: &str| CmdError::Failed {
-            cmd: "wg show wg0 listen-port".into(),
-            status: "exit status: 1".into(),
-            stderr: stderr.into(),
-        };
-        assert!(not_there(&failed(
-            "Unable to access interface: No such device"
-        )));
-        assert!(not_there(&CmdError::Setns {
-            netns: "mwg-1".into(),
-            source: std::io::ErrorKind::NotFound.into(),
-        }));
-        assert!(not_there(&failed(
-            "Unable to access interface: Operation not supported"
-        )));
-        assert!(!not_there(&failed(
-            "Unable to access interface: Permission denied"
-        )));
-        assert!(!not_there(&CmdError::Timeout {
-            cmd: "wg".into(),
-            timeout: std::time::Duration::from_secs(5),
-        }));
-        assert!(!not_there(&CmdError::Setns {
+        assert!(not_there(&NlError::Kernel(libc::ENODEV)));
+        assert!(not_there(&NlError::Kernel(libc::EOPNOTSUPP)));
+        assert!(not_there(&NlError::Cmd(CmdError::NoNetns("mwg-1".into()))));
+        assert!(!not_there(&NlError::Kernel(libc::EPERM)));
+        assert!(!not_there(&NlError::Kernel(libc::ENOBUFS)));
+        assert!(!not_there(&NlError::Timeout));
+        assert!(!not_there(&NlError::Interrupted));
+        assert!(!not_there(&NlError::Cmd(CmdError::Setns {
             netns: "mwg-1".into(),
             source: std::io::ErrorKind::PermissionDenied.into(),
-        }));
-    }
-
-    #[test]
-    fn parses_wg_dump() {
-        let private = PrivateKey::generate();
-        let peer = PrivateKey::generate().public_key();
-        let text = format!(
-            "{}\t{}\t51820\toff\n{}\t(none)\t192.0.2.1:5000\t10.100.0.2/32\t1700000000\t10\t20\t25\n",
-            private.expose_base64().expose(),
-            private.public_key(),
-            peer
-        );
-        let dev = parse_dump(&text).unwrap();
-        assert_eq!(dev.listen_port, 51820);
-        assert_eq!(dev.public_key, Some(private.public_key()));
-        assert_eq!(dev.peers[&peer].rx_bytes, 10);
-        assert!(dev.peers[&peer].allowed_ips.contains("10.100.0.2/32"));
+        })));
     }
 }

@@ -6,8 +6,11 @@
 pub mod firewall;
 pub mod kernel_wg;
 pub mod netns;
+pub mod nl;
+pub mod ns;
 pub mod uapi;
 pub mod userspace;
+pub mod watch;
 
 use crate::cmd::CmdError;
 use crate::keys::{PrivateKey, PublicKey};
@@ -61,20 +64,38 @@ pub struct LinkObserved {
 /// A route inside a tenant namespace, with what it takes to delete it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteObserved {
-    pub kind: Option<String>,
+    /// `dst/len`: `10.100.0.0/16`, `0.0.0.0/0`, `::/0`.
     pub dst: String,
-    pub table: Option<String>,
+    pub ipv6: bool,
+    /// Routing table id (254 main, 255 local).
+    pub table: u32,
     pub dev: Option<String>,
-    pub gateway: Option<String>,
-    pub protocol: Option<String>,
-    pub metric: Option<u64>,
+    /// Made by the kernel for an address (`proto kernel`).
+    pub kernel_made: bool,
+    /// A plain unicast route (not local, broadcast, multicast, blackhole…).
+    pub unicast: bool,
+    /// What the kernel reported, sent back to delete it (opaque to the planner).
+    pub raw: Option<RawRoute>,
 }
 
-impl RouteObserved {
-    /// Routes the kernel makes for addresses (and the local table) are expected; anything else
-    /// (a default route, a static route) is drift.
-    pub fn is_kernel_made(&self) -> bool {
-        self.protocol.as_deref() == Some("kernel") || self.table.as_deref() == Some("local")
+/// A route message exactly as the kernel sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRoute(pub netlink_packet_route::route::RouteMessage);
+
+pub const TABLE_MAIN: u32 = 254;
+pub const TABLE_LOCAL: u32 = 255;
+
+impl std::fmt::Display for RouteObserved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.dst)?;
+        if let Some(dev) = &self.dev {
+            write!(f, " dev {dev}")?;
+        }
+        write!(f, " table {}", self.table)?;
+        if self.kernel_made {
+            write!(f, " proto kernel")?;
+        }
+        Ok(())
     }
 }
 
@@ -86,7 +107,8 @@ pub struct NetnsObserved {
     pub links: Vec<LinkObserved>,
     pub routes: Vec<RouteObserved>,
     pub ip_forward: bool,
-    /// IPv6 is off for every interface (the overlay is IPv4 only; no v6 path can leak).
+    /// IPv6 is off for every interface, existing (each one's own switch) and future (the overlay
+    /// is IPv4 only; no v6 path can leak).
     pub ipv6_disabled: bool,
 }
 
@@ -133,10 +155,38 @@ pub struct PeerSpec {
 /// The hub's persistent keepalive towards every peer, in seconds.
 pub const HUB_KEEPALIVE: u16 = 25;
 
+/// The cheap part of a namespace observation: identity, sysctls and links (without addresses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetnsGlance {
+    pub inode: u64,
+    /// `(name, mtu, up)` per link, in kernel order.
+    pub links: Vec<(String, u32, bool)>,
+    pub ip_forward: bool,
+    pub ipv6_disabled: bool,
+}
+
+impl NetnsObserved {
+    /// What a glance at this namespace would show.
+    pub fn glance(&self) -> NetnsGlance {
+        NetnsGlance {
+            inode: self.inode,
+            links: self
+                .links
+                .iter()
+                .map(|l| (l.name.clone(), l.mtu, l.up))
+                .collect(),
+            ip_forward: self.ip_forward,
+            ipv6_disabled: self.ipv6_disabled,
+        }
+    }
+}
+
 /// Namespace, links, addresses, routes and sysctls of one tenant.
 #[async_trait::async_trait]
 pub trait Netns: Send + Sync {
     async fn observe(&self, names: &TenantNames) -> KResult<Option<NetnsObserved>>;
+    /// [`Netns::observe`] without addresses and routes (which announce their changes).
+    async fn glance(&self, names: &TenantNames) -> KResult<Option<NetnsGlance>>;
     /// Is the birth link still in the controller namespace (a creation that stopped half-way)?
     async fn birth_link_in_host(&self, names: &TenantNames) -> KResult<bool>;
     async fn create(&self, names: &TenantNames) -> KResult<()>;
@@ -203,6 +253,8 @@ pub struct FirewallObserved {
     /// Every rule in the nat table (must stay empty).
     pub nat: Vec<String>,
     pub sets: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+    /// The nf_tables generation this was read at (`None` where not known).
+    pub generation: Option<u32>,
 }
 
 /// The rendered firewall a tenant should have (see `policy::render`).
@@ -215,24 +267,61 @@ pub struct FirewallRules {
 
 #[async_trait::async_trait]
 pub trait Firewall: Send + Sync {
-    async fn observe(&self, names: &TenantNames) -> KResult<FirewallObserved>;
+    /// The tenant's tables; rule counters are fresh only `with_counters` (else as last read).
+    async fn observe(&self, names: &TenantNames, with_counters: bool) -> KResult<FirewallObserved>;
     /// Installs FORWARD policy DROP, the single jump to the ACL chain and the chain itself in one
-    /// transaction. `carry` holds counters of rules that stay, so rewrites do not reset them.
+    /// transaction, editing the chain in place when `have` (the tables as observed) allows it;
+    /// rules that stay keep their counters either way.
     async fn apply(
         &self,
         names: &TenantNames,
         rules: &FirewallRules,
-        carry: &BTreeMap<String, (u64, u64)>,
+        have: Option<&FirewallObserved>,
     ) -> KResult<()>;
+    /// Fresh counters for the chain as last verified; `None` if it changed since (or is unknown).
+    async fn counters(&self, names: &TenantNames) -> KResult<Option<Vec<RuleObserved>>>;
     async fn flush_nat(&self, names: &TenantNames) -> KResult<()>;
 }
 
-/// The three kernel seams a tenant actor needs.
+/// The three kernel seams a tenant actor needs, and the namespace handles they share.
 #[derive(Clone)]
 pub struct Kernel {
     pub netns: Arc<dyn Netns>,
     pub wg: Arc<dyn WireGuard>,
     pub firewall: Arc<dyn Firewall>,
+    pub namespaces: Arc<ns::Namespaces>,
+}
+
+/// Which `WireGuard` implementation to build.
+pub enum WgBackend {
+    Kernel,
+    Userspace {
+        wireguard_go: std::path::PathBuf,
+        runtime_dir: std::path::PathBuf,
+    },
+}
+
+impl Kernel {
+    /// The real kernel seams: native namespaces and links, iptables, and the chosen backend.
+    pub fn real(backend: WgBackend) -> Self {
+        let namespaces = ns::Namespaces::new();
+        let host = Arc::new(ns::HostHandles::default());
+        let wg: Arc<dyn WireGuard> = match backend {
+            WgBackend::Kernel => {
+                Arc::new(kernel_wg::KernelWg::new(namespaces.clone(), host.clone()))
+            }
+            WgBackend::Userspace {
+                wireguard_go,
+                runtime_dir,
+            } => Arc::new(userspace::Userspace::new(wireguard_go, runtime_dir)),
+        };
+        Kernel {
+            netns: Arc::new(netns::NativeNetns::new(namespaces.clone(), host)),
+            wg,
+            firewall: Arc::new(firewall::Iptables::new(namespaces.clone())),
+            namespaces,
+        }
+    }
 }
 
 /// Resolves a program name against `PATH` (and the safe default path), like a shell would.
@@ -247,40 +336,66 @@ pub fn find_program(program: &std::path::Path) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Picks the WireGuard backend (`auto`: kernel if this host can create WireGuard links, else
-/// wireguard-go) and returns the kernel seams.
+/// Which backend was picked and why, for the start-up log and `meshwg doctor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendDecision {
+    /// `"kernel"` or `"userspace"`.
+    pub backend: &'static str,
+    pub why: String,
+}
+
+/// Decides the backend without building it: `auto` takes kernel WireGuard when the probe
+/// (create and remove a probe link, resolve the netlink family) succeeds, else wireguard-go.
+pub async fn decide(
+    choice: crate::config::BackendChoice,
+    cfg: &crate::config::KernelConfig,
+) -> Result<BackendDecision, String> {
+    use crate::config::BackendChoice;
+    let probe = match choice {
+        BackendChoice::Userspace => None,
+        BackendChoice::Auto | BackendChoice::Kernel => {
+            Some(kernel_wg::KernelWg::probe(&cfg.prefix).await)
+        }
+    };
+    let userspace = |why: String| -> Result<BackendDecision, String> {
+        let go = find_program(&cfg.wireguard_go).ok_or_else(|| {
+            format!(
+                "the userspace backend needs wireguard-go, not found as {:?} (install wireguard-go or set WIREGUARD_GO); {why}",
+                cfg.wireguard_go
+            )
+        })?;
+        Ok(BackendDecision {
+            backend: "userspace",
+            why: format!("{why}; wireguard-go is {}", go.display()),
+        })
+    };
+    match (choice, probe) {
+        (BackendChoice::Userspace, _) => userspace("WG_BACKEND=userspace".into()),
+        (_, Some(Ok(()))) => Ok(BackendDecision {
+            backend: "kernel",
+            why: "the kernel created and removed a probe WireGuard link".into(),
+        }),
+        (BackendChoice::Kernel, Some(Err(why))) => Err(format!(
+            "WG_BACKEND=kernel, but this host cannot run kernel WireGuard: {why}"
+        )),
+        (_, Some(Err(why))) => userspace(format!("kernel WireGuard unusable: {why}")),
+        (_, None) => userspace("WG_BACKEND=userspace".into()),
+    }
+}
+
+/// Picks the WireGuard backend (see [`decide`]) and returns the kernel seams.
 pub async fn select(
     choice: crate::config::BackendChoice,
     cfg: &crate::config::KernelConfig,
-) -> Result<Kernel, String> {
-    use crate::config::BackendChoice;
-    let kernel_ok = match choice {
-        BackendChoice::Userspace => false,
-        BackendChoice::Auto | BackendChoice::Kernel => {
-            kernel_wg::KernelWg::available(&cfg.prefix).await
+) -> Result<(Kernel, BackendDecision), String> {
+    let decision = decide(choice, cfg).await?;
+    let backend = if decision.backend == "kernel" {
+        WgBackend::Kernel
+    } else {
+        WgBackend::Userspace {
+            wireguard_go: find_program(&cfg.wireguard_go).ok_or("wireguard-go disappeared")?,
+            runtime_dir: cfg.runtime_dir.clone(),
         }
     };
-    let wg: Arc<dyn WireGuard> = match (choice, kernel_ok) {
-        (BackendChoice::Kernel, false) => {
-            return Err(
-                "WG_BACKEND=kernel, but this host cannot create WireGuard links (no module?)"
-                    .into(),
-            );
-        }
-        (_, true) => Arc::new(kernel_wg::KernelWg),
-        (_, false) => {
-            let go = find_program(&cfg.wireguard_go).ok_or_else(|| {
-                format!(
-                    "the userspace backend needs wireguard-go, not found as {:?} (install wireguard-go or set WIREGUARD_GO)",
-                    cfg.wireguard_go
-                )
-            })?;
-            Arc::new(userspace::Userspace::new(go, cfg.runtime_dir.clone()))
-        }
-    };
-    Ok(Kernel {
-        netns: Arc::new(netns::IpNetns),
-        wg,
-        firewall: Arc::new(firewall::Iptables),
-    })
+    Ok((Kernel::real(backend), decision))
 }

@@ -1,213 +1,217 @@
-//! Tenant namespaces, links, addresses, routes and sysctls, through iproute2 (`ip -j` for reading).
+//! Tenant namespaces, links, addresses, routes and sysctls, natively: netlink requests on the
+//! handles held for each namespace ([`super::ns`]) and on the controller's own socket. No `ip`
+//! process, no thread per observation.
 
-use super::{KResult, KernelError, LinkObserved, Netns, NetnsObserved, RouteObserved};
-use crate::cmd::{Cmd, NETNS_DIR, in_netns};
+use super::nl::{NlError, is_no_netns, route};
+use super::ns::{HostHandles, Namespaces, NsHandles, namespace_inode};
+use super::{
+    KResult, KernelError, LinkObserved, Netns, NetnsGlance, NetnsObserved, RawRoute, RouteObserved,
+};
+use crate::cmd::NETNS_DIR;
 use crate::names::{KernelPrefix, TENANT_IFACE, TenantNames};
-use serde::Deserialize;
-use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::route::{RouteProtocol, RouteType};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
-const NSFS_MAGIC: i64 = 0x6e73_6673;
-const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
-const IPV6_OFF_ALL: &str = "/proc/sys/net/ipv6/conf/all/disable_ipv6";
-const IPV6_OFF_DEFAULT: &str = "/proc/sys/net/ipv6/conf/default/disable_ipv6";
-
-/// [`Netns`] over the `ip` command.
-#[derive(Debug, Default, Clone)]
-pub struct IpNetns;
-
-fn handle_path(names: &TenantNames) -> PathBuf {
-    Path::new(NETNS_DIR).join(&names.netns)
+/// [`Netns`] over netlink.
+pub struct NativeNetns {
+    namespaces: Arc<Namespaces>,
+    host: Arc<HostHandles>,
 }
 
-/// The inode of a live namespace handle, or `None` if the path is missing or not a namespace
-/// (e.g. a leftover file whose mount was removed by hand).
-fn namespace_inode(path: &Path) -> Option<u64> {
-    let meta = std::fs::metadata(path).ok()?;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c_path is NUL-terminated and st is a valid out-pointer.
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } != 0 {
-        return None;
+impl NativeNetns {
+    pub fn new(namespaces: Arc<Namespaces>, host: Arc<HostHandles>) -> Self {
+        Self { namespaces, host }
     }
-    (st.f_type as i64 == NSFS_MAGIC).then(|| meta.ino())
+
+    async fn handles(&self, names: &TenantNames) -> KResult<Arc<NsHandles>> {
+        self.namespaces
+            .get(&names.netns)
+            .await
+            .map_err(|e| nl(&names.netns, e))
+    }
+
+    /// The index of `name` inside the tenant namespace.
+    async fn index(&self, h: &NsHandles, name: &str) -> KResult<u32> {
+        route::link(&h.route, name)
+            .await
+            .map_err(|e| nl(&h.netns, e))?
+            .map(|l| l.index)
+            .ok_or_else(|| KernelError::Device {
+                device: name.to_string(),
+                detail: format!("no link {name} in {}", h.netns),
+            })
+    }
 }
 
-#[derive(Deserialize)]
-struct IpLink {
-    ifname: String,
-    #[serde(default)]
-    mtu: u32,
-    #[serde(default)]
-    flags: Vec<String>,
-    #[serde(default)]
-    addr_info: Vec<IpAddrInfo>,
+/// A netlink failure, as a kernel error naming where it happened.
+pub fn nl(what: &str, e: NlError) -> KernelError {
+    match e {
+        NlError::Cmd(c) => KernelError::Cmd(c),
+        e => KernelError::Device {
+            device: what.to_string(),
+            detail: e.to_string(),
+        },
+    }
 }
 
-#[derive(Deserialize)]
-struct IpAddrInfo {
-    family: String,
-    local: Option<String>,
-    prefixlen: Option<u8>,
-}
-
-#[derive(Deserialize)]
-struct IpRoute {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    dst: String,
-    table: Option<String>,
+fn route_observed(
+    r: netlink_packet_route::route::RouteMessage,
     dev: Option<String>,
-    gateway: Option<String>,
-    protocol: Option<String>,
-    metric: Option<u64>,
-}
-
-fn parse_links(value: serde_json::Value) -> KResult<Vec<LinkObserved>> {
-    let links: Vec<IpLink> = serde_json::from_value(value)
-        .map_err(|e| KernelError::parse("ip -j addr", e.to_string()))?;
-    Ok(links
-        .into_iter()
-        .map(|l| LinkObserved {
-            up: l.flags.iter().any(|f| f == "UP"),
-            ipv4: l
-                .addr_info
-                .iter()
-                .filter(|a| a.family == "inet")
-                .filter_map(|a| Some((a.local.as_deref()?.parse().ok()?, a.prefixlen?)))
-                .collect(),
-            name: l.ifname,
-            mtu: l.mtu,
-        })
-        .collect())
-}
-
-fn parse_routes(value: serde_json::Value) -> KResult<Vec<RouteObserved>> {
-    let routes: Vec<IpRoute> = serde_json::from_value(value)
-        .map_err(|e| KernelError::parse("ip -j route", e.to_string()))?;
-    Ok(routes
-        .into_iter()
-        .map(|r| RouteObserved {
-            kind: r.kind,
-            dst: r.dst,
-            table: r.table,
-            dev: r.dev,
-            gateway: r.gateway,
-            protocol: r.protocol,
-            metric: r.metric,
-        })
-        .collect())
-}
-
-/// Parses the concatenated JSON arrays `ip -j -batch` prints, one per command.
-fn json_documents(text: &str, expected: usize) -> KResult<Vec<serde_json::Value>> {
-    let docs = serde_json::Deserializer::from_str(text)
-        .into_iter::<serde_json::Value>()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| KernelError::parse("ip -j -batch", e.to_string()))?;
-    if docs.len() != expected {
-        return Err(KernelError::parse(
-            "ip -j -batch",
-            format!("{} documents, expected {expected}", docs.len()),
-        ));
+) -> RouteObserved {
+    RouteObserved {
+        dst: route::route_dst(&r),
+        ipv6: r.header.address_family == AddressFamily::Inet6,
+        table: route::route_table(&r),
+        dev,
+        kernel_made: r.header.protocol == RouteProtocol::Kernel,
+        unicast: r.header.kind == RouteType::Unicast,
+        raw: Some(RawRoute(r)),
     }
-    Ok(docs)
 }
 
-fn ip(netns: &str) -> Cmd {
-    Cmd::new("ip").args(["-n", netns])
-}
-
-/// Reads `(ip_forward, ipv6 disabled)` from inside the namespace (`/proc/sys/net` is per
-/// namespace of the reading thread).
-async fn read_sysctls(names: &TenantNames) -> KResult<(bool, bool)> {
-    let read = |p: &str| std::fs::read_to_string(p).map(|v| v.trim() == "1");
-    in_netns(&names.netns, move || {
-        Ok::<_, std::io::Error>((read(IP_FORWARD)?, read(IPV6_OFF_ALL)?))
+/// Reads a namespace through its handles.
+async fn observe_with(h: &NsHandles) -> Result<NetnsObserved, NlError> {
+    let links = route::links(&h.route).await?;
+    let addrs = route::addresses(&h.route).await?;
+    let routes = route::routes(&h.route).await?;
+    let (ip_forward, ipv6_off) = h.sysctls()?;
+    let by_index: BTreeMap<u32, &str> = links.iter().map(|l| (l.index, l.name.as_str())).collect();
+    let observed_links = links
+        .iter()
+        .map(|l| LinkObserved {
+            name: l.name.clone(),
+            mtu: l.mtu,
+            up: l.up,
+            ipv4: addrs
+                .iter()
+                .filter(|a| a.index == l.index)
+                .filter_map(|a| match a.addr {
+                    IpAddr::V4(v4) => Some((v4, a.prefix)),
+                    IpAddr::V6(_) => None,
+                })
+                .collect::<BTreeSet<(Ipv4Addr, u8)>>(),
+        })
+        .collect();
+    Ok(NetnsObserved {
+        inode: h.inode,
+        links: observed_links,
+        routes: routes
+            .into_iter()
+            .map(|r| {
+                let dev = route::route_oif(&r)
+                    .and_then(|i| by_index.get(&i))
+                    .map(|n| n.to_string());
+                route_observed(r, dev)
+            })
+            .collect(),
+        ip_forward,
+        // Each link's own switch counts too: `all` is only what new writes propagate.
+        ipv6_disabled: ipv6_off && links.iter().all(|l| l.ipv6_disabled != Some(false)),
     })
-    .await?
-    .map_err(|e| KernelError::io("sysctl", e))
-}
-
-async fn host_link_names() -> KResult<Vec<String>> {
-    let out = Cmd::new("ip").args(["-j", "link", "show"]).run().await?;
-    let links: Vec<IpLink> =
-        serde_json::from_str(&out).map_err(|e| KernelError::parse("ip -j link", e.to_string()))?;
-    Ok(links.into_iter().map(|l| l.ifname).collect())
 }
 
 #[async_trait::async_trait]
-impl Netns for IpNetns {
+impl Netns for NativeNetns {
     async fn observe(&self, names: &TenantNames) -> KResult<Option<NetnsObserved>> {
-        let Some(inode) = namespace_inode(&handle_path(names)) else {
-            return Ok(None);
+        let h = match self.namespaces.get(&names.netns).await {
+            Ok(h) => h,
+            Err(e) if is_no_netns(&e) => return Ok(None),
+            Err(e) => return Err(nl(&names.netns, e)),
         };
-        let (ip_forward, ipv6_disabled) = match read_sysctls(names).await {
-            Ok(v) => v,
-            Err(KernelError::Cmd(crate::cmd::CmdError::NoNetns(_))) => return Ok(None),
-            Err(e) => return Err(e),
+        match observe_with(&h).await {
+            Ok(o) => Ok(Some(o)),
+            Err(e) => {
+                // Deleted while we read it: absent, and its handles must go.
+                if namespace_inode(&names.netns) != Some(h.inode) {
+                    self.namespaces.forget(&names.netns);
+                    return Ok(None);
+                }
+                Err(nl(&names.netns, e))
+            }
+        }
+    }
+
+    async fn glance(&self, names: &TenantNames) -> KResult<Option<NetnsGlance>> {
+        let Some(h) = self.namespaces.cached(&names.netns) else {
+            // Not open (or gone): a full observation decides.
+            return Ok(self.observe(names).await?.map(|o| o.glance()));
         };
-        let out = ip(&names.netns)
-            .args(["-j", "-batch", "-"])
-            .stdin(b"addr show\nroute show table all\n".to_vec())
-            .run()
-            .await?;
-        let mut docs = json_documents(&out, 2)?.into_iter();
-        let links = parse_links(docs.next().unwrap_or_default())?;
-        let routes = parse_routes(docs.next().unwrap_or_default())?;
-        Ok(Some(NetnsObserved {
-            inode,
-            links,
-            routes,
-            ip_forward,
-            ipv6_disabled,
-        }))
+        let read = async {
+            let links = route::links(&h.route).await?;
+            let (ip_forward, ipv6_off) = h.sysctls()?;
+            Ok::<_, NlError>(NetnsGlance {
+                inode: h.inode,
+                ip_forward,
+                ipv6_disabled: ipv6_off && links.iter().all(|l| l.ipv6_disabled != Some(false)),
+                links: links.into_iter().map(|l| (l.name, l.mtu, l.up)).collect(),
+            })
+        };
+        match read.await {
+            Ok(g) => Ok(Some(g)),
+            Err(_) if namespace_inode(&names.netns) != Some(h.inode) => {
+                self.namespaces.forget(&names.netns);
+                Ok(None)
+            }
+            Err(e) => Err(nl(&names.netns, e)),
+        }
     }
 
     async fn birth_link_in_host(&self, names: &TenantNames) -> KResult<bool> {
-        Ok(host_link_names().await?.contains(&names.birth))
+        let sock = self.host.route().await.map_err(|e| nl("host", e))?;
+        Ok(route::link(sock, &names.birth)
+            .await
+            .map_err(|e| nl("host", e))?
+            .is_some())
     }
 
     async fn create(&self, names: &TenantNames) -> KResult<()> {
-        let path = handle_path(names);
-        if path.exists() && namespace_inode(&path).is_none() {
-            // A handle file whose namespace mount is gone would make `ip netns add` fail forever.
-            std::fs::remove_file(&path)
-                .map_err(|e| KernelError::io(path.display().to_string(), e))?;
-        }
-        Cmd::new("ip")
-            .args(["netns", "add", &names.netns])
-            .run()
-            .await?;
-        Ok(())
+        self.namespaces
+            .create(&names.netns)
+            .await
+            .map_err(|e| nl(&names.netns, e))
     }
 
     async fn delete(&self, names: &TenantNames) -> KResult<()> {
-        if !handle_path(names).exists() {
-            return Ok(());
-        }
-        Cmd::new("ip")
-            .args(["netns", "del", &names.netns])
-            .run()
-            .await?;
-        Ok(())
+        self.namespaces
+            .delete(&names.netns)
+            .await
+            .map_err(|e| nl(&names.netns, e))
     }
 
     async fn move_birth_link(&self, names: &TenantNames) -> KResult<()> {
-        Cmd::new("ip")
-            .args(["link", "set", "dev", &names.birth, "netns", &names.netns])
-            .run()
-            .await?;
-        Ok(())
+        let h = self.handles(names).await?;
+        let sock = self.host.route().await.map_err(|e| nl("host", e))?;
+        let link = route::link(sock, &names.birth)
+            .await
+            .map_err(|e| nl("host", e))?
+            .ok_or_else(|| KernelError::Device {
+                device: names.birth.clone(),
+                detail: "birth link not in the controller namespace".into(),
+            })?;
+        use std::os::fd::AsRawFd;
+        route::set_link(
+            sock,
+            link.index,
+            route::LinkChange::Netns(h.nsfd.as_raw_fd()),
+        )
+        .await
+        .map_err(|e| nl(&names.birth, e))
     }
 
     async fn rename_to_wg0(&self, names: &TenantNames, from: &str) -> KResult<()> {
-        ip(&names.netns)
-            .args(["link", "set", "dev", from, "down", "name", TENANT_IFACE])
-            .run()
-            .await?;
+        let h = self.handles(names).await?;
+        let index = self.index(&h, from).await?;
+        for change in [
+            route::LinkChange::Up(false),
+            route::LinkChange::Name(TENANT_IFACE.to_string()),
+        ] {
+            route::set_link(&h.route, index, change)
+                .await
+                .map_err(|e| nl(from, e))?;
+        }
         Ok(())
     }
 
@@ -218,59 +222,46 @@ impl Netns for IpNetns {
         prefix: u8,
         mtu: u32,
     ) -> KResult<()> {
-        let script = format!(
-            "address flush dev {TENANT_IFACE}\naddress add {addr}/{prefix} dev {TENANT_IFACE}\nlink set dev {TENANT_IFACE} mtu {mtu} up\n"
-        );
-        ip(&names.netns)
-            .args(["-batch", "-"])
-            .stdin(script.into_bytes())
-            .run()
-            .await?;
-        Ok(())
+        let h = self.handles(names).await?;
+        let index = self.index(&h, TENANT_IFACE).await?;
+        let fail = |e| nl(TENANT_IFACE, e);
+        for a in route::addresses(&h.route).await.map_err(fail)? {
+            if a.index == index && (a.addr, a.prefix) != (IpAddr::V4(addr), prefix) {
+                route::del_address(&h.route, &a).await.map_err(fail)?;
+            }
+        }
+        route::add_address(&h.route, index, addr, prefix)
+            .await
+            .map_err(fail)?;
+        route::set_link(&h.route, index, route::LinkChange::Mtu(mtu))
+            .await
+            .map_err(fail)?;
+        route::set_link(&h.route, index, route::LinkChange::Up(true))
+            .await
+            .map_err(fail)
     }
 
     async fn delete_link(&self, names: &TenantNames, link: &str) -> KResult<()> {
-        ip(&names.netns)
-            .args(["link", "del", "dev", link])
-            .run()
-            .await?;
-        Ok(())
+        let h = self.handles(names).await?;
+        route::del_link(&h.route, link)
+            .await
+            .map(|_| ())
+            .map_err(|e| nl(link, e))
     }
 
-    async fn delete_route(&self, names: &TenantNames, route: &RouteObserved) -> KResult<()> {
-        let mut cmd = ip(&names.netns);
-        if route.dst.contains(':') {
-            cmd = cmd.arg("-6");
-        }
-        cmd = cmd.args(["route", "del"]);
-        if let Some(kind) = &route.kind {
-            cmd = cmd.arg(kind);
-        }
-        cmd = cmd.arg(&route.dst);
-        if let Some(table) = &route.table {
-            cmd = cmd.args(["table", table]);
-        }
-        if let Some(dev) = &route.dev {
-            cmd = cmd.args(["dev", dev]);
-        }
-        if let Some(gw) = &route.gateway {
-            cmd = cmd.args(["via", gw]);
-        }
-        if let Some(metric) = route.metric {
-            cmd = cmd.args(["metric".to_string(), metric.to_string()]);
-        }
-        cmd.run().await?;
-        Ok(())
+    async fn delete_route(&self, names: &TenantNames, r: &RouteObserved) -> KResult<()> {
+        let Some(raw) = &r.raw else {
+            return Ok(());
+        };
+        let h = self.handles(names).await?;
+        route::del_route(&h.route, &raw.0)
+            .await
+            .map_err(|e| nl(&names.netns, e))
     }
 
     async fn set_sysctls(&self, names: &TenantNames) -> KResult<()> {
-        in_netns(&names.netns, || {
-            [IPV6_OFF_DEFAULT, IPV6_OFF_ALL, IP_FORWARD]
-                .into_iter()
-                .try_for_each(|p| std::fs::write(p, "1\n"))
-        })
-        .await?
-        .map_err(|e| KernelError::io("sysctl", e))
+        let h = self.handles(names).await?;
+        h.set_sysctls().map_err(|e| KernelError::io("sysctl", e))
     }
 
     async fn list(&self, prefix: &KernelPrefix) -> KResult<BTreeSet<i64>> {
@@ -286,45 +277,20 @@ impl Netns for IpNetns {
     }
 
     async fn list_host_links(&self, prefix: &KernelPrefix) -> KResult<BTreeSet<i64>> {
-        Ok(host_link_names()
-            .await?
+        let sock = self.host.route().await.map_err(|e| nl("host", e))?;
+        Ok(route::links(sock)
+            .await
+            .map_err(|e| nl("host", e))?
             .iter()
-            .filter_map(|n| prefix.parse_birth(n))
+            .filter_map(|l| prefix.parse_birth(&l.name))
             .collect())
     }
 
     async fn delete_host_link(&self, name: &str) -> KResult<()> {
-        Cmd::new("ip")
-            .args(["link", "del", "dev", name])
-            .run()
-            .await?;
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_ip_batch_output() {
-        let text = r#"[{"ifindex":1,"ifname":"lo","flags":["LOOPBACK"],"mtu":65536,"addr_info":[]},{"ifindex":5,"ifname":"wg0","flags":["POINTOPOINT","NOARP","UP","LOWER_UP"],"mtu":1420,"addr_info":[{"family":"inet","local":"10.100.0.1","prefixlen":16}]}]
-[{"dst":"default","gateway":"10.1.0.9","dev":"v0","flags":[]},{"dst":"10.100.0.0/16","dev":"wg0","protocol":"kernel","scope":"link","prefsrc":"10.100.0.1","flags":[]},{"type":"local","dst":"10.100.0.1","dev":"wg0","table":"local","protocol":"kernel","flags":[]}]
-"#;
-        let mut docs = json_documents(text, 2).unwrap().into_iter();
-        let links = parse_links(docs.next().unwrap()).unwrap();
-        assert_eq!(links.len(), 2);
-        assert!(links[1].up && !links[0].up);
-        assert_eq!(links[1].mtu, 1420);
-        assert_eq!(
-            links[1].ipv4,
-            BTreeSet::from([(Ipv4Addr::new(10, 100, 0, 1), 16)])
-        );
-        let routes = parse_routes(docs.next().unwrap()).unwrap();
-        let drift: Vec<_> = routes.iter().filter(|r| !r.is_kernel_made()).collect();
-        assert_eq!(drift.len(), 1);
-        assert_eq!(drift[0].dst, "default");
-        assert_eq!(drift[0].gateway.as_deref(), Some("10.1.0.9"));
-        assert!(json_documents(text, 3).is_err());
+        let sock = self.host.route().await.map_err(|e| nl("host", e))?;
+        route::del_link(sock, name)
+            .await
+            .map(|_| ())
+            .map_err(|e| nl(name, e))
     }
 }

@@ -2,30 +2,44 @@
 //! namespace, detached (own session, stdio to a log file) so that a controller restart or
 //! `kill -9` leaves it running, and re-adopted on start through its UAPI socket.
 //!
+//! One UAPI connection per tenant stays open and serves every read and write. A daemon that is
+//! slow to answer is not replaced; only a refused socket, a dead pid or a run of failed reads
+//! makes it stale.
+//!
 //! A daemon is identified by its pid *and* its command line (`<WIREGUARD_GO> -f <birth>`, the
 //! program compared by file name), read from `/proc`, so a recycled pid is never killed. Its pid is kept in `<runtime>/<birth>.pid`
 //! so a daemon whose socket was removed by hand is still found (and never doubled).
 
 use super::uapi::{self, UapiError};
-use super::{DeviceState, HUB_KEEPALIVE, KResult, KernelError, PeerSpec, WireGuard};
+use super::{
+    DeviceObserved, DeviceState, HUB_KEEPALIVE, KResult, KernelError, PeerSpec, WireGuard,
+};
 use crate::cmd::SAFE_PATH;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::names::{KernelPrefix, TenantNames};
 use crate::secret::Secret;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const START_DEADLINE: Duration = Duration::from_secs(5);
 const STOP_DEADLINE: Duration = Duration::from_secs(3);
+/// A live daemon that failed to answer this many reads in a row is taken for hung and replaced;
+/// fewer failures are a slow daemon, which is left alone.
+const HUNG_AFTER: u32 = 3;
 
-#[derive(Debug, Clone)]
+/// One open UAPI connection per tenant, reused for every read and write.
+type Conn = Arc<tokio::sync::Mutex<Option<uapi::Connection>>>;
+
 pub struct Userspace {
     wireguard_go: PathBuf,
     runtime_dir: PathBuf,
+    conns: Mutex<HashMap<String, Conn>>,
+    /// Consecutive failed reads of a live daemon, per birth name.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Userspace {
@@ -33,6 +47,69 @@ impl Userspace {
         Self {
             wireguard_go,
             runtime_dir,
+            conns: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn conn(&self, birth: &str) -> Conn {
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(birth.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn forget_conn(&self, birth: &str) {
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(birth);
+    }
+
+    /// Counts a failed read of a live daemon; returns how many in a row.
+    fn failed(&self, birth: &str) -> u32 {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(birth.to_string()).or_default();
+        *n += 1;
+        *n
+    }
+
+    fn answered(&self, birth: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(birth);
+    }
+
+    /// Runs one UAPI exchange on the tenant's open connection (connecting if there is none).
+    /// A reused connection that fails is dropped and the exchange retried once on a fresh one,
+    /// since the daemon may have closed it; a fresh connection's failure is the answer.
+    async fn exchange(&self, birth: &str, op: Op<'_>) -> Result<Option<DeviceObserved>, UapiError> {
+        let conn = self.conn(birth);
+        let mut slot = conn.lock().await;
+        let reused = slot.is_some();
+        if !reused {
+            *slot = Some(uapi::connect(&uapi::socket_path(birth)).await?);
+        }
+        let result = op.run(slot.as_mut().expect("connected above")).await;
+        match result {
+            Ok(v) => Ok(v),
+            // The daemon said no: the connection itself is fine.
+            Err(UapiError::Errno(n)) => Err(UapiError::Errno(n)),
+            Err(_) if reused => {
+                *slot = Some(uapi::connect(&uapi::socket_path(birth)).await?);
+                let again = op.run(slot.as_mut().expect("connected above")).await;
+                if again.is_err() {
+                    *slot = None;
+                }
+                again
+            }
+            Err(e) => {
+                *slot = None;
+                Err(e)
+            }
         }
     }
 
@@ -84,11 +161,21 @@ impl Userspace {
         }
         pids
     }
+}
 
-    async fn connect(&self, names: &TenantNames) -> KResult<uapi::Connection> {
-        uapi::connect(&uapi::socket_path(&names.birth))
-            .await
-            .map_err(|e| device_error(names, e))
+/// One UAPI operation: read the device, or apply a `set=1` body.
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    Get,
+    Set(&'a Secret<String>),
+}
+
+impl Op<'_> {
+    async fn run(self, c: &mut uapi::Connection) -> Result<Option<DeviceObserved>, UapiError> {
+        match self {
+            Op::Get => c.get().await.map(Some),
+            Op::Set(body) => c.set(body).await.map(|()| None),
+        }
     }
 }
 
@@ -156,20 +243,48 @@ impl WireGuard for Userspace {
     }
 
     async fn observe(&self, names: &TenantNames) -> KResult<DeviceState> {
-        let path = uapi::socket_path(&names.birth);
-        match uapi::connect(&path).await {
-            Ok(mut conn) => match conn.get().await {
-                Ok(dev) => Ok(DeviceState::Up(dev)),
-                Err(e) => Ok(DeviceState::Stale(format!("daemon does not answer: {e}"))),
-            },
+        let birth = &names.birth;
+        match self.exchange(birth, Op::Get).await {
+            Ok(dev) => {
+                self.answered(birth);
+                let dev = dev
+                    .ok_or_else(|| device_error(names, UapiError::Malformed("no device".into())))?;
+                Ok(DeviceState::Up(dev))
+            }
             Err(UapiError::Missing) => {
-                if self.daemons(&names.birth).await.is_empty() {
+                self.answered(birth);
+                if self.daemons(birth).await.is_empty() {
                     Ok(DeviceState::Absent)
                 } else {
                     Ok(DeviceState::Stale("daemon without socket".into()))
                 }
             }
-            Err(e) => Ok(DeviceState::Stale(format!("socket: {e}"))),
+            // Nobody listens: the daemon is gone and left its socket behind.
+            Err(e @ UapiError::Refused) => {
+                self.answered(birth);
+                Ok(DeviceState::Stale(e.to_string()))
+            }
+            // A timeout or an I/O error from a daemon that is alive is a slow daemon, not a
+            // dead one: replacing it would drop every machine of the tenant. Only a run of
+            // failures makes it hung.
+            Err(e) => {
+                if self.daemons(birth).await.is_empty() {
+                    self.answered(birth);
+                    return Ok(DeviceState::Stale(format!("daemon gone: {e}")));
+                }
+                let n = self.failed(birth);
+                if n >= HUNG_AFTER {
+                    self.answered(birth);
+                    Ok(DeviceState::Stale(format!(
+                        "daemon did not answer {n} times in a row: {e}"
+                    )))
+                } else {
+                    Err(KernelError::Device {
+                        device: birth.clone(),
+                        detail: format!("daemon slow to answer ({n} of {HUNG_AFTER}): {e}"),
+                    })
+                }
+            }
         }
     }
 
@@ -196,7 +311,7 @@ impl WireGuard for Userspace {
             .try_clone()
             .map_err(|e| KernelError::io("daemon log", e))?;
         tracing::debug!(tenant_kid = names.kid, device = %birth, "starting wireguard-go");
-        let mut command = std::process::Command::new(&self.wireguard_go);
+        let mut command = tokio::process::Command::new(&self.wireguard_go);
         command
             .args(["-f", birth])
             .env_clear()
@@ -214,19 +329,20 @@ impl WireGuard for Userspace {
                 Ok(())
             });
         }
-        // A plain std child: dropping it neither kills nor waits, and the daemon outlives us.
-        // If it exits while we run, tokio's SIGCHLD reaper is not involved, so reap it here.
+        // Not killed on drop: the daemon outlives us. If it exits while we run, the waiting
+        // task reaps it (no thread per daemon).
         let mut child = command
+            .kill_on_drop(false)
             .spawn()
             .map_err(|e| KernelError::io(format!("start {}", self.wireguard_go.display()), e))?;
-        let pid = child.id();
-        std::thread::Builder::new()
-            .name(format!("reap-{pid}"))
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                let _ = child.wait();
-            })
-            .map_err(|e| KernelError::io("reaper thread", e))?;
+        let pid = child.id().ok_or_else(|| {
+            KernelError::io("wireguard-go", std::io::Error::other("exited at once"))
+        })?;
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        self.forget_conn(birth);
+        self.answered(birth);
 
         let deadline = Instant::now() + START_DEADLINE;
         loop {
@@ -251,8 +367,10 @@ impl WireGuard for Userspace {
             "private_key={}\nlisten_port={port}\n",
             key.expose_hex().expose()
         ));
-        let mut conn = self.connect(names).await?;
-        conn.set(&body).await.map_err(|e| device_error(names, e))
+        self.exchange(&names.birth, Op::Set(&body))
+            .await
+            .map(|_| ())
+            .map_err(|e| device_error(names, e))
     }
 
     async fn set_peers(
@@ -279,14 +397,17 @@ impl WireGuard for Userspace {
         if body.is_empty() {
             return Ok(());
         }
-        let mut conn = self.connect(names).await?;
-        conn.set(&Secret::new(body))
+        let body = Secret::new(body);
+        self.exchange(&names.birth, Op::Set(&body))
             .await
+            .map(|_| ())
             .map_err(|e| device_error(names, e))
     }
 
     async fn destroy(&self, names: &TenantNames) -> KResult<()> {
         let birth = &names.birth;
+        self.forget_conn(birth);
+        self.answered(birth);
         for pid in self.daemons(birth).await {
             tracing::info!(tenant_kid = names.kid, device = %birth, pid, "stopping wireguard-go");
             self.stop_process(pid, birth).await;

@@ -5,7 +5,6 @@ use super::{Action, Desired, HUB_MTU, Observed, plan};
 use crate::cmd::CmdError;
 use crate::kernel::{DeviceState, KResult, Kernel, KernelError};
 use crate::names::{TENANT_IFACE, TenantNames};
-use std::collections::BTreeMap;
 
 /// How many observe → plan → apply rounds a reconcile may take before it reports failure.
 const MAX_ROUNDS: usize = 4;
@@ -15,7 +14,7 @@ pub async fn observe(kernel: &Kernel, names: &TenantNames) -> KResult<Observed> 
     let (netns, device, firewall) = tokio::join!(
         kernel.netns.observe(names),
         kernel.wg.observe(names),
-        kernel.firewall.observe(names),
+        kernel.firewall.observe(names, true),
     );
     let netns = netns?;
     let device = device?;
@@ -44,13 +43,10 @@ async fn apply_one(kernel: &Kernel, d: &Desired, o: &Observed, action: &Action) 
     match action {
         Action::CreateNetns => kernel.netns.create(names).await,
         Action::ApplyFirewall => {
-            let carry: BTreeMap<String, (u64, u64)> = o
+            kernel
                 .firewall
-                .iter()
-                .flat_map(|fw| fw.acl.iter().flatten())
-                .map(|r| (r.rule.clone(), (r.packets, r.bytes)))
-                .collect();
-            kernel.firewall.apply(names, &d.firewall, &carry).await
+                .apply(names, &d.firewall, o.firewall.as_ref())
+                .await
         }
         Action::FlushNat => kernel.firewall.flush_nat(names).await,
         Action::DeleteLink(link) => kernel.netns.delete_link(names, link).await,

@@ -11,6 +11,7 @@ pub mod apply;
 use crate::kernel::firewall::forward_jump;
 use crate::kernel::{
     DeviceState, FirewallObserved, FirewallRules, NetnsObserved, PeerSpec, RouteObserved,
+    TABLE_LOCAL, TABLE_MAIN,
 };
 use crate::keys::{PrivateKey, PublicKey};
 use crate::names::{TENANT_IFACE, TenantNames};
@@ -31,6 +32,31 @@ pub struct Desired {
     /// Last known endpoints of peers (not state to enforce: hints for peers being re-added).
     pub endpoint_hints: BTreeMap<PublicKey, SocketAddr>,
     pub firewall: FirewallRules,
+}
+
+/// What a desired state asks of the kernel, without the private key: two desired states with
+/// equal targets need exactly the same kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    listen_port: u16,
+    public_key: PublicKey,
+    hub_address: Ipv4Addr,
+    prefix: u8,
+    peers: BTreeMap<PublicKey, Ipv4Addr>,
+    firewall: FirewallRules,
+}
+
+impl Desired {
+    pub fn target(&self) -> Target {
+        Target {
+            listen_port: self.listen_port,
+            public_key: self.private_key.public_key(),
+            hub_address: self.hub_address,
+            prefix: self.prefix,
+            peers: self.peers.clone(),
+            firewall: self.firewall.clone(),
+        }
+    }
 }
 
 /// What the kernel holds for one tenant.
@@ -126,6 +152,30 @@ fn firewall_matches(want: &FirewallRules, have: &FirewallObserved) -> bool {
         && have.sets == want.sets
 }
 
+/// The routes a healthy tenant namespace holds: what the kernel makes for the hub address in the
+/// local table (on `wg0`, or `lo` if somebody brought it up), and the one prefix route of the
+/// tenant network on `wg0`. Anything else — a default route, a static route, a second prefix,
+/// even one with `proto kernel` — is a way out and is removed. IPv6 routes are left to the IPv6
+/// switch, which removes them all when it is turned off again.
+pub fn route_expected(d: &Desired, r: &RouteObserved) -> bool {
+    if r.ipv6 {
+        return true;
+    }
+    let dev = r.dev.as_deref();
+    match r.table {
+        TABLE_LOCAL => matches!(dev, Some(TENANT_IFACE) | Some("lo")),
+        TABLE_MAIN => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(d.prefix)).unwrap_or(0);
+            let network = Ipv4Addr::from(u32::from(d.hub_address) & mask);
+            r.kernel_made
+                && r.unicast
+                && dev == Some(TENANT_IFACE)
+                && r.dst == format!("{network}/{}", d.prefix)
+        }
+        _ => false,
+    }
+}
+
 /// The actions that turn `o` into `d`, in a safe order; empty when they already agree.
 pub fn plan(d: &Desired, o: &Observed) -> Vec<Action> {
     let mut actions = Vec::new();
@@ -197,7 +247,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Vec<Action> {
         }
     }
     if let Some(ns) = &o.netns {
-        for r in ns.routes.iter().filter(|r| !r.is_kernel_made()) {
+        for r in ns.routes.iter().filter(|r| !route_expected(d, r)) {
             actions.push(Action::DeleteRoute(r.clone()));
         }
     }

@@ -23,6 +23,50 @@ fn desired() -> Desired {
     }
 }
 
+fn route(dst: &str, table: u32, dev: &str, kernel_made: bool) -> RouteObserved {
+    RouteObserved {
+        dst: dst.into(),
+        ipv6: false,
+        table,
+        dev: Some(dev.into()),
+        kernel_made,
+        unicast: true,
+        raw: None,
+    }
+}
+
+#[test]
+fn only_the_kernel_made_prefix_and_local_routes_belong() {
+    let d = desired();
+    let ok = |r: RouteObserved| route_expected(&d, &r);
+    assert!(ok(route("10.100.0.0/16", TABLE_MAIN, "wg0", true)));
+    assert!(ok(route("10.100.0.1/32", TABLE_LOCAL, "wg0", true)));
+    // A default route is a way out even when it claims to be the kernel's.
+    assert!(!ok(route("0.0.0.0/0", TABLE_MAIN, "wg0", true)));
+    assert!(
+        !ok(route("10.100.0.0/16", TABLE_MAIN, "wg0", false)),
+        "static copy"
+    );
+    assert!(
+        !ok(route("10.200.0.0/16", TABLE_MAIN, "wg0", true)),
+        "other prefix"
+    );
+    assert!(
+        !ok(route("10.100.0.0/16", TABLE_MAIN, "veth0", true)),
+        "other link"
+    );
+    assert!(!ok(route("10.100.0.0/16", 100, "wg0", true)), "other table");
+    assert!(!ok(RouteObserved {
+        unicast: false,
+        ..route("10.100.0.0/16", TABLE_MAIN, "wg0", true)
+    }));
+    // IPv6 routes go with the IPv6 switch.
+    assert!(ok(RouteObserved {
+        ipv6: true,
+        ..route("::/0", TABLE_MAIN, "wg0", false)
+    }));
+}
+
 /// The kernel exactly as `d` wants it.
 fn converged(d: &Desired) -> Observed {
     Observed {
@@ -42,15 +86,13 @@ fn converged(d: &Desired) -> Observed {
                     ipv4: BTreeSet::from([(d.hub_address, d.prefix)]),
                 },
             ],
-            routes: vec![RouteObserved {
-                kind: None,
-                dst: "10.100.0.0/16".into(),
-                table: None,
-                dev: Some("wg0".into()),
-                gateway: None,
-                protocol: Some("kernel".into()),
-                metric: None,
-            }],
+            routes: vec![
+                route("10.100.0.0/16", TABLE_MAIN, "wg0", true),
+                RouteObserved {
+                    unicast: false,
+                    ..route("10.100.0.1/32", TABLE_LOCAL, "wg0", true)
+                },
+            ],
             ip_forward: true,
             ipv6_disabled: true,
         }),
@@ -92,6 +134,7 @@ fn converged(d: &Desired) -> Observed {
             ),
             nat: vec![],
             sets: BTreeMap::new(),
+            generation: Some(1),
         }),
     }
 }
@@ -322,15 +365,7 @@ fn egress_drift_routes_links_forwarding() {
     let d = desired();
     let mut o = converged(&d);
     let ns = o.netns.as_mut().unwrap();
-    let default = RouteObserved {
-        kind: None,
-        dst: "default".into(),
-        table: None,
-        dev: Some("veth9".into()),
-        gateway: Some("192.0.2.1".into()),
-        protocol: None,
-        metric: None,
-    };
+    let default = route("0.0.0.0/0", TABLE_MAIN, "veth9", false);
     ns.routes.push(default.clone());
     ns.links.push(LinkObserved {
         name: "veth9".into(),
@@ -394,14 +429,10 @@ fn only_ways_out_count_as_egress_repairs() {
     assert!(!Action::DeleteLink(names.birth.clone()).is_egress_repair(names));
     assert!(!Action::SetSysctls.is_egress_repair(names));
     let mut o = converged(&d);
-    o.netns.as_mut().unwrap().routes.push(RouteObserved {
-        kind: None,
-        dst: "default".into(),
-        table: None,
-        dev: Some("wg0".into()),
-        gateway: None,
-        protocol: Some("boot".into()),
-        metric: None,
-    });
+    o.netns
+        .as_mut()
+        .unwrap()
+        .routes
+        .push(route("0.0.0.0/0", TABLE_MAIN, "wg0", false));
     assert!(plan(&d, &o).iter().any(|a| a.is_egress_repair(names)));
 }

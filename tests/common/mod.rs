@@ -39,6 +39,59 @@ use uuid::Uuid;
 pub mod api;
 
 pub const INTERVAL: Duration = Duration::from_secs(1);
+
+/// The WireGuard backend under test: `MESHWG_TEST_BACKEND=kernel` (the guest tier, where the
+/// module exists) or `userspace` (the default; wireguard-go). Every test runs against either,
+/// so both implementations of the `WireGuard` trait answer to one contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Userspace,
+    Kernel,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("MESHWG_TEST_BACKEND").as_deref() {
+        Ok("kernel") => Backend::Kernel,
+        Ok("userspace") | Err(_) => Backend::Userspace,
+        Ok(other) => panic!("MESHWG_TEST_BACKEND={other}: kernel or userspace"),
+    }
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Userspace => "userspace",
+            Backend::Kernel => "kernel",
+        }
+    }
+}
+
+/// `wg SUB <hub device> ARGS…` wherever the backend keeps the tenant's hub: wireguard-go's
+/// UAPI socket is named by the birth name in the controller namespace; a kernel device is `wg0`
+/// inside the tenant namespace.
+pub fn wg_argv(names: &TenantNames, sub: &str, args: &[&str]) -> Vec<String> {
+    let mut argv: Vec<String> = match backend() {
+        Backend::Userspace => vec!["wg".into(), sub.into(), names.birth.clone()],
+        Backend::Kernel => ["ip", "netns", "exec", &names.netns, "wg", sub, "wg0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    argv.extend(args.iter().map(|s| s.to_string()));
+    argv
+}
+
+/// [`wg_argv`] run; stdout, panics on failure.
+pub fn wg(names: &TenantNames, sub: &str, args: &[&str]) -> String {
+    let argv = wg_argv(names, sub, args);
+    sh(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// [`wg_argv`] run, whatever the exit status.
+pub fn wg_out(names: &TenantNames, sub: &str, args: &[&str]) -> std::process::Output {
+    let argv = wg_argv(names, sub, args);
+    sh_out(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+}
 pub const ENDPOINT: &str = "172.30.0.1";
 pub const TEST_KEY: [u8; 32] = [42; 32];
 
@@ -76,12 +129,25 @@ pub fn ns_out(netns: &str, args: &[&str]) -> std::process::Output {
     sh_out(&full)
 }
 
-/// Polls `check` until it returns `Some`, or panics naming `what` after `deadline`.
+/// How much slower than this host the machine running the tests is: `MESHWG_TEST_SLOWDOWN`
+/// (the QEMU/TCG guest tier sets it; default 1). Deadlines are correctness bounds with room to
+/// spare, never timings; they stretch by this factor.
+pub fn slowdown() -> u32 {
+    std::env::var("MESHWG_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|f| *f >= 1)
+        .unwrap_or(1)
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `deadline` (stretched
+/// by [`slowdown`]).
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> (T, Duration)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    let deadline = deadline * slowdown();
     let start = Instant::now();
     loop {
         if let Some(v) = check().await {
@@ -162,7 +228,7 @@ impl World {
             ("KERNEL_PREFIX", self.prefix.clone()),
             ("RUNTIME_DIR", self.runtime_dir.display().to_string()),
             ("RECONCILE_INTERVAL", format!("{}ms", INTERVAL.as_millis())),
-            ("WG_BACKEND", "userspace".to_string()),
+            ("WG_BACKEND", backend().name().to_string()),
             ("LISTEN_ADDR", "127.0.0.1:0".to_string()),
             ("METRICS_ADDR", "127.0.0.1:0".to_string()),
             ("RUST_LOG", "info".to_string()),
@@ -307,14 +373,13 @@ fn enter_netns(name: &str) {
 
 pub fn test_kernel(runtime_dir: &std::path::Path) -> meshwg::kernel::Kernel {
     use meshwg::kernel::*;
-    Kernel {
-        netns: Arc::new(netns::IpNetns),
-        wg: Arc::new(userspace::Userspace::new(
-            find_program(std::path::Path::new("wireguard-go")).expect("wireguard-go"),
-            runtime_dir.to_path_buf(),
-        )),
-        firewall: Arc::new(firewall::Iptables),
-    }
+    Kernel::real(match backend() {
+        Backend::Userspace => WgBackend::Userspace {
+            wireguard_go: find_program(std::path::Path::new("wireguard-go")).expect("wireguard-go"),
+            runtime_dir: runtime_dir.to_path_buf(),
+        },
+        Backend::Kernel => WgBackend::Kernel,
+    })
 }
 
 /// Runs a test body with a fresh world, its runtime inside the world's controller host namespace.
@@ -332,6 +397,22 @@ where
     F: FnOnce(Harness) -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
+    // Rule counters as fresh as the poll, so metrics tests need not wait 15 s.
+    run_observed(
+        meshwg::actors::Observer {
+            counters: interval,
+            ..meshwg::actors::Observer::polling(interval)
+        },
+        body,
+    )
+}
+
+/// [`run`] with the change-detection mechanisms chosen (events, poll, full check).
+pub fn run_observed<F, Fut>(observer: meshwg::actors::Observer, body: F)
+where
+    F: FnOnce(Harness) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
     let world = World::new();
     let w = world.clone();
     let result = std::thread::spawn(move || {
@@ -342,7 +423,7 @@ where
             .build()
             .unwrap();
         rt.block_on(async move {
-            let h = Harness::start(w, interval).await;
+            let h = Harness::start(w, observer).await;
             body(h.clone()).await;
             h.ctl.shutdown().await;
         });
@@ -363,7 +444,7 @@ pub struct Harness {
 }
 
 impl Harness {
-    async fn start(world: Arc<World>, interval: Duration) -> Harness {
+    async fn start(world: Arc<World>, observer: meshwg::actors::Observer) -> Harness {
         let (admin, conn) = tokio_postgres::connect(&admin_database_url(), tokio_postgres::NoTls)
             .await
             .expect("connect to the test PostgreSQL");
@@ -382,9 +463,10 @@ impl Harness {
             kernel: test_kernel(&world.runtime_dir),
             cipher: Arc::new(HubKeyCipher::new(&Secret::new(TEST_KEY))),
             prefix: world.kernel_prefix(),
-            reconcile_interval: interval,
+            observer,
             port_range: 51820..=52819,
             telemetry: Arc::new(meshwg::telemetry::Telemetry::default()),
+            listen: Some(database_url(&world.db_name).parse().unwrap()),
         };
         meshwg::telemetry::recorder();
         let ctl = Controller::start(deps.clone()).await.unwrap();
@@ -414,6 +496,24 @@ impl Harness {
             })
             .await
             .expect("create tenant")
+    }
+
+    /// Inserts a policy as another process would (SQL) and makes the kernel apply it.
+    pub async fn policy(
+        &self,
+        org: &Org,
+        action: &str,
+        src: serde_json::Value,
+        dst: serde_json::Value,
+    ) {
+        let conn = self.pool.get().await.unwrap();
+        conn.execute(
+            "INSERT INTO policies (id, org_id, action, src, dst) VALUES ($1, $2, $3, $4, $5)",
+            &[&Uuid::new_v4(), &org.id, &action, &src, &dst],
+        )
+        .await
+        .unwrap();
+        self.ctl.sync(org.id).await.expect("policy applied");
     }
 
     /// Adds a machine with a server-made key; returns it with its wg-quick config.
@@ -593,7 +693,20 @@ impl Client {
     }
 }
 
-/// The wireguard-go pid serving a tenant, from its pidfile.
+/// What serves a tenant's hub: the wireguard-go daemon's pid (userspace) or `wg0`'s ifindex in
+/// the tenant namespace (kernel). Unchanged as long as the same device serves the tenant.
+pub fn hub_identity(h: &Harness, names: &TenantNames) -> String {
+    match backend() {
+        Backend::Userspace => format!("daemon pid {}", daemon_pid(h, names)),
+        Backend::Kernel => {
+            let out = ns(&names.netns, &["ip", "-j", "link", "show", "wg0"]);
+            let links: serde_json::Value = serde_json::from_str(&out).unwrap();
+            format!("wg0 ifindex {}", links[0]["ifindex"])
+        }
+    }
+}
+
+/// The wireguard-go pid serving a tenant, from its pidfile (userspace backend only).
 pub fn daemon_pid(h: &Harness, names: &TenantNames) -> u32 {
     let text =
         std::fs::read_to_string(h.world.runtime_dir.join(format!("{}.pid", names.birth))).unwrap();

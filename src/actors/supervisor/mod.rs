@@ -6,6 +6,8 @@
 //! Orgs left in state `creating` (the controller died while making them; nobody got an answer)
 //! are rolled back, orgs left in `deleting` are finished.
 
+mod events;
+
 use super::ip_allocator::{IpAllocator, IpAllocatorMsg};
 use super::tenant::{TenantActor, TenantArgs, TenantMsg};
 use super::{CoreError, Deps};
@@ -44,9 +46,25 @@ pub struct SupervisorState {
     /// Tenants being stopped, with everybody waiting for that stop to finish.
     stopping: BTreeMap<Uuid, Vec<RpcReplyPort<Result<(), CoreError>>>>,
     allocator: ActorRef<IpAllocatorMsg>,
+    /// Controller-wide change feeds (namespace directory, database notifications).
+    feeds: Vec<tokio::task::JoinHandle<()>>,
 }
 
 pub enum SupervisorMsg {
+    /// Something of these kinds changed for one tenant (see `kernel::watch::Dirty`).
+    Kick {
+        org_id: Uuid,
+        bits: u32,
+    },
+    /// The same, for the tenant with this kernel id.
+    KickKid {
+        kid: i64,
+        bits: u32,
+    },
+    /// The same, for every tenant.
+    KickAll {
+        bits: u32,
+    },
     /// Spawns the actor of an org that exists in the database (idempotent).
     Start {
         org_id: Uuid,
@@ -289,7 +307,21 @@ impl Actor for Supervisor {
             restarts: BTreeMap::new(),
             stopping: BTreeMap::new(),
             allocator,
+            feeds: Vec::new(),
         };
+        if state.deps.observer.events {
+            match events::netns_feed(state.deps.prefix.clone(), myself.clone()) {
+                Ok(feed) => state.feeds.push(feed),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no namespace events; polls cover deleted namespaces")
+                }
+            }
+            if let Some(config) = state.deps.listen.clone() {
+                state
+                    .feeds
+                    .push(events::database_feed(config, myself.clone()));
+            }
+        }
         for org in &active {
             state.spawn_tenant(&myself, org.id, org.kid, false).await?;
         }
@@ -302,6 +334,9 @@ impl Actor for Supervisor {
         _myself: ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
+        for feed in state.feeds.drain(..) {
+            feed.abort();
+        }
         // Actors stop, all at once; the kernel objects they own stay up (data-plane independence).
         let children = std::mem::take(&mut state.tenants);
         futures_util::future::join_all(
@@ -356,6 +391,21 @@ impl Actor for Supervisor {
                 let _ = reply.send(state.restarts.clone());
             }
             SupervisorMsg::Restart { org_id } => state.restart(&myself, org_id).await,
+            SupervisorMsg::Kick { org_id, bits } => {
+                if let Some(child) = state.tenants.get(&org_id) {
+                    let _ = child.actor.cast(TenantMsg::Kick(bits));
+                }
+            }
+            SupervisorMsg::KickKid { kid, bits } => {
+                for child in state.tenants.values().filter(|c| c.kid == kid) {
+                    let _ = child.actor.cast(TenantMsg::Kick(bits));
+                }
+            }
+            SupervisorMsg::KickAll { bits } => {
+                for child in state.tenants.values() {
+                    let _ = child.actor.cast(TenantMsg::Kick(bits));
+                }
+            }
             SupervisorMsg::Stopped { org_id, result } => {
                 for reply in state.stopping.remove(&org_id).unwrap_or_default() {
                     let _ = reply.send(result.clone());

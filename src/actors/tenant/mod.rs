@@ -1,76 +1,40 @@
 //! One actor per tenant: the only writer of that tenant's kernel state.
 //!
-//! Every reconcile reads the tenant from PostgreSQL, observes the kernel, plans and applies until
-//! they agree. It runs at start, on every change (`Sync`, answered only once the kernel reflects
-//! the database) and on a timer. A database that cannot be read changes nothing: the kernel is
-//! left as it is and the next tick tries again.
+//! It keeps the kernel equal to PostgreSQL without re-reading everything all the time:
+//! - **events** — links, addresses, routes, netconf and every nf_tables commit inside the
+//!   namespace, the daemon's exit, the namespace's removal, a database change made elsewhere —
+//!   mark it dirty, and one reconcile follows ~20 ms later;
+//! - a **cheap poll** ([`Observer::poll`]) glances at what emits no event (sysctls, each link's
+//!   IPv6 switch, the device's peers, ipset members, the ruleset generation) and runs the pure
+//!   planner on that glance; only a non-empty plan costs a full reconcile;
+//! - a **full check** ([`Observer::full`]) re-reads the database and the whole kernel state.
+//!
+//! A reconcile observes natively, plans and applies until the kernel agrees (`converge`). A
+//! change (`Sync`, answered only once the kernel reflects the database) reloads the database; a
+//! repair uses the desired state last read, so a database outage never empties a tenant and
+//! drift is still repaired meanwhile.
 
-use super::{CoreError, Deps};
+mod status;
+
+pub use status::TenantStatus;
+
+use super::{CoreError, Deps, Observer};
 use crate::db::orgs::{self, OrgState, Snapshot};
-use crate::kernel::{DeviceState, PeerObserved, RuleObserved};
-use crate::keys::PublicKey;
+use crate::kernel::DeviceState;
+use crate::kernel::watch::{Dirty, TenantWatch};
 use crate::names::TenantNames;
-use crate::policy::Verdict;
-use crate::policy::render::{DEFAULT_COMMENT, ESTABLISHED_COMMENT};
-use crate::policy::render::{MachineAddr, render};
 use crate::reconcile::apply::{Converged, converge};
-use crate::reconcile::{Desired, Observed};
-use crate::telemetry::{KernelFacts, PeerSeries, RuleSeries};
-use chrono::{DateTime, Utc};
+use crate::reconcile::{Desired, Observed, plan};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// After this many failed reconciles in a row the actor gives up and lets the supervisor restart
 /// it with backoff.
 const MAX_CONSECUTIVE_FAILURES: u32 = 10;
-
-/// What the kernel held for a tenant at its last successful reconcile.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantStatus {
-    /// The tenant's namespace and its hub device's birth name (which names its UAPI socket).
-    pub netns: String,
-    pub device: String,
-    pub observed_at: DateTime<Utc>,
-    pub up: bool,
-    pub listen_port: u16,
-    pub public_key: Option<PublicKey>,
-    pub daemon_pid: Option<u32>,
-    pub netns_inode: Option<u64>,
-    pub peers: BTreeMap<PublicKey, PeerObserved>,
-    /// The tenant chain with its counters, in order.
-    pub rules: Vec<RuleObserved>,
-    /// The last reconcile's failure, if it failed.
-    pub last_error: Option<String>,
-}
-
-impl TenantStatus {
-    fn from_observed(names: &TenantNames, o: &Observed) -> Self {
-        let dev = match &o.device {
-            DeviceState::Up(dev) => Some(dev),
-            _ => None,
-        };
-        Self {
-            netns: names.netns.clone(),
-            device: names.birth.clone(),
-            observed_at: Utc::now(),
-            up: dev.is_some() && o.netns.is_some(),
-            listen_port: dev.map(|d| d.listen_port).unwrap_or_default(),
-            public_key: dev.and_then(|d| d.public_key),
-            daemon_pid: dev.and_then(|d| d.pid),
-            netns_inode: o.netns.as_ref().map(|n| n.inode),
-            peers: dev.map(|d| d.peers.clone()).unwrap_or_default(),
-            rules: o
-                .firewall
-                .as_ref()
-                .and_then(|f| f.acl.clone())
-                .unwrap_or_default(),
-            last_error: None,
-        }
-    }
-}
+/// Events arriving together are handled by one reconcile.
+const DEBOUNCE: Duration = Duration::from_millis(20);
 
 pub struct TenantActor;
 
@@ -88,200 +52,158 @@ pub struct TenantState {
     names: TenantNames,
     deps: Deps,
     waiting: Vec<RpcReplyPort<Result<(), CoreError>>>,
+    /// The database as last read, and the desired state made of it.
+    snapshot: Option<Arc<Snapshot>>,
+    desired: Option<Desired>,
+    /// Something changed in the database since it was last read.
+    db_stale: bool,
+    /// The kernel as the last successful reconcile left it.
+    observed: Option<Observed>,
     status: Option<TenantStatus>,
-    last_run: Option<Instant>,
+    watch: Option<TenantWatch>,
+    /// A debounced reconcile is already on its way.
+    kicked: bool,
+    counters_at: Option<Instant>,
     failures: u32,
     /// The org is gone from the database (or being deleted): stop and let the supervisor decide.
     gone: bool,
 }
 
 pub enum TenantMsg {
-    /// Periodic reconcile.
-    Tick,
+    /// Cheap poll.
+    Poll,
+    /// Full check: database and kernel read afresh.
+    Full,
+    /// Something of these kinds ([`Dirty`]) changed.
+    Kick(u32),
+    /// The debounced reconcile after events.
+    Reconcile,
     /// Reconcile now; answered once the kernel reflects the database.
     Sync(RpcReplyPort<Result<(), CoreError>>),
     /// Runs one reconcile for everybody waiting (many `Sync`s coalesce into one).
     Flush,
     /// The last observed kernel state.
     Status(RpcReplyPort<Option<TenantStatus>>),
+    /// Starts the periodic timers (sent once, after a per-tenant phase offset).
+    StartTimers,
+}
+
+/// Why a reconcile runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// A change was saved: read the database, apply it.
+    Change,
+    /// Events or a poll saw a difference: repair it.
+    Drift,
+    /// The periodic full check.
+    Full,
 }
 
 /// Everything that can stop one reconcile.
 enum Outcome {
-    Done(Box<Converged>, Box<Snapshot>),
+    Done(Box<Converged>),
     /// The org is gone or being deleted: nothing to do.
     Gone,
     Failed(CoreError),
 }
 
-fn desired(
-    names: &TenantNames,
-    deps: &Deps,
-    snap: &Snapshot,
-    last: Option<&TenantStatus>,
-) -> Result<Desired, CoreError> {
-    let org = &snap.org;
-    let private_key = deps
-        .cipher
-        .open(org.id, &org.sealed_key)
-        .map_err(|e| CoreError::Internal(e.to_string()))?;
-    let machines: Vec<MachineAddr> = snap.machines.iter().map(MachineAddr::from).collect();
-    Ok(Desired {
-        names: names.clone(),
-        listen_port: org.listen_port,
-        private_key,
-        hub_address: org.cidr.hub_address(),
-        prefix: org.cidr.prefix(),
-        peers: snap
-            .machines
-            .iter()
-            .map(|m| (m.public_key, m.address))
-            .collect(),
-        // Where machines were last seen: PostgreSQL (survives restarts), then this actor's
-        // own fresher observation. Only what parses as an address reaches the device: a
-        // hand-edited column must not inject a line into a UAPI set request.
-        endpoint_hints: snap
-            .machines
-            .iter()
-            .filter_map(|m| Some((m.public_key, m.last_endpoint.as_deref()?)))
-            .chain(
-                last.iter()
-                    .flat_map(|s| &s.peers)
-                    .filter_map(|(k, p)| Some((*k, p.endpoint.as_deref()?))),
-            )
-            .filter_map(|(k, e)| Some((k, e.parse::<SocketAddr>().ok()?)))
-            .collect(),
-        firewall: render(&snap.policies, &machines, org.default_action),
-    })
-}
-
-/// The kernel's numbers of one reconcile, labelled with what PostgreSQL knows of them.
-fn facts(status: &TenantStatus, snap: &Snapshot) -> KernelFacts {
-    let peers = status
-        .peers
-        .iter()
-        .map(|(key, p)| {
-            let m = snap.machines.iter().find(|m| m.public_key == *key);
-            PeerSeries {
-                machine: m.map(|m| m.id),
-                machine_name: m.map(|m| m.name.clone()),
-                public_key: key.to_base64(),
-                rx_bytes: p.rx_bytes,
-                tx_bytes: p.tx_bytes,
-                last_handshake: p.last_handshake.unwrap_or(0),
-            }
-        })
-        .collect();
-    let rules = status
-        .rules
-        .iter()
-        .filter_map(|r| {
-            let comment = r.rule.split("--comment \"").nth(1)?.split('"').next()?;
-            let (policy, action) = match comment {
-                DEFAULT_COMMENT => ("default".to_string(), snap.org.default_action),
-                ESTABLISHED_COMMENT => ("established".to_string(), Verdict::Allow),
-                c => {
-                    let id: Uuid = c.strip_prefix("mwg:")?.parse().ok()?;
-                    (
-                        id.to_string(),
-                        snap.policies.iter().find(|p| p.id == id)?.action,
-                    )
-                }
-            };
-            Some(RuleSeries {
-                policy,
-                action,
-                packets: r.packets,
-                bytes: r.bytes,
-            })
-        })
-        .collect();
-    KernelFacts {
-        name: snap.org.name.clone(),
-        up: status.up,
-        peers,
-        rules,
-    }
+/// Spreads tenants' timers over the period, so a thousand tenants do not poll at once.
+fn phase(kid: i64, period: Duration) -> Duration {
+    let ms = period.as_millis().max(1) as u64;
+    Duration::from_millis((kid as u64).wrapping_mul(2_654_435_761) % ms)
 }
 
 impl TenantState {
-    /// Stores endpoints that changed since PostgreSQL last heard of them (rare: roaming).
-    async fn remember_endpoints(&self, status: &TenantStatus, snap: &Snapshot) {
-        let changed: Vec<(Uuid, String)> = snap
-            .machines
-            .iter()
-            .filter_map(|m| {
-                let seen = status.peers.get(&m.public_key)?.endpoint.as_ref()?;
-                (m.last_endpoint.as_ref() != Some(seen)).then(|| (m.id, seen.clone()))
-            })
-            .collect();
-        if changed.is_empty() {
-            return;
-        }
-        if let Err(e) =
-            crate::db::machines::record_endpoints(&self.deps.pool, self.org_id, &changed).await
-        {
-            tracing::warn!(tenant = %self.org_id, error = %e, "could not record machine endpoints");
-        }
-    }
-
-    async fn reconcile(&mut self) -> Outcome {
+    /// Reads the database; `Ok(false)` when the org is gone or being deleted.
+    async fn load(&mut self) -> Result<bool, CoreError> {
         let snap = match orgs::snapshot(&self.deps.pool, self.org_id).await {
             Ok(Some(snap)) if snap.org.state != OrgState::Deleting => snap,
-            Ok(_) => return Outcome::Gone,
+            Ok(_) => return Ok(false),
             Err(e) => {
-                tracing::warn!(tenant = %self.org_id, error = %e, "database unreadable; kernel left as it is");
-                return Outcome::Failed(e.into());
+                tracing::warn!(tenant = %self.org_id, error = %e, "database unreadable");
+                return Err(e.into());
             }
         };
-        let want = match desired(&self.names, &self.deps, &snap, self.status.as_ref()) {
-            Ok(d) => d,
-            Err(e) => return Outcome::Failed(e),
-        };
-        match converge(&self.deps.kernel, &want).await {
-            Ok(c) => Outcome::Done(Box::new(c), Box::new(snap)),
-            Err(e) => Outcome::Failed(CoreError::Kernel(e.to_string())),
+        let desired = status::desired(&self.names, &self.deps, &snap, self.status.as_ref())?;
+        self.snapshot = Some(Arc::new(snap));
+        self.desired = Some(desired);
+        self.db_stale = false;
+        Ok(true)
+    }
+
+    async fn reconcile(&mut self, why: Why) -> (Outcome, bool) {
+        let before = self.desired.as_ref().map(Desired::target);
+        let must_read = why != Why::Drift || self.db_stale || self.desired.is_none();
+        if must_read {
+            match self.load().await {
+                Ok(true) => {}
+                Ok(false) => return (Outcome::Gone, false),
+                // A change must be read to be applied; a repair can use what was last read.
+                Err(e) if why == Why::Change || self.desired.is_none() => {
+                    return (Outcome::Failed(e), false);
+                }
+                Err(_) => {}
+            }
+        }
+        // Endpoint hints follow the latest observation, not the one of the last database read.
+        if let (Some(want), Some(snap)) = (self.desired.as_mut(), self.snapshot.as_ref()) {
+            want.endpoint_hints = status::endpoint_hints(snap, self.status.as_ref());
+        }
+        let want = self.desired.as_ref().expect("loaded above");
+        // What a run applies counts as drift only if the target did not move meanwhile (a
+        // change saved elsewhere and announced by NOTIFY is a change, not drift).
+        let target_moved = before.is_some_and(|b| b != want.target());
+        match converge(&self.deps.kernel, want).await {
+            Ok(c) => (Outcome::Done(Box::new(c)), target_moved),
+            Err(e) => (
+                Outcome::Failed(CoreError::Kernel(e.to_string())),
+                target_moved,
+            ),
         }
     }
 
     /// One reconcile; answers everybody waiting. `Err` only when the actor should be restarted.
-    /// `periodic`: not asked for by a change, so whatever it applies is drift being repaired;
-    /// otherwise only the egress repairs (which no change asks for) count as drift.
-    async fn run(&mut self, periodic: bool) -> Result<(), ActorProcessingErr> {
+    async fn run(
+        &mut self,
+        myself: &ActorRef<TenantMsg>,
+        why: Why,
+    ) -> Result<(), ActorProcessingErr> {
         let waiting = std::mem::take(&mut self.waiting);
         let started = Instant::now();
-        let outcome = self.reconcile().await;
-        self.last_run = Some(Instant::now());
+        let (outcome, target_moved) = self.reconcile(why).await;
         let took = started.elapsed();
         let telemetry = self.deps.telemetry.clone();
         let answer = match outcome {
-            Outcome::Done(c, snap) => {
-                // A run asked for by a change applies that change, so only what no change ever
-                // asks for (removing a route, a NAT rule, a foreign link) counts as drift then.
-                let egress = c.applied.iter().any(|a| a.is_egress_repair(&self.names));
-                if egress {
+            Outcome::Done(c) => {
+                // Only what no change ever asks for counts as drift when a change was applied.
+                let drift_run = why != Why::Change && !target_moved;
+                if c.applied.iter().any(|a| a.is_egress_repair(&self.names)) {
                     telemetry.egress_repaired();
                 }
                 let repairs: Vec<&'static str> = c
                     .applied
                     .iter()
-                    .filter(|a| periodic || a.is_egress_repair(&self.names))
+                    .filter(|a| drift_run || a.is_egress_repair(&self.names))
                     .map(|a| a.kind())
                     .collect();
                 if !repairs.is_empty() {
                     tracing::warn!(tenant = %self.org_id, repairs = ?repairs, "kernel drift repaired");
                 }
                 self.failures = 0;
+                self.counters_at = Some(Instant::now());
                 let status = TenantStatus::from_observed(&self.names, &c.observed);
+                let snap = self.snapshot.clone().expect("loaded");
                 self.remember_endpoints(&status, &snap).await;
                 telemetry.reconciled(
                     self.org_id,
                     "ok",
                     took,
                     &repairs,
-                    Some(facts(&status, &snap)),
+                    Some(status::facts(&status, &snap)),
                 );
                 self.status = Some(status);
+                self.observed = Some(c.observed);
+                self.ensure_watch(myself).await;
                 Ok(())
             }
             Outcome::Gone => {
@@ -303,6 +225,8 @@ impl TenantState {
                 if let Some(s) = self.status.as_mut() {
                     s.last_error = Some(e.to_string());
                 }
+                // What was observed is no longer known to hold.
+                self.observed = None;
                 Err(e)
             }
         };
@@ -314,6 +238,138 @@ impl TenantState {
         }
         Ok(())
     }
+
+    /// The cheap poll: glance at what sends no event and let the planner judge the glance.
+    /// Returns true if a full reconcile is needed.
+    async fn glance(&mut self) -> bool {
+        let (Some(want), Some(last)) = (self.desired.as_ref(), self.observed.as_ref()) else {
+            return true;
+        };
+        let k = &self.deps.kernel;
+        let with_counters = self
+            .counters_at
+            .is_none_or(|t| t.elapsed() >= self.deps.observer.counters);
+        let (netns, device, firewall) = tokio::join!(
+            k.netns.glance(&self.names),
+            k.wg.observe(&self.names),
+            k.firewall.observe(&self.names, with_counters),
+        );
+        let (Ok(Some(netns)), Ok(device), Ok(firewall)) = (netns, device, firewall) else {
+            return true;
+        };
+        if last.netns.as_ref().map(|n| n.glance()) != Some(netns) {
+            return true;
+        }
+        let now = Observed {
+            netns: last.netns.clone(),
+            host_link: last.host_link,
+            device,
+            firewall: Some(firewall),
+        };
+        if !plan(want, &now).is_empty() {
+            return true;
+        }
+        if with_counters {
+            self.counters_at = Some(Instant::now());
+        }
+        // Nothing to repair: refresh what readers see (handshakes, bytes, counters).
+        self.refresh_status(now).await;
+        false
+    }
+
+    async fn refresh_status(&mut self, now: Observed) {
+        let mut status = TenantStatus::from_observed(&self.names, &now);
+        if let Some(old) = &self.status {
+            status.last_error = old.last_error.clone();
+        }
+        if let Some(snap) = self.snapshot.clone() {
+            self.remember_endpoints(&status, &snap).await;
+            self.deps
+                .telemetry
+                .kernel_facts(self.org_id, status::facts(&status, &snap));
+        }
+        self.status = Some(status);
+        self.observed = Some(now);
+    }
+
+    /// Keeps the event subscription on the namespace (and daemon) that exist now.
+    async fn ensure_watch(&mut self, myself: &ActorRef<TenantMsg>) {
+        if !self.deps.observer.events {
+            return;
+        }
+        let Some(o) = &self.observed else {
+            return;
+        };
+        let Some(inode) = o.netns.as_ref().map(|n| n.inode) else {
+            self.watch = None;
+            return;
+        };
+        let pid = match &o.device {
+            DeviceState::Up(d) => d.pid,
+            _ => None,
+        };
+        if self
+            .watch
+            .as_ref()
+            .is_some_and(|w| w.inode == inode && w.pid == pid)
+        {
+            return;
+        }
+        self.watch = None;
+        let actor = myself.clone();
+        match TenantWatch::start(&self.names.netns, inode, pid, move |bits| {
+            let _ = actor.send_message(TenantMsg::Kick(bits));
+        })
+        .await
+        {
+            Ok(w) => self.watch = Some(w),
+            Err(e) => {
+                tracing::warn!(tenant = %self.org_id, error = %e, "no kernel events for this tenant; polls cover it")
+            }
+        }
+    }
+
+    /// Stores endpoints that changed since PostgreSQL last heard of them (rare: roaming).
+    async fn remember_endpoints(&self, status: &TenantStatus, snap: &Snapshot) {
+        let changed: Vec<(Uuid, String)> = snap
+            .machines
+            .iter()
+            .filter_map(|m| {
+                let seen = status.peers.get(&m.public_key)?.endpoint.as_ref()?;
+                (m.last_endpoint.as_ref() != Some(seen)).then(|| (m.id, seen.clone()))
+            })
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        if let Err(e) =
+            crate::db::machines::record_endpoints(&self.deps.pool, self.org_id, &changed).await
+        {
+            tracing::warn!(tenant = %self.org_id, error = %e, "could not record machine endpoints");
+        }
+    }
+
+    fn kick(&mut self, myself: &ActorRef<TenantMsg>, bits: u32) {
+        if bits & Dirty::DATABASE != 0 {
+            self.db_stale = true;
+        }
+        if bits & Dirty::NETNS != 0 {
+            // Our handles would keep a deleted namespace (and its device and port) alive.
+            self.watch = None;
+            self.deps.kernel.namespaces.forget(&self.names.netns);
+        }
+        if !self.kicked {
+            self.kicked = true;
+            myself.send_after(DEBOUNCE, || TenantMsg::Reconcile);
+        }
+    }
+}
+
+fn start_timers(myself: &ActorRef<TenantMsg>, o: &Observer) {
+    if let Some(poll) = o.poll {
+        myself.send_interval(poll, || TenantMsg::Poll);
+    }
+    myself.send_interval(o.full, || TenantMsg::Full);
 }
 
 impl Actor for TenantActor {
@@ -326,17 +382,25 @@ impl Actor for TenantActor {
         myself: ActorRef<TenantMsg>,
         args: TenantArgs,
     ) -> Result<TenantState, ActorProcessingErr> {
-        myself.send_interval(args.deps.reconcile_interval, || TenantMsg::Tick);
+        let period = args.deps.observer.poll.unwrap_or(args.deps.observer.full);
+        myself.send_after(phase(args.names.kid, period), || TenantMsg::StartTimers);
         if !args.fresh {
-            myself.send_message(TenantMsg::Tick)?;
+            // Adopted or restarted: reconcile before answering anything else.
+            myself.send_message(TenantMsg::Reconcile)?;
         }
         Ok(TenantState {
             org_id: args.org_id,
             names: args.names,
             deps: args.deps,
             waiting: Vec::new(),
+            snapshot: None,
+            desired: None,
+            db_stale: true,
+            observed: None,
             status: None,
-            last_run: None,
+            watch: None,
+            kicked: !args.fresh,
+            counters_at: None,
             failures: 0,
             gone: false,
         })
@@ -349,12 +413,17 @@ impl Actor for TenantActor {
         state: &mut TenantState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            TenantMsg::Tick => {
-                // Ticks that queued up behind a slow reconcile are dropped, not replayed.
-                let half = state.deps.reconcile_interval / 2;
-                if state.last_run.is_none_or(|t| t.elapsed() >= half) {
-                    state.run(true).await?;
+            TenantMsg::StartTimers => start_timers(&myself, &state.deps.observer),
+            TenantMsg::Poll => {
+                if !state.kicked && state.glance().await {
+                    state.run(&myself, Why::Drift).await?;
                 }
+            }
+            TenantMsg::Full => state.run(&myself, Why::Full).await?,
+            TenantMsg::Kick(bits) => state.kick(&myself, bits),
+            TenantMsg::Reconcile => {
+                state.kicked = false;
+                state.run(&myself, Why::Drift).await?;
             }
             TenantMsg::Sync(reply) => {
                 state.waiting.push(reply);
@@ -362,7 +431,7 @@ impl Actor for TenantActor {
             }
             TenantMsg::Flush => {
                 if !state.waiting.is_empty() {
-                    state.run(false).await?;
+                    state.run(&myself, Why::Change).await?;
                 }
             }
             TenantMsg::Status(reply) => {

@@ -1,0 +1,93 @@
+//! Controller-wide change feeds for the supervisor to pass on to tenant actors: inotify on the
+//! namespace directory (a tenant namespace deleted or replaced by hand) and PostgreSQL
+//! `LISTEN meshwg` (a tenant's rows changed by another process; see migration V3).
+
+use super::SupervisorMsg;
+use crate::kernel::watch::{Dirty, watch_netns_dir};
+use crate::names::KernelPrefix;
+use futures_util::StreamExt;
+use ractor::ActorRef;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, NoTls};
+use uuid::Uuid;
+
+/// Tells the supervisor about namespaces of ours appearing or disappearing.
+pub fn netns_feed(
+    prefix: KernelPrefix,
+    supervisor: ActorRef<SupervisorMsg>,
+) -> std::io::Result<JoinHandle<()>> {
+    watch_netns_dir(move |name| {
+        if let Some(kid) = prefix.parse_netns(name) {
+            let _ = supervisor.cast(SupervisorMsg::KickKid {
+                kid,
+                bits: Dirty::NETNS,
+            });
+        }
+    })
+}
+
+/// Listens for `meshwg` notifications, reconnecting with backoff; after a reconnect every
+/// tenant re-reads the database (notifications sent meanwhile are lost).
+pub fn database_feed(
+    config: tokio_postgres::Config,
+    supervisor: ActorRef<SupervisorMsg>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut wait = Duration::from_millis(200);
+        let mut first = true;
+        loop {
+            match listen_once(&config, &supervisor, first).await {
+                Ok(()) => wait = Duration::from_millis(200),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "database notifications unavailable; full checks cover changes")
+                }
+            }
+            first = false;
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    })
+}
+
+/// One `LISTEN` connection, until it breaks.
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    supervisor: &ActorRef<SupervisorMsg>,
+    first: bool,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n.payload().to_string()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let result = client.batch_execute("LISTEN meshwg").await;
+    if result.is_ok() {
+        if !first {
+            let _ = supervisor.cast(SupervisorMsg::KickAll {
+                bits: Dirty::DATABASE,
+            });
+        }
+        while let Some(payload) = rx.recv().await {
+            if let Ok(org_id) = payload.parse::<Uuid>() {
+                let _ = supervisor.cast(SupervisorMsg::Kick {
+                    org_id,
+                    bits: Dirty::DATABASE,
+                });
+            }
+        }
+    }
+    driver.abort();
+    result
+}

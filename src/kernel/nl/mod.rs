@@ -1,0 +1,205 @@
+//! Netlink without spawning programs: one small request/response socket type used for links
+//! (`NETLINK_ROUTE`) and the WireGuard generic-netlink family.
+//!
+//! A netlink socket belongs to the network namespace of the thread that created it, for life.
+//! Sockets for a tenant namespace are therefore opened on a fresh OS thread that joined it and
+//! then used from any task (see [`crate::kernel::ns`], which holds them).
+
+pub mod genl;
+pub mod nft;
+pub mod route;
+
+use crate::cmd::CmdError;
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer, NetlinkDeserializable,
+    NetlinkMessage, NetlinkPayload, NetlinkSerializable,
+};
+use netlink_sys::Socket;
+use std::io;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use zeroize::Zeroize;
+
+/// How long one request may wait for the kernel's answer (it answers synchronously; this only
+/// guards against a bug turning into a hung actor).
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Large enough for one datagram of any dump (the kernel fills at most ~32 KiB per message).
+const RECV_BUFFER: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NlError {
+    #[error(transparent)]
+    Cmd(#[from] CmdError),
+    #[error("netlink socket: {0}")]
+    Io(#[from] io::Error),
+    /// The kernel refused the request with this errno.
+    #[error("{}", io::Error::from_raw_os_error(*.0))]
+    Kernel(i32),
+    #[error("netlink: malformed answer: {0}")]
+    Decode(String),
+    #[error("netlink: a dump was interrupted by a concurrent change")]
+    Interrupted,
+    #[error("netlink: no answer within {TIMEOUT:?}")]
+    Timeout,
+}
+
+impl NlError {
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NlError::Kernel(e) => Some(*e),
+            _ => None,
+        }
+    }
+}
+
+/// One netlink socket, one request at a time (the kernel refuses a second concurrent dump).
+pub struct NlSocket {
+    fd: AsyncFd<Socket>,
+    seq: tokio::sync::Mutex<u32>,
+}
+
+impl NlSocket {
+    /// A socket of `protocol` in the calling thread's namespace (the controller's, when called
+    /// from a tokio worker).
+    pub fn here(protocol: isize) -> io::Result<Self> {
+        Self::from_socket(new_socket(protocol)?)
+    }
+
+    /// Takes over a socket opened elsewhere (in another namespace, by another thread).
+    pub fn from_socket(socket: Socket) -> io::Result<Self> {
+        socket.set_non_blocking(true)?;
+        // SAFETY: `Socket` owns its descriptor and returns that same descriptor from
+        // `as_raw_fd` for as long as it lives, which is as long as the `AsyncFd` holds it.
+        let fd = unsafe { AsyncFd::register(socket) }?;
+        Ok(Self {
+            fd,
+            seq: tokio::sync::Mutex::new(0),
+        })
+    }
+
+    /// Sends one request and collects the answer: every message of a dump (`dump`), or the
+    /// acknowledgement (and any message the kernel sends before it) otherwise.
+    pub async fn request<I>(
+        &self,
+        msg: &mut NetlinkMessage<I>,
+        dump: bool,
+    ) -> Result<Vec<I>, NlError>
+    where
+        I: NetlinkSerializable + NetlinkDeserializable,
+    {
+        let mut seq = self.seq.lock().await;
+        *seq = seq.wrapping_add(1).max(1);
+        msg.header.sequence_number = *seq;
+        msg.header.flags |= NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
+        msg.finalize();
+        let mut out = vec![0u8; msg.buffer_len()];
+        msg.serialize(&mut out);
+        let sent = self.send(&out).await;
+        // The request may carry a private key (the caller wipes its message).
+        out.zeroize();
+        sent?;
+        tokio::time::timeout(TIMEOUT, self.collect(*seq))
+            .await
+            .map_err(|_| NlError::Timeout)?
+    }
+
+    async fn send(&self, buf: &[u8]) -> io::Result<()> {
+        loop {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|s| s.get_ref().send(buf, 0)) {
+                Ok(r) => return r.map(|_| ()),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    async fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            buf.clear();
+            match guard.try_io(|s| s.get_ref().recv(buf, libc::MSG_TRUNC)) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    async fn collect<I>(&self, seq: u32) -> Result<Vec<I>, NlError>
+    where
+        I: NetlinkDeserializable + NetlinkSerializable,
+    {
+        let mut answers = Vec::new();
+        let mut buf = Vec::with_capacity(RECV_BUFFER);
+        loop {
+            let n = self.recv(&mut buf).await?;
+            if n > buf.len() {
+                buf.zeroize();
+                return Err(NlError::Decode(format!("{n}-byte message truncated")));
+            }
+            let parsed = parse_datagram::<I>(&buf, seq, &mut answers);
+            // Answers may hold a private key (a device dump does).
+            buf.zeroize();
+            if parsed? {
+                return Ok(answers);
+            }
+        }
+    }
+}
+
+/// Parses one datagram; `Ok(true)` when the answer to `seq` is complete: the acknowledgement
+/// of a request (which follows any answer message), or the end of a dump.
+fn parse_datagram<I>(buf: &[u8], seq: u32, out: &mut Vec<I>) -> Result<bool, NlError>
+where
+    I: NetlinkDeserializable + NetlinkSerializable,
+{
+    let mut offset = 0;
+    while offset < buf.len() {
+        let header = NetlinkBuffer::new_checked(&buf[offset..])
+            .map_err(|e| NlError::Decode(e.to_string()))?;
+        let len = header.length() as usize;
+        if len < 16 || offset + len > buf.len() {
+            return Err(NlError::Decode(format!("message length {len}")));
+        }
+        let (msg_seq, flags) = (header.sequence_number(), header.flags());
+        let msg = NetlinkMessage::<I>::deserialize(&buf[offset..offset + len])
+            .map_err(|e| NlError::Decode(e.to_string()))?;
+        offset += (len + 3) & !3;
+        // Leftovers of an earlier request that timed out are not ours.
+        if msg_seq != seq {
+            continue;
+        }
+        if flags & NLM_F_DUMP_INTR != 0 {
+            return Err(NlError::Interrupted);
+        }
+        match msg.payload {
+            NetlinkPayload::InnerMessage(inner) => out.push(inner),
+            NetlinkPayload::Error(e) => {
+                return match e.code {
+                    None => Ok(true),
+                    Some(code) => Err(NlError::Kernel(-code.get())),
+                };
+            }
+            NetlinkPayload::Done(done) if done.code != 0 => {
+                return Err(NlError::Kernel(-done.code));
+            }
+            NetlinkPayload::Done(_) => return Ok(true),
+            NetlinkPayload::Overrun(_) => return Err(NlError::Decode("overrun".into())),
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
+pub(crate) fn new_socket(protocol: isize) -> io::Result<Socket> {
+    let mut socket = Socket::new(protocol)?;
+    socket.bind_auto()?;
+    // Errors need not echo our (possibly large, possibly secret) request back.
+    socket.set_cap_ack(true)?;
+    socket.set_ext_ack(true)?;
+    Ok(socket)
+}
+
+/// True if the error says the namespace does not exist.
+pub fn is_no_netns(e: &NlError) -> bool {
+    matches!(e, NlError::Cmd(CmdError::NoNetns(_)))
+}
