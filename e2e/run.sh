@@ -140,13 +140,13 @@ start_controller() {
   disown "$CTL_PID"   # killed with -9 on purpose in phase 21; no job report for that
   poll 60 "controller answers /healthz" ready && detect_backend
 }
-# The backend the controller selected, from its startup log ("kernel backend selected
-# backend=…"); BACKEND is kernel or userspace.
+# The backend the controller selected, from its startup log ("WireGuard backend selected
+# backend=… why=…"); BACKEND is kernel or userspace.
 BACKEND=
 detect_backend() {
   local b
-  b=$(sed 's/\x1b\[[0-9;]*m//g' "$TMP/serve.log" | grep 'kernel backend selected' | tail -n 1 \
-    | grep -oE 'backend="?(kernel|userspace)' | grep -oE 'kernel|userspace')
+  b=$(sed 's/\x1b\[[0-9;]*m//g' "$TMP/serve.log" | grep 'backend selected' | tail -n 1 \
+    | grep -oE '(^| )backend="?(kernel|userspace)' | head -n 1 | grep -oE 'kernel|userspace')
   [ -n "$b" ] || { fail "the controller's log does not say which backend it selected"; return 1; }
   [ "$b" = "$BACKEND" ] || log "backend: $b"
   BACKEND=$b

@@ -11,7 +11,8 @@
 #   backend NAME          MESHWG_TEST_BACKEND for the tests, WG_BACKEND for e2e
 #   threads N             --test-threads of every binary
 #   bin_timeout SECONDS   per binary; e2e_timeout SECONDS for the whole harness
-#   e2e_time_scale N, e2e_reconcile_interval D   E2E_TIME_SCALE, E2E_RECONCILE_INTERVAL of e2e
+#   slowdown N            MESHWG_TEST_SLOWDOWN of the tests, E2E_TIME_SCALE of e2e (deadlines ×N)
+#   e2e_reconcile_interval D   E2E_RECONCILE_INTERVAL of e2e
 #
 # Writes OUT/test-NAME.log, OUT/e2e.out, OUT/e2e-full.log (on failure), OUT/cases,
 # OUT/failures and OUT/result ("PASSED FAILED"); prints "@@ " progress lines to the console.
@@ -30,6 +31,7 @@ THREADS=$(param threads)
 BIN_TIMEOUT=$(param bin_timeout)
 E2E_TIMEOUT=$(param e2e_timeout)
 MESHWG=$(param meshwg)
+SLOWDOWN=$(param slowdown)
 
 # A throw-away PostgreSQL on a private Unix socket, exactly as on the host; removed on exit.
 . "$REPO/scripts/pg-throwaway.sh" >"$OUT/pg.log" 2>&1
@@ -43,7 +45,7 @@ fi
 run_bin() {
   local name=$1 path=$2 log=$OUT/test-$1.log t0 rc p f line
   t0=$(now)
-  (cd "$REPO" && MESHWG_TEST_BACKEND=$BACKEND RUST_BACKTRACE=1 \
+  (cd "$REPO" && MESHWG_TEST_BACKEND=$BACKEND MESHWG_TEST_SLOWDOWN=$SLOWDOWN RUST_BACKTRACE=1 \
     timeout -k 10 "$BIN_TIMEOUT" "$path" --test-threads="$THREADS") >"$log" 2>&1
   rc=$?
   p=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')
@@ -85,7 +87,7 @@ if grep -q '^e2e' "$OUT/params"; then
   t0=$(now)
   : >"$OUT/e2e.out"
   # Phase lines are shown as they come (a whole run takes many minutes here).
-  (cd "$REPO" && WG_BACKEND=$BACKEND MESHWG_BIN=$MESHWG E2E_TIME_SCALE=$(param e2e_time_scale) \
+  (cd "$REPO" && WG_BACKEND=$BACKEND MESHWG_BIN=$MESHWG E2E_TIME_SCALE=$(param slowdown) \
     E2E_RECONCILE_INTERVAL=$(param e2e_reconcile_interval) timeout -k 10 "$E2E_TIMEOUT" e2e/run.sh "${phases[@]}") \
     2>"$OUT/e2e.err" | while IFS= read -r line; do
       printf '%s\n' "$line" >>"$OUT/e2e.out"
