@@ -518,7 +518,14 @@ phase_13_concurrent_ip_allocation() {
       pids+=($!)
     done
     wait "${pids[@]}"
-    [ "$(cat "$TMP"/alloc.$n.*.code | grep -c '^201$')" = "$n" ] || { fail "$n parallel POSTs: $(sort "$TMP"/alloc.$n.*.code | uniq -c | tr '\n' ' ')"; return 1; }
+    if [ "$(cat "$TMP"/alloc.$n.*.code | grep -c '^201$')" != "$n" ]; then
+      # What the refused ones said (error code and message), once each.
+      local why; why=$(for i in $(seq "$n"); do
+        grep -qx 201 "$TMP/alloc.$n.$i.code" || jq -r '"\(.error.code): \(.error.message)"' "$TMP/alloc.$n.$i" 2>/dev/null
+      done | sort | uniq -c | tr -s ' \n' ' ')
+      fail "$n parallel POSTs: $(sort "$TMP"/alloc.$n.*.code | uniq -c | tr -s ' \n' ' ')- $why"
+      return 1
+    fi
     addrs=$(for i in $(seq "$n"); do jq -r .machine.address "$TMP/alloc.$n.$i"; done | sort -u | grep -c .)
     [ "$addrs" = "$n" ] || { fail "$n parallel POSTs got $addrs distinct addresses"; return 1; }
   done
