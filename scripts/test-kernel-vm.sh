@@ -144,7 +144,7 @@ build_initrd() {
   echo "kvm: building the initramfs for $*"
   rm -rf "$BUILD"; mkdir -p "$BUILD/kernel" "$KVM/debs"
   for pv in "$@"; do
-    deb=$(ls "$KVM/debs/${pv%%=*}_"*.deb 2>/dev/null | head -n 1)
+    deb=$(ls "$KVM/debs/${pv%%=*}_"*.deb 2>/dev/null | head -n 1) || true
     { [ -n "$deb" ] && [ "$(dpkg-deb -f "$deb" Version)" = "${pv#*=}" ]; } || have=
   done
   ls "$KVM"/debs/busybox-static_*.deb >/dev/null 2>&1 || have=
@@ -266,9 +266,13 @@ boot() {
     -virtfs "local,path=$out,mount_tag=mwgout,security_model=none,multidevs=remap" \
     </dev/null >"$RUN/qemu-$name.log" 2>&1 &
   QEMU_PID=$!
-  # Only the guest's "@@ " lines reach this output; the whole console stays in the file.
-  tail -n +1 -F --pid="$QEMU_PID" "$console" 2>/dev/null | sed -un 's/\r$//; s/^@@ /  /p'
+  # Only the guest's "@@ " lines reach this output; the whole console stays in the file. The
+  # filter runs in the background so that a signal to this script is handled at once (bash
+  # defers traps until a foreground pipeline ends, but not during `wait`).
+  tail -n +1 -F --pid="$QEMU_PID" "$console" 2>/dev/null | sed -un 's/\r$//; s/^@@ /  /p' &
+  local filter=$!
   rc=0; wait "$QEMU_PID" || rc=$?
+  wait "$filter" 2>/dev/null || true
   QEMU_PID=
   local secs; secs=$(elapsed "$t0")
   if [ -s "$out/result" ]; then
