@@ -330,6 +330,7 @@ fn main() {
     let top = env_num("MESHWG_BENCH_TENANTS", 1000) as usize;
     let window = Duration::from_secs(env_num("MESHWG_BENCH_WINDOW", 120));
     meshwg::capacity::raise_nofile();
+    meshwg::capacity::raise_inotify_instances();
     let ladder: Vec<usize> = [100, 250, 500, 1000]
         .into_iter()
         .filter(|n| *n <= top)
@@ -480,7 +481,7 @@ async fn policy_changes(h: &Harness, api: &Api, op: &common::api::Client, org: &
     let names = h.names(org);
     let conn = h.pool.get().await.unwrap();
     for i in 0..1995u32 {
-        let cidr = format!("10.{}.{}.0/24", 101 + i / 256, i % 256);
+        let cidr = format!("10.100.{}.{}/32", 1 + i / 250, 1 + i % 250);
         conn.execute(
             "INSERT INTO policies (id, org_id, priority, action, src, dst, protocol, ports) VALUES ($1, $2, 200, 'allow', $3, '\"any\"', 'tcp', '443')",
             &[&Uuid::new_v4(), &org.id, &json!({"cidr": cidr})],

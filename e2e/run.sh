@@ -346,8 +346,8 @@ phase_01_startup_refusal() {
 phase_02_auth_flow() {
   ensure_controller || return 1
   login p2 "$OPERATOR" "$OPERATOR_PW" || return 1
-  grep -i '^set-cookie: meshwg_session=' "$TMP/headers" | grep -q 'HttpOnly' || { fail "session cookie is not HttpOnly"; return 1; }
-  grep -i '^set-cookie: meshwg_session=' "$TMP/headers" | grep -q 'SameSite=Strict' || { fail "session cookie not SameSite=Strict"; return 1; }
+  grep -i '^set-cookie: __Host-meshwg_session=' "$TMP/headers" | grep -q 'HttpOnly' || { fail "session cookie is not HttpOnly"; return 1; }
+  grep -i '^set-cookie: __Host-meshwg_session=' "$TMP/headers" | grep -q 'SameSite=Strict' || { fail "session cookie not SameSite=Strict"; return 1; }
   api - POST /api/v1/auth/login "{\"email\":\"$OPERATOR\",\"password\":\"wrong password\"}"; expect 401 "wrong password" || return 1
   [ "$(j .error.code)" = invalid_credentials ] || { fail "error body: $BODY"; return 1; }
   api p2 GET /api/v1/auth/me; expect 200 "me with the session" || return 1

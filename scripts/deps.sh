@@ -61,5 +61,20 @@ if ! command -v cargo >/dev/null 2>&1; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
 fi
+# Schemathesis for the API fuzzing tier (scripts/fuzz-api.sh): pinned, in its own virtual
+# environment, from PyPI. Reinstalled only when the pinned version is not the one there.
+SCHEMATHESIS_VERSION=4.32.5
+FUZZ_VENV=/opt/meshwg-fuzz
+if [ "$("$FUZZ_VENV/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
+  if ! /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends python3 python3-venv
+  fi
+  echo "deps.sh: installing schemathesis $SCHEMATHESIS_VERSION into $FUZZ_VENV"
+  rm -rf "$FUZZ_VENV"
+  /usr/bin/python3 -m venv "$FUZZ_VENV"
+  "$FUZZ_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
 modprobe tun 2>/dev/null || true
 [ -c /dev/net/tun ] || { echo "deps.sh: /dev/net/tun is missing; wireguard-go cannot run" >&2; exit 1; }

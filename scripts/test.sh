@@ -3,8 +3,9 @@
 #   1. installs what is missing (scripts/deps.sh),
 #   2. makes a throw-away PostgreSQL cluster reachable only over a private Unix socket,
 #   3. cargo clippy, unit and kernel integration tests against it,
-#   4. the end-to-end harness e2e/run.sh (it makes its own PostgreSQL),
-#   5. the guest tier scripts/test-kernel-vm.sh: kernel WireGuard and the systemd unit inside a
+#   4. API fuzzing with Schemathesis (scripts/fuzz-api.sh, its own controller and PostgreSQL),
+#   5. the end-to-end harness e2e/run.sh (it makes its own PostgreSQL),
+#   6. the guest tier scripts/test-kernel-vm.sh: kernel WireGuard and the systemd unit inside a
 #      QEMU guest (skip it with MESHWG_SKIP_VM=1),
 # and removes the cluster again, whatever happens.
 set -euo pipefail
@@ -20,6 +21,10 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 echo "== unit and kernel integration tests"
 cargo test -- "$@"
+if [ $# -eq 0 ]; then
+  echo "== API fuzzing (Schemathesis)"
+  scripts/fuzz-api.sh
+fi
 if [ $# -eq 0 ] && [ -x e2e/run.sh ]; then
   echo "== end-to-end harness"
   e2e/run.sh

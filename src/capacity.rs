@@ -46,6 +46,33 @@ pub fn raise_nofile() -> u64 {
     soft
 }
 
+const INOTIFY_INSTANCES: &str = "/proc/sys/fs/inotify/max_user_instances";
+/// inotify instances per user the host should allow: every wireguard-go daemon takes one (it
+/// watches its own UAPI socket), and the kernel's default of 128 stops the 128th tenant.
+pub const INOTIFY_WANTED: u64 = 8192;
+
+/// The host's `fs.inotify.max_user_instances`.
+pub fn inotify_instances() -> Option<u64> {
+    std::fs::read_to_string(INOTIFY_INSTANCES)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Raises `fs.inotify.max_user_instances` to [`INOTIFY_WANTED`] if it is lower; returns the
+/// value in force afterwards.
+pub fn raise_inotify_instances() -> Option<u64> {
+    let now = inotify_instances()?;
+    if now >= INOTIFY_WANTED {
+        return Some(now);
+    }
+    match std::fs::write(INOTIFY_INSTANCES, format!("{INOTIFY_WANTED}\n")) {
+        Ok(()) => Some(INOTIFY_WANTED),
+        Err(_) => Some(now),
+    }
+}
+
 /// The `pids.max` of this process's cgroup (`None`: unlimited or unknown).
 pub fn tasks_max() -> Option<u64> {
     let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
@@ -64,25 +91,44 @@ fn tenants_for(limit: u64, per: u64) -> u64 {
     limit.saturating_sub(BASE) / per
 }
 
+/// The host's and process's limits that bound the tenant count.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub nofile: u64,
+    pub tasks: Option<u64>,
+    pub inotify: Option<u64>,
+}
+
+impl Limits {
+    /// As this process sees them (descriptors at the hard limit, which `serve` raises to).
+    pub fn here() -> Self {
+        Limits {
+            nofile: nofile().1,
+            tasks: tasks_max(),
+            inotify: inotify_instances(),
+        }
+    }
+}
+
 /// Judges the limits for `want` tenants (present, or the port range's size, whichever is more).
 pub fn judge(
     want: u64,
-    nofile: u64,
-    tasks: Option<u64>,
+    limits: Limits,
     userspace: bool,
     ports: u64,
     db_free: Option<u64>,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    let fds = tenants_for(nofile, FDS_PER_TENANT);
+    let fds = tenants_for(limits.nofile, FDS_PER_TENANT);
     out.push(Finding {
         ok: fds >= want,
         text: format!(
-            "open files limit {nofile}: enough for {fds} tenants (raise LimitNOFILE; the unit sets 65536)"
+            "open files limit {}: enough for {fds} tenants (raise LimitNOFILE; the unit sets 65536)",
+            limits.nofile
         ),
     });
     if userspace {
-        match tasks {
+        match limits.tasks {
             Some(t) => {
                 let n = tenants_for(t, TASKS_PER_DAEMON);
                 out.push(Finding {
@@ -96,6 +142,15 @@ pub fn judge(
                 ok: true,
                 text: "tasks limit: none".into(),
             }),
+        }
+        if let Some(n) = limits.inotify {
+            out.push(Finding {
+                ok: n > want,
+                text: format!(
+                    "fs.inotify.max_user_instances {n}: enough for {} wireguard-go daemons (serve raises it to {INOTIFY_WANTED})",
+                    n.saturating_sub(1)
+                ),
+            });
         }
     }
     out.push(Finding {
@@ -119,7 +174,12 @@ mod tests {
 
     #[test]
     fn limits_are_judged_against_what_tenants_need() {
-        let f = judge(1000, 1024, Some(4915), true, 1000, Some(80));
+        let stock = Limits {
+            nofile: 1024,
+            tasks: Some(4915),
+            inotify: Some(128),
+        };
+        let f = judge(1000, stock, true, 1000, Some(80));
         assert!(
             !f[0].ok,
             "1024 descriptors do not carry 1,000 tenants: {f:?}"
@@ -128,12 +188,18 @@ mod tests {
             !f[1].ok,
             "systemd's default TasksMax does not carry 1,000 daemons"
         );
-        assert!(f[2].ok && f[3].ok);
-        let f = judge(1000, 65536, None, true, 500, Some(5));
-        assert!(f[0].ok && f[1].ok);
-        assert!(!f[2].ok, "500 ports for 1,000 tenants");
-        assert!(!f[3].ok, "too few free connections");
-        // The kernel backend runs no daemons: no task limit to judge.
-        assert_eq!(judge(10, 65536, Some(100), false, 1000, None).len(), 2);
+        assert!(!f[2].ok, "128 inotify instances stop the 128th daemon");
+        assert!(f[3].ok && f[4].ok);
+        let tuned = Limits {
+            nofile: 65536,
+            tasks: None,
+            inotify: Some(8192),
+        };
+        let f = judge(1000, tuned, true, 500, Some(5));
+        assert!(f[0].ok && f[1].ok && f[2].ok);
+        assert!(!f[3].ok, "500 ports for 1,000 tenants");
+        assert!(!f[4].ok, "too few free connections");
+        // The kernel backend runs no daemons: no task or inotify limit to judge.
+        assert_eq!(judge(10, stock, false, 1000, None).len(), 2);
     }
 }

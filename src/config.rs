@@ -55,6 +55,8 @@ pub struct Config {
     /// Kernel events and database notifications (off only to diagnose).
     pub kernel_events: bool,
     pub kernel: KernelConfig,
+    /// Per-org limits: machines, policies, users.
+    pub quotas: (u32, u32, u32),
 }
 
 /// Where kernel objects and daemons live; shared by `serve`, `doctor` and the tests.
@@ -194,6 +196,17 @@ fn boolean(env: Lookup, var: &'static str, default: bool) -> Result<bool, Config
     }
 }
 
+/// A positive count up to a million.
+fn count(env: Lookup, var: &'static str, default: u32) -> Result<u32, ConfigError> {
+    match env(var) {
+        None => Ok(default),
+        Some(v) => match v.parse::<u32>() {
+            Ok(n @ 1..=1_000_000) => Ok(n),
+            _ => Err(err(var, "must be a whole number from 1 to 1000000")),
+        },
+    }
+}
+
 /// `2s`, `500ms` or a plain number of seconds.
 pub fn duration(
     env: Lookup,
@@ -264,6 +277,11 @@ impl Config {
             full_check_interval: duration(env, "FULL_CHECK_INTERVAL", Duration::from_secs(60))?,
             kernel_events: boolean(env, "KERNEL_EVENTS", true)?,
             kernel: kernel(env)?,
+            quotas: (
+                count(env, "MAX_MACHINES_PER_ORG", 5000)?,
+                count(env, "MAX_POLICIES_PER_ORG", 5000)?,
+                count(env, "MAX_USERS_PER_ORG", 500)?,
+            ),
         })
     }
 }

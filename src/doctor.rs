@@ -113,11 +113,9 @@ pub async fn run(env: Lookup<'_>) -> bool {
     println!(
         "capacity:           {present} tenants present; limits of this shell (the service has its own):"
     );
-    let (_, hard) = crate::capacity::nofile();
     for f in crate::capacity::judge(
         present.max(1),
-        hard,
-        crate::capacity::tasks_max(),
+        crate::capacity::Limits::here(),
         userspace,
         ports,
         db_free,

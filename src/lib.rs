@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod db;
 pub mod doctor;
 pub mod http;
+pub mod installation;
 pub mod kernel;
 pub mod keys;
 pub mod names;

@@ -17,7 +17,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller: API, metrics and one actor per tenant.
-    Serve,
+    Serve {
+        /// Remove every kernel object with KERNEL_PREFIX that this database does not own, also
+        /// another installation's, and make the prefix this installation's. For an operator who
+        /// pointed the controller at a new database on purpose; never needed otherwise.
+        #[arg(long)]
+        remove_unowned: bool,
+    },
     /// Apply database migrations and exit (needs DATABASE_URL).
     Migrate,
     /// Print what this host offers and which backend WG_BACKEND=auto picks.
@@ -55,7 +61,7 @@ fn main() -> ExitCode {
     let env = config::process_env;
     // Validate before starting a runtime, logging or touching anything.
     let serve_config = match &cli.command {
-        Command::Serve => match Config::from_env(&env) {
+        Command::Serve { .. } => match Config::from_env(&env) {
             Ok(c) => Some(c),
             Err(e) => return refuse(e),
         },
@@ -71,8 +77,14 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve => {
-                match meshwg::serve::run(serve_config.expect("validated above")).await {
+            Command::Serve { remove_unowned } => {
+                let orphans = if remove_unowned {
+                    meshwg::installation::Orphans::RemoveUnowned
+                } else {
+                    meshwg::installation::Orphans::Careful
+                };
+                let config = serve_config.expect("validated above");
+                match meshwg::serve::run(config, orphans).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => refuse(format!("{e:#}")),
                 }

@@ -8,6 +8,7 @@ use crate::controller::Controller;
 use crate::crypto::HubKeyCipher;
 use crate::db::{self, Pool};
 use crate::http;
+use crate::installation::{self, Orphans};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +57,29 @@ async fn shutdown_signal() {
     }
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Refuses to go on if the kernel objects of our prefix on this host belong to another
+/// installation (see [`crate::installation`]); returns the marker's path and our id.
+async fn check_installation(
+    pool: &Pool,
+    config: &Config,
+    orphans: Orphans,
+) -> anyhow::Result<(std::path::PathBuf, uuid::Uuid)> {
+    let id = db::installation::id(pool).await?;
+    let prefix = config.kernel.prefix.as_str();
+    let marker = installation::marker_path(&config.kernel.runtime_dir, prefix);
+    match installation::read_marker(&marker).map_err(anyhow::Error::msg)? {
+        Some(other) if other != id && orphans == Orphans::Careful => anyhow::bail!(
+            "kernel objects with prefix {prefix} on this host belong to installation {other}, \
+             but DATABASE_URL holds installation {id} ({}); nothing was touched. Check \
+             DATABASE_URL; to remove the other installation's objects and take the prefix over, \
+             start once with --remove-unowned",
+            marker.display()
+        ),
+        _ => Ok((marker, id)),
+    }
+}
+
+pub async fn run(config: Config, orphans: Orphans) -> anyhow::Result<()> {
     // A thousand tenants need ~16,000 descriptors: take what the hard limit allows.
     let nofile = crate::capacity::raise_nofile();
     tracing::info!(
@@ -64,6 +87,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tenants = crate::capacity::tenants_for_nofile(nofile),
         "open files limit"
     );
+    // Every wireguard-go daemon takes an inotify instance; the kernel default allows 128.
+    if let Some(n) = crate::capacity::raise_inotify_instances() {
+        tracing::info!(max_user_instances = n, "inotify instances");
+    }
     let pool = db::pool(&config.database_url)?;
     migrate_when_ready(&pool).await?;
     bootstrap_operator(&pool, &config).await?;
@@ -87,6 +114,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             counters: std::time::Duration::from_secs(15),
             events: config.kernel_events,
         },
+        board: Default::default(),
+        quotas: crate::actors::Quotas {
+            machines: config.quotas.0,
+            policies: config.quotas.1,
+            users: config.quotas.2,
+        },
         listen: config
             .kernel_events
             .then(|| db::listen_config(&config.database_url))
@@ -103,7 +136,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("METRICS_ADDR {}", config.metrics_addr))?;
     let telemetry = deps.telemetry.clone();
-    let controller = Controller::start(deps).await?;
+    let (marker, installation_id) = check_installation(&pool, &config, orphans).await?;
+    let controller = Controller::start_with(deps, orphans).await?;
+    // Only now: the objects of this prefix are ours (adopted, or the others removed).
+    installation::write_marker(&marker, installation_id).map_err(anyhow::Error::msg)?;
+    tracing::info!(installation = %installation_id, marker = %marker.display(), "kernel objects bound to this database");
     let mut api = http::ApiConfig::new(
         crate::secret::Secret::new(config.jwt_secret.expose().clone()),
         config.cookie_secure,

@@ -38,13 +38,17 @@ fn endpoint(host: &str, port: u16) -> String {
     }
 }
 
-/// Renders the config. Secret, because it may hold the machine's private key.
+/// Renders the config. Secret, because it may hold the machine's private key: the key goes
+/// straight from its own zeroized buffer into a string allocated once, large enough that it never
+/// moves (a reallocation would leave a copy of the key behind in freed memory).
 pub fn render(c: &MachineConfig<'_>) -> Secret<String> {
-    let key = match c.private_key {
-        Some(k) => k.expose_base64().expose().clone(),
-        None => KEY_PLACEHOLDER.to_string(),
-    };
-    let mut s = String::new();
+    let key = c.private_key.map(PrivateKey::expose_base64);
+    let key = key
+        .as_ref()
+        .map_or(KEY_PLACEHOLDER, |k| k.expose().as_str());
+    // Each name character may become at most 4 bytes; the rest is a few hundred bytes.
+    let room = 512 + 4 * (c.machine_name.len() + c.org_name.len()) + c.endpoint.len();
+    let mut s = String::with_capacity(room);
     let _ = writeln!(
         s,
         "# wg0.conf — generated for machine \"{}\"",
@@ -91,6 +95,28 @@ mod tests {
             key.expose_base64().expose()
         );
         assert_eq!(text.expose(), &want);
+    }
+
+    #[test]
+    fn the_key_is_written_once_into_a_buffer_that_never_moves() {
+        // A reallocation would leave a copy of the key in freed memory; the planned capacity,
+        // unchanged after rendering the longest names, shows there was none.
+        let (name, org) = ("🚀".repeat(64), "\u{85}".repeat(64));
+        let key = PrivateKey::generate();
+        let hub = key.public_key();
+        let text = render(&MachineConfig {
+            machine_name: &name,
+            address: Ipv4Addr::new(10, 100, 0, 2),
+            cidr: "10.100.0.0/16".parse().unwrap(),
+            private_key: Some(&key),
+            org_name: &org,
+            hub_public_key: &hub,
+            endpoint: "vpn.example.com",
+            listen_port: 51820,
+        });
+        let planned = 512 + 4 * (name.len() + org.len()) + "vpn.example.com".len();
+        assert_eq!(text.expose().capacity(), planned);
+        assert!(!format!("{text:?}").contains(key.expose_base64().expose().as_str()));
     }
 
     #[test]

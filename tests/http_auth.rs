@@ -31,14 +31,18 @@ fn api_auth_flow_cookies_csrf_logout() {
             .collect();
         let session = cookies
             .iter()
-            .find(|c| c.starts_with("meshwg_session="))
-            .expect("session cookie");
+            .find(|c| c.starts_with("__Host-meshwg_session="))
+            .expect("session cookie, __Host- prefixed since COOKIE_SECURE is on");
         for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure"] {
             assert!(session.contains(attr), "{attr} in {session}");
         }
+        assert!(
+            !session.contains("Domain"),
+            "__Host- cookies carry no Domain"
+        );
         let csrf = cookies
             .iter()
-            .find(|c| c.starts_with("meshwg_csrf="))
+            .find(|c| c.starts_with("__Host-meshwg_csrf="))
             .expect("csrf cookie");
         assert!(
             !csrf.contains("HttpOnly"),
@@ -336,7 +340,7 @@ fn api_forged_tokens_are_refused() {
         let token = member
             .cookie
             .split("; ")
-            .find_map(|c| c.strip_prefix("meshwg_session="))
+            .find_map(|c| c.strip_prefix("__Host-meshwg_session="))
             .unwrap()
             .to_string();
         let (head, rest) = token.split_once('.').unwrap();
@@ -406,7 +410,7 @@ fn api_forged_tokens_are_refused() {
         ];
         for (what, t) in forged {
             let mut c = member.clone();
-            c.cookie = format!("meshwg_session={t}");
+            c.cookie = format!("__Host-meshwg_session={t}");
             let r = api.call("GET", "/api/v1/auth/me", Some(&c), None).await;
             assert_eq!(r.status, 401, "{what}");
             let r = api.call("GET", "/api/v1/orgs", Some(&c), None).await;
@@ -419,6 +423,13 @@ fn api_forged_tokens_are_refused() {
             200,
             "the real token still works"
         );
+        // ... but not under the unprefixed name a sibling subdomain or plain-HTTP page could set.
+        let mut planted = member.clone();
+        planted.cookie = format!("meshwg_session={token}");
+        let r = api
+            .call("GET", "/api/v1/auth/me", Some(&planted), None)
+            .await;
+        assert_eq!(r.status, 401, "unprefixed session cookie");
     });
 }
 
@@ -513,7 +524,7 @@ fn api_transport_rules_limits_content_type_methods_docs_health() {
             .call("GET", "/api/v1/openapi.json", None, None)
             .await
             .body;
-        assert_eq!(doc, meshwg::http::openapi::document());
+        assert_eq!(doc, meshwg::http::openapi::document(true));
         for route in meshwg::http::router::ROUTES {
             assert!(doc["paths"][route.path][route.method.as_str().to_lowercase()].is_object());
         }

@@ -334,6 +334,30 @@ fn api_hostile_input_changes_nothing() {
                 json!(["not", "an", "object"]),
             ),
             ("PATCH", org.clone(), json!({"cidr": "10.1.0.0/16"})),
+            // `null` where the document allows a value or nothing, not null.
+            (
+                "PATCH",
+                org.clone(),
+                json!({"name": null, "default_action": "deny"}),
+            ),
+            (
+                "PATCH",
+                format!("{machines}/{}", a.machine),
+                json!({"name": "0", "tags": null}),
+            ),
+            (
+                "POST",
+                "/api/v1/orgs".into(),
+                json!({"name": "ok", "cidr": null}),
+            ),
+            // A struct's fields as an array: serde reads it, the document does not allow it.
+            ("PATCH", org.clone(), json!([null, null])),
+            (
+                "PATCH",
+                format!("{machines}/{}", a.machine),
+                json!([null, null]),
+            ),
+            ("PATCH", format!("{policies}/{}", a.policy), json!([null])),
             ("PATCH", org.clone(), json!({"name": "x\r\ny"})),
             (
                 "POST",

@@ -562,7 +562,15 @@ fn kernel_start_settles_interrupted_work_and_removes_orphans() {
         )
         .await
         .unwrap();
-        // An orphan: kernel objects of a tenant no row knows (kid 900), half made by hand.
+        // An orphan: kernel objects of a tenant no row knows (kid 900), half made by hand. The
+        // database issued kid 900 (and lost the row): an id it never issued would not be its
+        // orphan but another installation's tenant, which start-up refuses to touch.
+        conn.execute(
+            "SELECT setval(pg_get_serial_sequence('orgs', 'kid'), 900)",
+            &[],
+        )
+        .await
+        .unwrap();
         let orphan = h.deps.prefix.tenant(900).unwrap();
         h.deps.kernel.netns.create(&orphan).await.unwrap();
         h.deps.kernel.wg.create(&orphan).await.unwrap();

@@ -236,6 +236,8 @@ fn event_kinds() -> Vec<Kind> {
         FOREIGN_LINK,
         WG0_DELETED,
         NETNS_DELETED,
+        IPV6_ALL,
+        IPV6_WG0,
     ];
     if backend() == Backend::Userspace {
         kinds.push(DAEMON_KILLED);
@@ -279,6 +281,22 @@ fn kernel_the_cheap_poll_alone_repairs_what_sends_no_event() {
             events: false,
         },
         kinds,
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn kernel_with_events_on_the_poll_needs_only_what_sends_no_event() {
+    // Production settings (events, and a poll that reads just the device, the ipsets and now
+    // and then counters): what no event announces is still repaired by the poll.
+    repairs(
+        Observer {
+            poll: Some(Duration::from_secs(1)),
+            full: HOUR,
+            counters: Duration::from_secs(2),
+            events: true,
+        },
+        vec![PEER_REMOVED, IPSET_MEMBER, IPV6_WG0, CHAIN_FLUSH],
         Duration::from_secs(5),
     );
 }

@@ -81,10 +81,7 @@ fn kernel_policies_render_exactly_keep_counters_and_deny_established_flows() {
             .unwrap();
         h.ctl.sync(org.id).await.unwrap();
         let all = policies::list(&h.pool, org.id).await.unwrap();
-        let machines: Vec<MachineAddr> = [&m1, &m2]
-            .into_iter()
-            .map(|m| MachineAddr::from(*m))
-            .collect();
+        let machines: Vec<MachineAddr> = [&m1, &m2].into_iter().map(|m| m.addr()).collect();
         let want = render(&all, &machines, Verdict::Allow);
         assert_eq!(
             acl_rules(&names.netns),

@@ -272,3 +272,63 @@ fn metrics_egress_repair_by_a_change_triggered_run_is_counted() {
         );
     });
 }
+
+/// The distinct `method` label values of the HTTP request series.
+fn http_methods(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("meshwg_http_requests_total{"))
+        .filter_map(|l| Some(l.split("method=\"").nth(1)?.split('"').next()?.to_string()))
+        .collect()
+}
+
+/// A random method token of 3 to 12 capital letters.
+fn random_method() -> String {
+    let mut b = [0u8; 13];
+    getrandom::fill(&mut b).unwrap();
+    let len = 3 + usize::from(b[0] % 10);
+    b[1..=len].iter().map(|x| (b'A' + x % 26) as char).collect()
+}
+
+#[test]
+fn metrics_random_methods_add_no_series() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let send = |method: String| {
+            let api = api.clone();
+            async move {
+                let r = warp::test::request()
+                    .method(&method)
+                    .path("/api/v1/orgs")
+                    .remote_addr("198.51.100.3:1".parse().unwrap());
+                api.raw(r).await.status
+            }
+        };
+        // One unknown method first: whatever series it makes is the one all others share.
+        assert_eq!(send(random_method()).await, 405);
+        let before = scrape(&h).await;
+        // Only this test sends requests that match no route.
+        let count = |t: &str| {
+            t.lines()
+                .filter(|l| l.starts_with("meshwg_http_") && l.contains("route=\"unmatched\""))
+                .count()
+        };
+        for _ in 0..1000 {
+            let status = send(random_method()).await;
+            assert!(status.is_client_error(), "{status}");
+        }
+        let after = scrape(&h).await;
+        assert_eq!(
+            count(&after),
+            count(&before),
+            "series added by random methods"
+        );
+        let known = [
+            "GET", "POST", "PATCH", "DELETE", "PUT", "HEAD", "OPTIONS", "other",
+        ];
+        let methods = http_methods(&after);
+        assert!(
+            methods.iter().all(|m| known.contains(&m.as_str())),
+            "method label values: {methods:?}"
+        );
+    });
+}

@@ -1,6 +1,7 @@
 //! The runtime: a [`supervisor::Supervisor`] that owns one [`tenant::TenantActor`] per org and the
 //! [`ip_allocator::IpAllocator`]. Callers use the typed handles; every call has a timeout.
 
+pub mod board;
 pub mod ip_allocator;
 pub mod supervisor;
 pub mod tenant;
@@ -52,6 +53,27 @@ pub struct Deps {
     pub telemetry: Arc<crate::telemetry::Telemetry>,
     /// Where to `LISTEN` for changes made by other processes (`None`: rely on full checks).
     pub listen: Option<tokio_postgres::Config>,
+    /// Where tenant actors publish their observations for readers.
+    pub board: Arc<board::StatusBoard>,
+    pub quotas: Quotas,
+}
+
+/// Per-org limits, enforced inside the creating transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    pub machines: u32,
+    pub policies: u32,
+    pub users: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            machines: 5000,
+            policies: 5000,
+            users: 500,
+        }
+    }
 }
 
 /// Errors of controller operations. `Clone`, because one reconcile answers many waiters.
@@ -97,6 +119,7 @@ impl From<DbError> for CoreError {
             DbError::NotFound => CoreError::NotFound,
             DbError::Conflict(c) => CoreError::Conflict(conflict_message(&c).into()),
             DbError::Exhausted(what) => CoreError::Exhausted(format!("no free {what} left")),
+            q @ DbError::Quota { .. } => CoreError::Exhausted(q.to_string()),
             other => CoreError::Internal(other.to_string()),
         }
     }

@@ -33,6 +33,8 @@ pub struct Jwt {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// The same checks without expiry: "this client was once given a session".
+    any_age: Validation,
 }
 
 impl std::fmt::Debug for Jwt {
@@ -50,10 +52,13 @@ impl Jwt {
         // Listing them here is what makes a token without them fail.
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 5;
+        let mut any_age = validation.clone();
+        any_age.validate_exp = false;
         Self {
             encoding: EncodingKey::from_secret(secret.expose()),
             decoding: DecodingKey::from_secret(secret.expose()),
             validation,
+            any_age,
         }
     }
 
@@ -65,8 +70,19 @@ impl Jwt {
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, InvalidToken> {
-        let data =
-            decode::<Claims>(token, &self.decoding, &self.validation).map_err(|_| InvalidToken)?;
+        Self::check(decode::<Claims>(token, &self.decoding, &self.validation))
+    }
+
+    /// A token we issued, expired or not (its session may be over): proof that the client once
+    /// logged in as `sub`. Never enough to act as that user.
+    pub fn verify_any_age(&self, token: &str) -> Result<Claims, InvalidToken> {
+        Self::check(decode::<Claims>(token, &self.decoding, &self.any_age))
+    }
+
+    fn check(
+        data: jsonwebtoken::errors::Result<jsonwebtoken::TokenData<Claims>>,
+    ) -> Result<Claims, InvalidToken> {
+        let data = data.map_err(|_| InvalidToken)?;
         if data.claims.typ != TYPE {
             return Err(InvalidToken);
         }

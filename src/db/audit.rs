@@ -15,23 +15,62 @@ pub struct Entry<'a> {
     pub detail: serde_json::Value,
 }
 
+const INSERT: &str = "INSERT INTO audit_log (org_id, actor_id, actor_email, action, target_type, \
+                      target_id, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
 pub async fn record(pool: &Pool, e: &Entry<'_>) -> Result<(), DbError> {
     let conn = pool.get().await?;
-    conn.execute(
-        "INSERT INTO audit_log (org_id, actor_id, actor_email, action, target_type, target_id, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
-            &e.org_id,
-            &e.actor_id,
-            &e.actor_email,
-            &e.action,
-            &e.target_type,
-            &e.target_id,
-            &e.detail,
-        ],
-    )
-    .await?;
+    conn.execute(INSERT, &e.params()).await?;
     Ok(())
+}
+
+/// [`record`] inside the transaction of the change it records.
+pub async fn record_in(tx: &tokio_postgres::Transaction<'_>, e: &Entry<'_>) -> Result<(), DbError> {
+    tx.execute(INSERT, &e.params()).await?;
+    Ok(())
+}
+
+impl Entry<'_> {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 7] {
+        [
+            &self.org_id,
+            &self.actor_id,
+            &self.actor_email,
+            &self.action,
+            &self.target_type,
+            &self.target_id,
+            &self.detail,
+        ]
+    }
+}
+
+/// Who made a change, for entries written by the controller on the caller's behalf.
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    pub id: Option<Uuid>,
+    pub email: Option<String>,
+}
+
+impl Actor {
+    /// An entry by this actor.
+    pub fn entry<'a>(
+        &'a self,
+        org_id: Option<Uuid>,
+        action: &'a str,
+        target_type: &'a str,
+        target_id: Option<String>,
+        detail: serde_json::Value,
+    ) -> Entry<'a> {
+        Entry {
+            org_id,
+            actor_id: self.id,
+            actor_email: self.email.as_deref(),
+            action,
+            target_type,
+            target_id,
+            detail,
+        }
+    }
 }
 
 /// One entry as read back.

@@ -1,7 +1,7 @@
 //! Machines: a tenant's peers. Addresses are allocated lowest-free inside a transaction that
 //! locks the org row, and a UNIQUE(org_id, address) constraint backs that up.
 
-use super::{Conn, DbError, Pool};
+use super::{Conn, DbError, Pool, pending};
 use crate::keys::PublicKey;
 use crate::overlay::Ipv4Cidr;
 use chrono::{DateTime, Utc};
@@ -52,11 +52,14 @@ fn from_row(row: &Row) -> Result<Machine, DbError> {
     })
 }
 
-/// Inserts a machine at the lowest free address of its org's network.
+/// Inserts a machine, pending until `pending_for` from now (see [`super::pending`]), at the lowest
+/// free address of its org's network.
 pub async fn insert_lowest_free(
     pool: &Pool,
     org_id: Uuid,
     new: &NewMachine,
+    pending_for: std::time::Duration,
+    max: u32,
 ) -> Result<Machine, DbError> {
     let mut conn = pool.get().await?;
     let tx = conn.transaction().await?;
@@ -83,14 +86,22 @@ pub async fn insert_lowest_free(
             IpAddr::V6(_) => None,
         })
         .collect();
+    if used.len() >= max as usize {
+        return Err(DbError::Quota {
+            what: "machines",
+            max,
+            var: "MAX_MACHINES_PER_ORG",
+        });
+    }
     let address = cidr
         .lowest_free(&used)
         .ok_or(DbError::Exhausted("address in the org network"))?;
     let row = tx
         .query_one(
             &format!(
-                "INSERT INTO machines (id, org_id, name, address, public_key, tags) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+                "INSERT INTO machines (id, org_id, name, address, public_key, tags, pending_until) \
+                 VALUES ($1, $2, $3, $4, $5, $6, {}) RETURNING {COLUMNS}",
+                pending::deadline(7)
             ),
             &[
                 &new.id,
@@ -99,6 +110,7 @@ pub async fn insert_lowest_free(
                 &IpAddr::V4(address),
                 &new.public_key.to_base64(),
                 &new.tags,
+                &pending::seconds(pending_for),
             ],
         )
         .await?;
@@ -106,9 +118,9 @@ pub async fn insert_lowest_free(
     from_row(&row)
 }
 
-pub(crate) async fn list_with(conn: &Conn<'_>, org_id: Uuid) -> Result<Vec<Machine>, DbError> {
-    conn.query(
-        &format!("SELECT {COLUMNS} FROM machines WHERE org_id = $1 ORDER BY address"),
+async fn list_where(conn: &Conn<'_>, org_id: Uuid, rows: &str) -> Result<Vec<Machine>, DbError> {
+    conn.query_cached(
+        &format!("SELECT {COLUMNS} FROM machines WHERE org_id = $1 AND {rows} ORDER BY address"),
         &[&org_id],
     )
     .await?
@@ -117,15 +129,24 @@ pub(crate) async fn list_with(conn: &Conn<'_>, org_id: Uuid) -> Result<Vec<Machi
     .collect()
 }
 
+/// The machines the hub should have as peers: confirmed or pending within their deadline.
+pub(crate) async fn list_with(conn: &Conn<'_>, org_id: Uuid) -> Result<Vec<Machine>, DbError> {
+    list_where(conn, org_id, pending::LIVE).await
+}
+
+/// The org's machines (confirmed ones: a machine being created is not one yet).
 pub async fn list(pool: &Pool, org_id: Uuid) -> Result<Vec<Machine>, DbError> {
     let conn = pool.get().await?;
-    list_with(&conn, org_id).await
+    list_where(&conn, org_id, pending::CONFIRMED).await
 }
 
 pub async fn get(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<Option<Machine>, DbError> {
     let conn = pool.get().await?;
     conn.query_opt(
-        &format!("SELECT {COLUMNS} FROM machines WHERE org_id = $1 AND id = $2"),
+        &format!(
+            "SELECT {COLUMNS} FROM machines WHERE org_id = $1 AND id = $2 AND {}",
+            pending::CONFIRMED
+        ),
         &[&org_id, &id],
     )
     .await?
@@ -146,7 +167,8 @@ pub async fn update(
     conn.query_opt(
         &format!(
             "UPDATE machines SET name = COALESCE($3, name), tags = COALESCE($4, tags) \
-             WHERE org_id = $1 AND id = $2 RETURNING {COLUMNS}"
+             WHERE org_id = $1 AND id = $2 AND {} RETURNING {COLUMNS}",
+            pending::CONFIRMED
         ),
         &[&org_id, &id, &name, &tags],
     )
@@ -179,9 +201,23 @@ pub async fn delete(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<bool, DbError
     let conn = pool.get().await?;
     Ok(conn
         .execute(
-            "DELETE FROM machines WHERE org_id = $1 AND id = $2",
+            &format!(
+                "DELETE FROM machines WHERE org_id = $1 AND id = $2 AND {}",
+                pending::CONFIRMED
+            ),
             &[&org_id, &id],
         )
         .await?
         == 1)
+}
+
+impl Machine {
+    /// What policy rendering and evaluation need of a machine.
+    pub fn addr(&self) -> crate::policy::render::MachineAddr {
+        crate::policy::render::MachineAddr {
+            id: self.id,
+            address: self.address,
+            tags: self.tags.iter().cloned().collect(),
+        }
+    }
 }

@@ -3,20 +3,108 @@
 //! constraint), constraint, other.
 
 pub mod audit;
+pub mod installation;
 pub mod machines;
 pub mod orgs;
+pub mod pending;
 pub mod policies;
 pub mod sessions;
 pub mod users;
 
 use crate::secret::Secret;
 use bb8_postgres::PostgresConnectionManager;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Statement};
 
-pub type Pool = bb8::Pool<PostgresConnectionManager<NoTls>>;
-pub type Conn<'a> = bb8::PooledConnection<'a, PostgresConnectionManager<NoTls>>;
+pub type Pool = bb8::Pool<Manager>;
+pub type Conn<'a> = bb8::PooledConnection<'a, Manager>;
+
+/// A pooled connection with its own cache of prepared statements, so a hot query costs one
+/// round trip (bind and execute) instead of two (parse, then bind and execute).
+pub struct Client {
+    client: tokio_postgres::Client,
+    prepared: Mutex<HashMap<String, Statement>>,
+}
+
+impl std::ops::Deref for Client {
+    type Target = tokio_postgres::Client;
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.client
+    }
+}
+
+impl Client {
+    /// `sql` prepared on this connection, once.
+    pub async fn prepared(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(st) = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sql)
+        {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(sql).await?;
+        self.prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// `query` with the statement prepared once per connection.
+    pub async fn query_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let st = self.prepared(sql).await?;
+        self.client.query(&st, params).await
+    }
+
+    /// `query_opt` with the statement prepared once per connection.
+    pub async fn query_opt_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let st = self.prepared(sql).await?;
+        self.client.query_opt(&st, params).await
+    }
+}
+
+/// bb8's PostgreSQL manager, handing out [`Client`]s.
+pub struct Manager(PostgresConnectionManager<NoTls>);
+
+impl bb8::ManageConnection for Manager {
+    type Connection = Client;
+    type Error = tokio_postgres::Error;
+
+    async fn connect(&self) -> Result<Client, Self::Error> {
+        Ok(Client {
+            client: self.0.connect().await?,
+            prepared: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut Client) -> Result<(), Self::Error> {
+        self.0.is_valid(&mut conn.client).await
+    }
+
+    fn has_broken(&self, conn: &mut Client) -> bool {
+        self.0.has_broken(&mut conn.client)
+    }
+}
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -39,6 +127,13 @@ pub enum DbError {
     NotFound,
     #[error("no free {0} left")]
     Exhausted(&'static str),
+    /// A per-org limit is reached: at most `max` of `what` (configured by `var`).
+    #[error("an org has at most {max} {what} ({var})")]
+    Quota {
+        what: &'static str,
+        max: u32,
+        var: &'static str,
+    },
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error("migration failed: {0}")]
@@ -106,7 +201,7 @@ pub fn listen_config(url: &Secret<String>) -> Result<tokio_postgres::Config, DbE
 /// A pool that does not connect until first use, so the caller decides how to wait.
 pub fn pool(url: &Secret<String>) -> Result<Pool, DbError> {
     let config = config(url)?;
-    let manager = PostgresConnectionManager::new(config, NoTls);
+    let manager = Manager(PostgresConnectionManager::new(config, NoTls));
     Ok(bb8::Pool::builder()
         .max_size(16)
         .connection_timeout(Duration::from_secs(3))
@@ -127,11 +222,58 @@ pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
     }
     conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
-    let result = embedded::migrations::runner().run_async(&mut *conn).await;
+    let result = match embedded::migrations::runner()
+        .run_async(&mut conn.client)
+        .await
+    {
+        Ok(report) => users::backfill_email_keys(&conn)
+            .await
+            .map(|()| report.applied_migrations().len()),
+        Err(e) => Err(DbError::Migration(e.to_string())),
+    };
     conn.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await?;
-    let report = result.map_err(|e| DbError::Migration(e.to_string()))?;
-    Ok(report.applied_migrations().len())
+    result
+}
+
+/// Fails with [`DbError::Quota`] if `org_id` already has `max` rows in `table`. Call inside a
+/// transaction that locked the org row (`FOR UPDATE`), so parallel creations cannot both pass.
+pub(crate) async fn within_quota(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &'static str,
+    org_id: uuid::Uuid,
+    max: u32,
+    var: &'static str,
+) -> Result<(), DbError> {
+    let n: i64 = tx
+        .query_one(
+            &format!("SELECT count(*) FROM {table} WHERE org_id = $1"),
+            &[&org_id],
+        )
+        .await?
+        .get(0);
+    if n >= i64::from(max) {
+        return Err(DbError::Quota {
+            what: table,
+            max,
+            var,
+        });
+    }
+    Ok(())
+}
+
+/// Locks the org row for the rest of the transaction; `NotFound` if it is not active.
+pub(crate) async fn lock_org(
+    tx: &tokio_postgres::Transaction<'_>,
+    org_id: uuid::Uuid,
+) -> Result<(), DbError> {
+    tx.query_opt(
+        "SELECT 1 FROM orgs WHERE id = $1 AND state = 'active' FOR UPDATE",
+        &[&org_id],
+    )
+    .await?
+    .map(|_| ())
+    .ok_or(DbError::NotFound)
 }
 
 /// True if a trivial query answers.

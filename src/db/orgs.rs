@@ -160,7 +160,7 @@ pub async fn get(pool: &Pool, id: Uuid) -> Result<Option<Org>, DbError> {
 }
 
 async fn get_with(conn: &Conn<'_>, id: Uuid) -> Result<Option<Org>, DbError> {
-    conn.query_opt(&format!("SELECT {COLUMNS} FROM orgs WHERE id = $1"), &[&id])
+    conn.query_opt_cached(&format!("SELECT {COLUMNS} FROM orgs WHERE id = $1"), &[&id])
         .await?
         .as_ref()
         .map(from_row)
@@ -190,17 +190,29 @@ pub async fn set_state(pool: &Pool, id: Uuid, state: OrgState) -> Result<bool, D
     Ok(n == 1)
 }
 
-/// Marks a `creating` org active; false if it is no longer `creating` (a deletion came first).
-pub async fn activate(pool: &Pool, id: Uuid) -> Result<bool, DbError> {
-    let conn = pool.get().await?;
-    let n = conn
+/// Marks a `creating` org active and records its creation in the audit log, in one transaction
+/// (an active org is always an audited one); false if it is no longer `creating` (a deletion
+/// came first).
+pub async fn activate_audited(
+    pool: &Pool,
+    id: Uuid,
+    entry: &super::audit::Entry<'_>,
+) -> Result<bool, DbError> {
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    let n = tx
         .execute(
             "UPDATE orgs SET state = 'active', updated_at = now() \
              WHERE id = $1 AND state = 'creating'",
             &[&id],
         )
         .await?;
-    Ok(n == 1)
+    if n != 1 {
+        return Ok(false);
+    }
+    super::audit::record_in(&tx, entry).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Changes name and/or default action; returns the updated org.

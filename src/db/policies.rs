@@ -1,6 +1,6 @@
 //! Policies: stored as the API writes them; selectors are JSONB in their API form.
 
-use super::{Conn, DbError, Pool};
+use super::{Conn, DbError, Pool, pending};
 use crate::policy::{Policy, PortRange, Protocol, Selector, Verdict};
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -61,10 +61,11 @@ fn json(sel: &Selector) -> serde_json::Value {
     serde_json::to_value(sel).expect("selectors always serialise")
 }
 
-pub(crate) async fn list_with(conn: &Conn<'_>, org_id: Uuid) -> Result<Vec<Policy>, DbError> {
-    conn.query(
+async fn list_where(conn: &Conn<'_>, org_id: Uuid, rows: &str) -> Result<Vec<Policy>, DbError> {
+    conn.query_cached(
         &format!(
-            "SELECT {COLUMNS} FROM policies WHERE org_id = $1 ORDER BY priority, created_at, id"
+            "SELECT {COLUMNS} FROM policies WHERE org_id = $1 AND {rows} \
+             ORDER BY priority, created_at, id"
         ),
         &[&org_id],
     )
@@ -74,15 +75,24 @@ pub(crate) async fn list_with(conn: &Conn<'_>, org_id: Uuid) -> Result<Vec<Polic
     .collect()
 }
 
+/// The policies the kernel should enforce: confirmed or pending within their deadline.
+pub(crate) async fn list_with(conn: &Conn<'_>, org_id: Uuid) -> Result<Vec<Policy>, DbError> {
+    list_where(conn, org_id, pending::LIVE).await
+}
+
+/// The org's policies (confirmed ones: a policy being created is not one yet).
 pub async fn list(pool: &Pool, org_id: Uuid) -> Result<Vec<Policy>, DbError> {
     let conn = pool.get().await?;
-    list_with(&conn, org_id).await
+    list_where(&conn, org_id, pending::CONFIRMED).await
 }
 
 pub async fn get(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<Option<Policy>, DbError> {
     let conn = pool.get().await?;
     conn.query_opt(
-        &format!("SELECT {COLUMNS} FROM policies WHERE org_id = $1 AND id = $2"),
+        &format!(
+            "SELECT {COLUMNS} FROM policies WHERE org_id = $1 AND id = $2 AND {}",
+            pending::CONFIRMED
+        ),
         &[&org_id, &id],
     )
     .await?
@@ -91,18 +101,57 @@ pub async fn get(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<Option<Policy>, 
     .transpose()
 }
 
+/// Inserts a policy that is in force at once (no pending stage).
 pub async fn insert(
     pool: &Pool,
     org_id: Uuid,
     id: Uuid,
     f: &PolicyFields,
 ) -> Result<Policy, DbError> {
-    let conn = pool.get().await?;
-    let row = conn
+    insert_until(pool, org_id, id, f, None, None).await
+}
+
+/// Inserts a policy pending until `pending_for` from now (see [`super::pending`]).
+pub async fn insert_pending(
+    pool: &Pool,
+    org_id: Uuid,
+    id: Uuid,
+    f: &PolicyFields,
+    pending_for: std::time::Duration,
+    max: u32,
+) -> Result<Policy, DbError> {
+    insert_until(
+        pool,
+        org_id,
+        id,
+        f,
+        Some(pending::seconds(pending_for)),
+        Some(max),
+    )
+    .await
+}
+
+async fn insert_until(
+    pool: &Pool,
+    org_id: Uuid,
+    id: Uuid,
+    f: &PolicyFields,
+    pending_secs: Option<f64>,
+    max: Option<u32>,
+) -> Result<Policy, DbError> {
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    if let Some(max) = max {
+        super::lock_org(&tx, org_id).await?;
+        super::within_quota(&tx, "policies", org_id, max, "MAX_POLICIES_PER_ORG").await?;
+    }
+    let row = tx
         .query_one(
             &format!(
-                "INSERT INTO policies (id, org_id, name, priority, action, src, dst, protocol, ports, enabled) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+                "INSERT INTO policies (id, org_id, name, priority, action, src, dst, protocol, ports, \
+                 enabled, pending_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                 CASE WHEN $11::float8 IS NULL THEN NULL ELSE {} END) RETURNING {COLUMNS}",
+                pending::deadline(11)
             ),
             &[
                 &id,
@@ -115,9 +164,11 @@ pub async fn insert(
                 &f.protocol.as_str(),
                 &f.ports.map(|p| p.to_string()),
                 &f.enabled,
+                &pending_secs,
             ],
         )
         .await?;
+    tx.commit().await?;
     from_row(&row)
 }
 
@@ -132,7 +183,9 @@ pub async fn update(
     conn.query_opt(
         &format!(
             "UPDATE policies SET name = $3, priority = $4, action = $5, src = $6, dst = $7, protocol = $8, \
-             ports = $9, enabled = $10, updated_at = now() WHERE org_id = $1 AND id = $2 RETURNING {COLUMNS}"
+             ports = $9, enabled = $10, updated_at = now() WHERE org_id = $1 AND id = $2 AND {} \
+             RETURNING {COLUMNS}",
+            pending::CONFIRMED
         ),
         &[
             &org_id,
@@ -157,7 +210,10 @@ pub async fn delete(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<bool, DbError
     let conn = pool.get().await?;
     Ok(conn
         .execute(
-            "DELETE FROM policies WHERE org_id = $1 AND id = $2",
+            &format!(
+                "DELETE FROM policies WHERE org_id = $1 AND id = $2 AND {}",
+                pending::CONFIRMED
+            ),
             &[&org_id, &id],
         )
         .await?

@@ -37,7 +37,7 @@ pub async fn create(
 pub async fn get(pool: &Pool, id: Uuid) -> Result<Option<Session>, DbError> {
     let conn = pool.get().await?;
     let Some(r) = conn
-        .query_opt(
+        .query_opt_cached(
             "SELECT s.id, s.csrf_token, s.expires_at, u.id, u.org_id, u.email, u.role, u.created_at \
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.expires_at > now()",
             &[&id],

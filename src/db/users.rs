@@ -1,6 +1,7 @@
 //! Users. Password hashes are Argon2id PHC strings; plain passwords never reach this module.
 
-use super::{DbError, Pool};
+use super::{Conn, DbError, Pool};
+use crate::auth::email_key;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -53,12 +54,12 @@ fn from_row(row: &Row) -> Result<User, DbError> {
     })
 }
 
-/// The user with this email (case-insensitive) and their password hash, for login.
+/// The user with this email (by [`email_key`], so in any case) and their password hash.
 pub async fn find_for_login(pool: &Pool, email: &str) -> Result<Option<(User, String)>, DbError> {
     let conn = pool.get().await?;
     conn.query_opt(
-        &format!("SELECT {COLUMNS}, password_hash FROM users WHERE lower(email) = lower($1)"),
-        &[&email],
+        &format!("SELECT {COLUMNS}, password_hash FROM users WHERE email_key = $1"),
+        &[&email_key(email)],
     )
     .await?
     .map(|r| Ok((from_row(&r)?, r.get(5))))
@@ -97,17 +98,29 @@ pub async fn create(
     email: &str,
     hash: &str,
     role: Role,
+    max: u32,
 ) -> Result<User, DbError> {
-    let conn = pool.get().await?;
-    let row = conn
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    super::lock_org(&tx, org_id).await?;
+    super::within_quota(&tx, "users", org_id, max, "MAX_USERS_PER_ORG").await?;
+    let row = tx
         .query_one(
             &format!(
-                "INSERT INTO users (id, org_id, email, password_hash, role) VALUES ($1, $2, $3, $4, $5) \
-                 RETURNING {COLUMNS}"
+                "INSERT INTO users (id, org_id, email, email_key, password_hash, role) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
             ),
-            &[&Uuid::new_v4(), &org_id, &email, &hash, &role.as_str()],
+            &[
+                &Uuid::new_v4(),
+                &org_id,
+                &email,
+                &email_key(email),
+                &hash,
+                &role.as_str(),
+            ],
         )
         .await?;
+    tx.commit().await?;
     from_row(&row)
 }
 
@@ -146,8 +159,8 @@ pub async fn upsert_operator(
     let tx = conn.transaction().await?;
     let existing = tx
         .query_opt(
-            "SELECT id, role FROM users WHERE lower(email) = lower($1) FOR UPDATE",
-            &[&email],
+            "SELECT id, role FROM users WHERE email_key = $1 FOR UPDATE",
+            &[&email_key(email)],
         )
         .await?;
     let id = match existing {
@@ -171,8 +184,9 @@ pub async fn upsert_operator(
         None => {
             let id = Uuid::new_v4();
             tx.execute(
-                "INSERT INTO users (id, org_id, email, password_hash, role) VALUES ($1, NULL, $2, $3, 'operator')",
-                &[&id, &email, &password_hash],
+                "INSERT INTO users (id, org_id, email, email_key, password_hash, role) \
+                 VALUES ($1, NULL, $2, $3, $4, 'operator')",
+                &[&id, &email, &email_key(email), &password_hash],
             )
             .await?;
             id
@@ -187,9 +201,40 @@ pub async fn operator_exists(pool: &Pool, email: &str) -> Result<bool, DbError> 
     let conn = pool.get().await?;
     Ok(conn
         .query_opt(
-            "SELECT 1 FROM users WHERE lower(email) = lower($1) AND role = 'operator'",
-            &[&email],
+            "SELECT 1 FROM users WHERE email_key = $1 AND role = 'operator'",
+            &[&email_key(email)],
         )
         .await?
         .is_some())
+}
+
+/// Gives rows made before schema version 2 their [`email_key`]; two accounts that the rule makes
+/// one (`Åsa@…` and `åsa@…`, distinct under SQL's ASCII-only folding) stop the migration with
+/// both names, for the operator to resolve.
+pub(crate) async fn backfill_email_keys(conn: &Conn<'_>) -> Result<(), DbError> {
+    let rows = conn
+        .query("SELECT id, email FROM users WHERE email_key IS NULL", &[])
+        .await?;
+    for r in rows {
+        let (id, email): (Uuid, String) = (r.get(0), r.get(1));
+        let set = conn
+            .execute(
+                "UPDATE users SET email_key = $2 WHERE id = $1",
+                &[&id, &email_key(&email)],
+            )
+            .await;
+        match set.map_err(DbError::from) {
+            Ok(_) => {}
+            Err(DbError::Conflict(_)) => {
+                return Err(DbError::Migration(format!(
+                    "two accounts differ only in the case of their email ({email}); \
+                     rename or delete one, then start again"
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    conn.execute("ALTER TABLE users ALTER COLUMN email_key SET NOT NULL", &[])
+        .await?;
+    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::router::{Ctx, body};
-use super::session::{login_cookies, logout_cookies};
+use super::session::{cookie, login_cookies, logout_cookies, session_cookie};
 use super::{App, Request, Response, json, no_content};
 use crate::auth::jwt::{AUDIENCE, Claims, ISSUER, TYPE};
 use crate::auth::password::{self, PasswordError};
@@ -42,6 +42,15 @@ fn hash_error(e: PasswordError) -> ApiError {
     }
 }
 
+/// The caller as the actor of audit entries the controller writes on its behalf.
+pub fn actor(ctx: &Ctx) -> crate::db::audit::Actor {
+    let u = &ctx.session().user;
+    crate::db::audit::Actor {
+        id: Some(u.id),
+        email: Some(u.email.clone()),
+    }
+}
+
 /// Records an audit entry; a failure is logged, never shown to the caller.
 pub async fn record(
     app: &App,
@@ -72,17 +81,27 @@ pub async fn login(app: &App, req: &Request) -> Result<Response, ApiError> {
     if b.password.expose().len() > password::MAX_LEN {
         return Err(ApiError::invalid("password", "must be at most 1024 bytes"));
     }
-    let account = b.email.trim().to_lowercase();
+    // No account has such an address, and PostgreSQL refuses text with a NUL in it.
+    if b.email.len() > 1024 || b.email.chars().any(char::is_control) {
+        return Err(ApiError::invalid("email", "must be an email address"));
+    }
+    let account = crate::auth::email_key(&b.email);
     let client = req.client_ip(&app.config.trusted_proxies);
+    // Looked up first (no hashing yet) to tell whether a presented token is this account's.
+    let found = users::find_for_login(&app.pool, &account).await?;
+    let has_session = found.as_ref().is_some_and(|(u, _)| {
+        cookie(req, session_cookie(app.config.cookie_secure))
+            .and_then(|t| app.jwt.verify_any_age(t).ok())
+            .is_some_and(|c| c.sub == u.id)
+    });
     let at = Instant::now();
-    if let Err(wait) = app.limiter.attempt(&account, client, at) {
+    if let Err(wait) = app.limiter.attempt(&account, client, has_session, at) {
         tracing::warn!(client = %client, "login rate limited");
         metrics::counter!("meshwg_rate_limited_total").increment(1);
         return Err(ApiError::rate_limited(wait.as_secs().max(1)));
     }
     // The attempt already counts as a failure; an error that prevents judging it is refunded.
     let judged = async {
-        let found = users::find_for_login(&app.pool, &account).await?;
         let (user, hash) = match found {
             Some((u, h)) => (Some(u), h),
             None => (None, app.dummy_hash.clone()),
@@ -112,7 +131,7 @@ pub async fn login(app: &App, req: &Request) -> Result<Response, ApiError> {
             "wrong email or password",
         ));
     };
-    app.limiter.succeeded(&account, client);
+    app.limiter.succeeded(&account, client, Instant::now());
 
     let sid = Uuid::new_v4();
     let csrf = random_token(32);
@@ -190,15 +209,28 @@ pub async fn password(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, A
         ));
     }
     let s = ctx.session();
-    let stored = users::password_hash(&app.pool, s.user.id)
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
-    if !app
-        .hasher
-        .verify(b.current_password, stored)
-        .await
-        .map_err(hash_error)?
-    {
+    // Every try costs an Argon2 verify: limited per session and per account before hashing.
+    let at = Instant::now();
+    if let Err(wait) = app.password_changes.attempt(s.id, s.user.id, at) {
+        tracing::warn!(user = %s.user.id, "password change rate limited");
+        metrics::counter!("meshwg_rate_limited_total").increment(1);
+        return Err(ApiError::rate_limited(wait.as_secs().max(1)));
+    }
+    let verified = async {
+        let stored = users::password_hash(&app.pool, s.user.id)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        app.hasher
+            .verify(b.current_password, stored)
+            .await
+            .map_err(hash_error)
+    }
+    .await;
+    // Only a wrong password counts.
+    if !matches!(verified, Ok(false)) {
+        app.password_changes.refund(s.id, s.user.id, at);
+    }
+    if !verified? {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "wrong_password",

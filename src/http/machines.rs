@@ -1,15 +1,17 @@
 //! `/orgs/{org}/machines`: create (with a one-time config), list with kernel stats, get, patch,
 //! delete. A server-made private key appears in the creation response only and is stored nowhere.
 
-use super::auth::record;
+use super::auth::{actor, record};
 use super::error::ApiError;
 use super::orgs::{load_org, require_write};
-use super::router::{Ctx, body};
-use super::{App, Request, Response, json, no_content, validate};
+use super::router::{Ctx, body, non_null};
+use super::{App, Request, Response, json, no_content, secret_json, validate};
 use crate::actors::CoreError;
 use crate::actors::tenant::TenantStatus;
+use crate::controller::Audit;
 use crate::db::machines::{self, Machine, NewMachine};
 use crate::keys::PrivateKey;
+use crate::secret::Secret;
 use crate::wgconfig::{MachineConfig, render};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -28,7 +30,9 @@ struct MachineCreate {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MachinePatch {
+    #[serde(default, deserialize_with = "non_null")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
     tags: Option<Vec<String>>,
 }
 
@@ -57,12 +61,22 @@ fn view_with_stats(m: &Machine, status: Option<&TenantStatus>) -> serde_json::Va
     v
 }
 
-fn qr_svg(text: &str) -> Result<String, ApiError> {
-    let code = qrcode::QrCode::new(text.as_bytes()).map_err(ApiError::internal)?;
-    Ok(code
-        .render::<qrcode::render::svg::Color>()
-        .min_dimensions(256, 256)
-        .build())
+/// The creation response: borrowed, so the config is never copied into a plain `String`.
+#[derive(serde::Serialize)]
+struct Created<'a> {
+    machine: serde_json::Value,
+    config: &'a str,
+    config_qr_svg: &'a str,
+}
+
+/// The config as a QR code (it encodes the private key too).
+fn qr_svg(text: &Secret<String>) -> Result<Secret<String>, ApiError> {
+    let code = qrcode::QrCode::new(text.expose().as_bytes()).map_err(ApiError::internal)?;
+    Ok(Secret::new(
+        code.render::<qrcode::render::svg::Color>()
+            .min_dimensions(256, 256)
+            .build(),
+    ))
 }
 
 pub async fn create(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiError> {
@@ -82,18 +96,25 @@ pub async fn create(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, Api
     if public_key == org.hub_public_key {
         return Err(ApiError::invalid("public_key", "is the hub's own key"));
     }
-    let m = app
-        .ctl
-        .add_machine(
-            org.id,
-            NewMachine {
-                id: Uuid::new_v4(),
-                name,
-                public_key,
-                tags,
-            },
-        )
-        .await?;
+    let key = if generated.is_some() {
+        "server-generated"
+    } else {
+        "supplied"
+    };
+    // Audited by the controller, in the transaction that confirms the machine.
+    let audit = Audit {
+        actor: actor(ctx),
+        detail: Box::new(
+            move |m: &Machine| serde_json::json!({"name": m.name, "address": m.address.to_string(), "key": key}),
+        ),
+    };
+    let new = NewMachine {
+        id: Uuid::new_v4(),
+        name,
+        public_key,
+        tags,
+    };
+    let m = app.ctl.add_machine_by(org.id, new, audit).await?;
     let config = render(&MachineConfig {
         machine_name: &m.name,
         address: m.address,
@@ -104,21 +125,14 @@ pub async fn create(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, Api
         endpoint: &app.config.public_endpoint,
         listen_port: org.listen_port,
     });
-    let qr = qr_svg(config.expose())?;
-    let detail = serde_json::json!({"name": m.name, "address": m.address.to_string(), "key": if generated.is_some() { "server-generated" } else { "supplied" }});
-    record(
-        app,
-        Some(&ctx.session().user),
-        Some(org.id),
-        "machine.create",
-        "machine",
-        Some(m.id.to_string()),
-        detail,
-    )
-    .await;
-    Ok(json(
+    let qr = qr_svg(&config)?;
+    Ok(secret_json(
         StatusCode::CREATED,
-        &serde_json::json!({"machine": view(&m), "config": config.expose(), "config_qr_svg": qr}),
+        &Created {
+            machine: view(&m),
+            config: config.expose(),
+            config_qr_svg: qr.expose(),
+        },
     ))
 }
 

@@ -15,7 +15,7 @@ mod validate;
 
 use crate::auth::jwt::Jwt;
 use crate::auth::password::Hasher;
-use crate::auth::ratelimit::{Limits, LoginLimiter};
+use crate::auth::ratelimit::{ChangeLimiter, Limits, LoginLimiter};
 use crate::controller::Controller;
 use crate::db::Pool;
 use crate::secret::Secret;
@@ -42,6 +42,7 @@ pub struct ApiConfig {
     pub public_endpoint: String,
     pub trusted_proxies: Vec<IpAddr>,
     pub session_ttl: Duration,
+    pub sessions: session::SessionPolicy,
     pub login_limits: Limits,
     /// Password hashes allowed to run at once (each takes 19 MiB and a core for ~30 ms).
     pub concurrent_hashes: usize,
@@ -55,6 +56,7 @@ impl ApiConfig {
             public_endpoint,
             trusted_proxies: Vec::new(),
             session_ttl: Duration::from_secs(12 * 3600),
+            sessions: session::SessionPolicy::default(),
             login_limits: Limits::default(),
             concurrent_hashes: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
@@ -68,6 +70,7 @@ pub struct App {
     pub jwt: Jwt,
     pub hasher: Hasher,
     pub limiter: LoginLimiter,
+    pub password_changes: ChangeLimiter,
     pub sessions: session::SessionCache,
     pub config: ApiConfig,
     /// Verified against when the email is unknown, so both cases cost the same.
@@ -83,7 +86,8 @@ impl App {
             jwt: Jwt::new(&config.jwt_secret),
             hasher: Hasher::new(config.concurrent_hashes),
             limiter: LoginLimiter::new(config.login_limits),
-            sessions: session::SessionCache::default(),
+            password_changes: ChangeLimiter::default(),
+            sessions: session::SessionCache::new(config.sessions),
             dummy_hash: crate::auth::password::hash_blocking(&dummy)
                 .expect("hashing a random token"),
             config,
@@ -92,7 +96,6 @@ impl App {
 }
 
 /// One request, read whole.
-#[derive(Debug)]
 pub struct Request {
     pub method: Method,
     pub path: String,
@@ -100,6 +103,37 @@ pub struct Request {
     pub headers: HeaderMap,
     pub peer: Option<SocketAddr>,
     pub body: Bytes,
+}
+
+/// Headers whose values are credentials.
+const SECRET_HEADERS: [&str; 4] = [
+    "cookie",
+    "authorization",
+    "proxy-authorization",
+    "x-csrf-token",
+];
+
+/// Redacted: the body may hold a password or a key, some headers a session. Shows what a log
+/// line may: method, path, header names (values of the harmless ones), body size.
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(k, v)| match v.to_str() {
+                Ok(v) if !SECRET_HEADERS.contains(&k.as_str()) => format!("{k}: {v}"),
+                _ => format!("{k}: <redacted>"),
+            })
+            .collect();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("headers", &headers)
+            .field("peer", &self.peer)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
 }
 
 impl Request {
@@ -147,6 +181,50 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
+    resp
+}
+
+/// A buffer wiped when the response body that owns it is dropped.
+struct Wiped(Vec<u8>);
+
+impl AsRef<[u8]> for Wiped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+/// Counts what a serializer writes.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len();
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// [`json`] for a body holding key material: serialized once into a buffer of exactly the right
+/// size (so no reallocation leaves a copy behind) that is wiped when the body is dropped.
+pub fn secret_json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let mut size = Counter(0);
+    if serde_json::to_writer(&mut size, value).is_err() {
+        return ApiError::internal("response not serializable").into_response();
+    }
+    let mut buf = Vec::with_capacity(size.0);
+    if serde_json::to_writer(&mut buf, value).is_err() {
+        return ApiError::internal("response not serializable").into_response();
+    }
+    let mut resp = json(status, &());
+    *resp.body_mut() = Bytes::from_owner(Wiped(buf)).into();
     resp
 }
 
@@ -283,4 +361,38 @@ pub async fn serve(
         .graceful(shutdown)
         .run()
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_a_request_shows_no_credentials() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-meshwg_session=eyJ.sess.ion"),
+        );
+        headers.insert("x-csrf-token", HeaderValue::from_static("csrf-token-value"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let req = Request {
+            method: Method::POST,
+            path: "/api/v1/auth/password".into(),
+            query: String::new(),
+            headers,
+            peer: None,
+            body: Bytes::from_static(
+                br#"{"current_password":"hunter2-old","new_password":"hunter2-new"}"#,
+            ),
+        };
+        let text = format!("{req:?}");
+        for secret in ["hunter2", "eyJ.sess.ion", "csrf-token-value"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("/api/v1/auth/password") && text.contains("application/json"));
+    }
 }

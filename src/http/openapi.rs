@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the router's table (paths, methods, bodies, success
 //! statuses) plus the schemas below, so it always lists exactly the routes that exist.
 
-use super::router::ROUTES;
+use super::router::{Op, ROUTES};
 use serde_json::{Value, json};
 
 fn schemas() -> Value {
@@ -65,7 +65,7 @@ fn schemas() -> Value {
         json!({"type": "object", "properties": {"orgs": {"type": "array", "items": org}}}),
     );
     m.insert("Machine".into(), json!(machine));
-    m.insert("MachineCreate".into(), json!({"type": "object", "required": ["name"], "additionalProperties": false, "properties": {"name": name, "public_key": {"type": "string", "description": "32 bytes, base64; without it the server makes the key pair and returns the private key once"}, "tags": {"type": "array", "maxItems": 32, "items": {"type": "string"}}}}));
+    m.insert("MachineCreate".into(), json!({"type": "object", "required": ["name"], "additionalProperties": false, "properties": {"name": name, "public_key": {"type": ["string", "null"], "description": "32 bytes, base64; without it (or null) the server makes the key pair and returns the private key once"}, "tags": {"type": "array", "maxItems": 32, "items": {"type": "string"}}}}));
     m.insert("MachineCreated".into(), json!({"type": "object", "properties": {"machine": machine, "config": {"type": "string", "description": "wg-quick configuration; holds the private key if the server made it (shown this once)"}, "config_qr_svg": {"type": "string"}}}));
     m.insert("MachinePatch".into(), json!({"type": "object", "additionalProperties": false, "properties": {"name": name, "tags": {"type": "array", "items": {"type": "string"}}}}));
     m.insert(
@@ -85,12 +85,59 @@ fn schemas() -> Value {
     Value::Object(m)
 }
 
+/// OpenAPI links from a creation to what can be done with the object it made, so that a
+/// stateful client (Schemathesis) can follow ids instead of guessing them.
+fn links(op: Op) -> Option<Value> {
+    let org = "$request.path.org";
+    let (targets, params): (&[Op], Value) = match op {
+        Op::OrgCreate => (
+            &[
+                Op::OrgGet,
+                Op::OrgPatch,
+                Op::OrgDelete,
+                Op::MachineCreate,
+                Op::PolicyCreate,
+                Op::UserCreate,
+                Op::Status,
+            ],
+            json!({"org": "$response.body#/id"}),
+        ),
+        Op::MachineCreate => (
+            &[Op::MachineGet, Op::MachinePatch, Op::MachineDelete],
+            json!({"org": org, "id": "$response.body#/machine/id"}),
+        ),
+        Op::PolicyCreate => (
+            &[Op::PolicyGet, Op::PolicyPatch, Op::PolicyDelete],
+            json!({"org": org, "id": "$response.body#/id"}),
+        ),
+        Op::UserCreate => (
+            &[Op::UserDelete],
+            json!({"org": org, "id": "$response.body#/id"}),
+        ),
+        _ => return None,
+    };
+    let mut out = serde_json::Map::new();
+    for t in targets {
+        let id = format!("{t:?}");
+        let mut p = params.clone();
+        // Operations on the org itself take no {id}.
+        if ROUTES
+            .iter()
+            .any(|r| r.op == *t && !r.path.contains("{id}"))
+        {
+            p.as_object_mut().map(|m| m.remove("id"));
+        }
+        out.insert(id.clone(), json!({"operationId": id, "parameters": p}));
+    }
+    Some(Value::Object(out))
+}
+
 fn error_response(what: &str) -> Value {
     json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
-/// The document served at `/api/v1/openapi.json`.
-pub fn document() -> Value {
+/// The document served at `/api/v1/openapi.json`; `cookie_secure` decides the cookie's name.
+pub fn document(cookie_secure: bool) -> Value {
     let mut paths = serde_json::Map::new();
     for r in ROUTES {
         let mut op = json!({"summary": r.summary, "operationId": format!("{:?}", r.op)});
@@ -117,14 +164,23 @@ pub fn document() -> Value {
             }
             None => json!({"description": "success"}),
         };
+        let mut ok = ok;
+        if let Some(links) = links(r.op) {
+            ok["links"] = links;
+        }
         responses.insert(r.ok.to_string(), ok);
-        if r.body.is_some() {
+        if r.body.is_some() || r.path.ends_with("/audit") {
             responses.insert(
                 "400".into(),
                 error_response("malformed or invalid input; nothing changed"),
             );
+        }
+        if r.body.is_some() {
             responses.insert("413".into(), error_response("body larger than 64 KiB"));
             responses.insert("415".into(), error_response("body is not application/json"));
+        }
+        if r.op == Op::Login {
+            responses.insert("401".into(), error_response("wrong email or password"));
         }
         if r.auth {
             responses.insert("401".into(), error_response("no valid session"));
@@ -141,10 +197,10 @@ pub fn document() -> Value {
                 error_response("no such resource (also another tenant's)"),
             );
         }
-        if r.path.ends_with("/login") {
+        if r.path.ends_with("/login") || r.path.ends_with("/password") {
             responses.insert(
                 "429".into(),
-                error_response("too many failed logins; see Retry-After"),
+                error_response("too many failed attempts; see Retry-After"),
             );
         }
         if matches!(
@@ -178,7 +234,7 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "schemas": schemas(),
-            "securitySchemes": {"session": {"type": "apiKey", "in": "cookie", "name": "meshwg_session"}}
+            "securitySchemes": {"session": {"type": "apiKey", "in": "cookie", "name": super::session::session_cookie(cookie_secure)}}
         }
     })
 }
@@ -189,7 +245,7 @@ mod tests {
 
     #[test]
     fn every_route_is_documented_and_every_schema_exists() {
-        let doc = document();
+        let doc = document(true);
         for r in ROUTES {
             assert!(
                 doc["paths"][r.path][r.method.as_str().to_lowercase()].is_object(),
@@ -205,6 +261,23 @@ mod tests {
             .map(|p| p.as_object().unwrap().len())
             .sum();
         assert_eq!(n, ROUTES.len(), "no undocumented extras");
+        // Every link names an operation that exists, with the parameters its path has.
+        for r in ROUTES {
+            let Some(links) = links(r.op) else { continue };
+            for (_, link) in links.as_object().unwrap() {
+                let target = ROUTES
+                    .iter()
+                    .find(|t| format!("{:?}", t.op) == link["operationId"])
+                    .expect("linked operation exists");
+                for name in link["parameters"].as_object().unwrap().keys() {
+                    assert!(
+                        target.path.contains(&format!("{{{name}}}")),
+                        "{name} in {}",
+                        target.path
+                    );
+                }
+            }
+        }
         let text = doc.to_string();
         for part in text.split("#/components/schemas/").skip(1) {
             let name = part.split('"').next().unwrap();

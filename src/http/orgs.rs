@@ -1,11 +1,11 @@
 //! `/orgs` and `/orgs/{org}/users`.
 
-use super::auth::{record, user_view};
+use super::auth::{actor, record, user_view};
 use super::error::ApiError;
-use super::router::{Ctx, body};
+use super::router::{Ctx, body, non_null};
 use super::session::can_write;
 use super::{App, Request, Response, json, no_content, validate};
-use crate::controller::NewTenant;
+use crate::controller::{Audit, NewTenant};
 use crate::db::DbError;
 use crate::db::orgs::{self, Org, OrgState};
 use crate::db::users::{self, Role};
@@ -57,14 +57,18 @@ fn require_operator(ctx: &Ctx) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 struct OrgCreate {
     name: String,
+    #[serde(default, deserialize_with = "non_null")]
     cidr: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
     default_action: Option<Verdict>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OrgPatch {
+    #[serde(default, deserialize_with = "non_null")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
     default_action: Option<Verdict>,
 }
 
@@ -73,25 +77,17 @@ pub async fn create(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, Api
     let b: OrgCreate = body(req)?;
     let name = validate::name("name", &b.name)?;
     let cidr = validate::tenant_cidr(b.cidr.as_deref().unwrap_or("10.100.0.0/16"))?;
-    let org = app
-        .ctl
-        .create_tenant(NewTenant {
-            name,
-            cidr,
-            default_action: b.default_action.unwrap_or(Verdict::Allow),
-        })
-        .await?;
-    let u = &ctx.session().user;
-    record(
-        app,
-        Some(u),
-        Some(org.id),
-        "org.create",
-        "org",
-        Some(org.id.to_string()),
-        org_view(&org),
-    )
-    .await;
+    let new = NewTenant {
+        name,
+        cidr,
+        default_action: b.default_action.unwrap_or(Verdict::Allow),
+    };
+    // Audited by the controller, in the transaction that makes the org active.
+    let audit = Audit {
+        actor: actor(ctx),
+        detail: Box::new(org_view),
+    };
+    let org = app.ctl.create_tenant_by(new, audit).await?;
     Ok(json(StatusCode::CREATED, &org_view(&org)))
 }
 
@@ -195,7 +191,8 @@ pub async fn user_create(app: &App, req: &Request, ctx: &Ctx) -> Result<Response
         .hash(b.password)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    let user = users::create(&app.pool, ctx.org(), &email, &hash, role)
+    let max = app.ctl.deps().quotas.users;
+    let user = users::create(&app.pool, ctx.org(), &email, &hash, role, max)
         .await
         .map_err(|e| match e {
             DbError::Conflict(_) => ApiError::conflict("a user with this email already exists"),

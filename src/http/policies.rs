@@ -1,11 +1,12 @@
 //! `/orgs/{org}/policies`: every write is answered once the kernel enforces it; reads carry the
 //! kernel's rule counters.
 
-use super::auth::record;
+use super::auth::{actor, record};
 use super::error::ApiError;
 use super::orgs::{load_org, require_write};
-use super::router::{Ctx, body};
+use super::router::{Ctx, body, non_null};
 use super::{App, Request, Response, json, no_content, validate};
+use crate::controller::Audit;
 use crate::db::machines;
 use crate::db::orgs::Org;
 use crate::db::policies::{self, PolicyFields};
@@ -16,20 +17,22 @@ use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 use warp::http::StatusCode;
 
-/// Bounds the tenant chain (and so per-packet work) to something sane.
-pub const MAX_POLICIES: usize = 1000;
 const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = 0..=1_000_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyCreate {
+    #[serde(default, deserialize_with = "non_null")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
     priority: Option<i32>,
     action: Verdict,
     src: Selector,
     dst: Selector,
+    #[serde(default, deserialize_with = "non_null")]
     protocol: Option<Protocol>,
     ports: Option<PortRange>,
+    #[serde(default, deserialize_with = "non_null")]
     enabled: Option<bool>,
 }
 
@@ -43,14 +46,21 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyPatch {
+    #[serde(default, deserialize_with = "non_null")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
     priority: Option<i32>,
+    #[serde(default, deserialize_with = "non_null")]
     action: Option<Verdict>,
+    #[serde(default, deserialize_with = "non_null")]
     src: Option<Selector>,
+    #[serde(default, deserialize_with = "non_null")]
     dst: Option<Selector>,
+    #[serde(default, deserialize_with = "non_null")]
     protocol: Option<Protocol>,
     #[serde(default, deserialize_with = "present")]
     ports: Option<Option<PortRange>>,
+    #[serde(default, deserialize_with = "non_null")]
     enabled: Option<bool>,
 }
 
@@ -136,29 +146,13 @@ pub async fn create(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, Api
         },
     )
     .await?;
-    if policies::list(&app.pool, org.id).await?.len() >= MAX_POLICIES {
-        return Err(ApiError::conflict(format!(
-            "an org has at most {MAX_POLICIES} policies"
-        )));
-    }
-    let p = policies::insert(&app.pool, org.id, Uuid::new_v4(), &fields).await?;
-    if let Err(e) = app.ctl.sync(org.id).await {
-        // Not enforced, so not created: take the row back out.
-        let _ = policies::delete(&app.pool, org.id, p.id).await;
-        return Err(e.into());
-    }
-    let v = view(&p, &[]);
-    record(
-        app,
-        Some(&ctx.session().user),
-        Some(org.id),
-        "policy.create",
-        "policy",
-        Some(p.id.to_string()),
-        v.clone(),
-    )
-    .await;
-    Ok(json(StatusCode::CREATED, &v))
+    // Enforced, confirmed and audited in one go by the controller, or abandoned.
+    let audit = Audit {
+        actor: actor(ctx),
+        detail: Box::new(|p: &Policy| view(p, &[])),
+    };
+    let p = app.ctl.add_policy_by(org.id, fields, audit).await?;
+    Ok(json(StatusCode::CREATED, &view(&p, &[])))
 }
 
 pub async fn list(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {

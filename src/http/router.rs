@@ -373,10 +373,29 @@ fn is_json(req: &Request) -> bool {
         .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// For an optional field that may be left out but not be `null`: the document gives it a type,
+/// not null, and `"name": null` must be a 400, not a silent "unchanged".
+pub fn non_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 /// Parses the JSON body into `T` (unknown fields are refused by `T`'s own serde attributes).
 pub fn body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     if req.body.is_empty() {
         return Err(ApiError::bad_request("a JSON body is required"));
+    }
+    // Every body is an object: serde would also read a struct from an array of its fields
+    // (`[null, null]` is a valid, empty, OrgPatch), which the document does not allow.
+    if req.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            warp::http::StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
     }
     serde_json::from_slice(&req.body).map_err(|e| {
         let mut msg = e.to_string();
@@ -396,7 +415,8 @@ async fn prepare(
         return Err(ApiError::unsupported_media_type());
     }
     let session = if route.auth {
-        let s = session::authenticate(req, &app.jwt, &app.pool, &app.sessions).await?;
+        let secure = app.config.cookie_secure;
+        let s = session::authenticate(req, &app.jwt, secure, &app.pool, &app.sessions).await?;
         if route.method != Method::GET {
             session::check_csrf(req, &s)?;
         }
@@ -427,7 +447,7 @@ async fn run(app: &App, req: &Request, route: &Route, ctx: Ctx) -> Result<Respon
         Op::Readyz => Ok(status::readyz(app).await),
         Op::OpenApi => Ok(super::json(
             warp::http::StatusCode::OK,
-            &super::openapi::document(),
+            &super::openapi::document(app.config.cookie_secure),
         )),
         Op::Login => auth::login(app, req).await,
         Op::Logout => auth::logout(app, &ctx).await,
@@ -461,14 +481,31 @@ async fn run(app: &App, req: &Request, route: &Route, ctx: Ctx) -> Result<Respon
 /// Counted by route pattern, method and status (never by raw path: no ids in label values).
 pub async fn dispatch(app: &App, req: Request) -> Response {
     let started = std::time::Instant::now();
-    let method = req.method.to_string();
+    let method = method_label(&req.method);
     let (pattern, resp) = route(app, req).await;
     let status = resp.status().as_str().to_string();
-    metrics::counter!("meshwg_http_requests_total", "route" => pattern, "method" => method.clone(), "status" => status)
+    metrics::counter!("meshwg_http_requests_total", "route" => pattern, "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!("meshwg_http_request_duration_seconds", "route" => pattern, "method" => method)
         .record(started.elapsed().as_secs_f64());
     resp
+}
+
+/// The method as a label value: the standard methods by name, anything else as `other`, so that
+/// clients (unauthenticated ones too) cannot create series by inventing methods.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 async fn route(app: &App, req: Request) -> (&'static str, Response) {

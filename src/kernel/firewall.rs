@@ -9,9 +9,9 @@
 //! swapping it in.
 
 use super::netns::nl;
-use super::nl::nft;
+use super::nl::{conntrack, nft};
 use super::ns::{Namespaces, NsHandles};
-use super::{Firewall, FirewallObserved, FirewallRules, KResult, RuleObserved};
+use super::{Firewall, FirewallObserved, FirewallRules, FlowKey, KResult, RuleObserved};
 use crate::cmd::Cmd;
 use crate::names::{ACL_CHAIN, TENANT_IFACE, TenantNames};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -328,6 +328,38 @@ impl Firewall for Iptables {
                 .await?;
         }
         Ok(())
+    }
+
+    async fn sets(&self, names: &TenantNames) -> KResult<BTreeMap<String, BTreeSet<Ipv4Addr>>> {
+        let h = self.handles(names).await?;
+        nft::ipsets(&h.nfnl).await.map_err(|e| nl(&names.netns, e))
+    }
+
+    async fn revoke(
+        &self,
+        names: &TenantNames,
+        keep: &(dyn Fn(FlowKey) -> bool + Send + Sync),
+    ) -> KResult<usize> {
+        let h = self.handles(names).await?;
+        let flows = conntrack::flows(&h.nfnl)
+            .await
+            .map_err(|e| nl(&names.netns, e))?;
+        let mut cut = 0;
+        for f in flows {
+            let key = FlowKey {
+                src: f.src,
+                dst: f.dst,
+                proto: f.proto,
+                dport: f.dport,
+            };
+            if !keep(key) {
+                conntrack::delete(&h.nfnl, &f)
+                    .await
+                    .map_err(|e| nl(&names.netns, e))?;
+                cut += 1;
+            }
+        }
+        Ok(cut)
     }
 
     async fn counters(&self, names: &TenantNames) -> KResult<Option<Vec<RuleObserved>>> {

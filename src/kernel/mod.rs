@@ -187,6 +187,8 @@ pub trait Netns: Send + Sync {
     async fn observe(&self, names: &TenantNames) -> KResult<Option<NetnsObserved>>;
     /// [`Netns::observe`] without addresses and routes (which announce their changes).
     async fn glance(&self, names: &TenantNames) -> KResult<Option<NetnsGlance>>;
+    /// The identity (inode) of the namespace now, `None` if it does not exist; a `stat`.
+    fn identity(&self, names: &TenantNames) -> Option<u64>;
     /// Is the birth link still in the controller namespace (a creation that stopped half-way)?
     async fn birth_link_in_host(&self, names: &TenantNames) -> KResult<bool>;
     async fn create(&self, names: &TenantNames) -> KResult<()>;
@@ -257,6 +259,16 @@ pub struct FirewallObserved {
     pub generation: Option<u32>,
 }
 
+/// A tracked flow in its original direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowKey {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    /// IP protocol number.
+    pub proto: u8,
+    pub dport: Option<u16>,
+}
+
 /// The rendered firewall a tenant should have (see `policy::render`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FirewallRules {
@@ -278,6 +290,15 @@ pub trait Firewall: Send + Sync {
         rules: &FirewallRules,
         have: Option<&FirewallObserved>,
     ) -> KResult<()>;
+    /// The ipsets and their members (what changes without any event).
+    async fn sets(&self, names: &TenantNames) -> KResult<BTreeMap<String, BTreeSet<Ipv4Addr>>>;
+    /// Deletes the tracked flows `keep` rejects, so that a narrowed policy cuts flows the
+    /// `ESTABLISHED` shortcut would keep alive; returns how many were cut.
+    async fn revoke(
+        &self,
+        names: &TenantNames,
+        keep: &(dyn Fn(FlowKey) -> bool + Send + Sync),
+    ) -> KResult<usize>;
     /// Fresh counters for the chain as last verified; `None` if it changed since (or is unknown).
     async fn counters(&self, names: &TenantNames) -> KResult<Option<Vec<RuleObserved>>>;
     async fn flush_nat(&self, names: &TenantNames) -> KResult<()>;

@@ -159,6 +159,10 @@ impl Netns for NativeNetns {
         }
     }
 
+    fn identity(&self, names: &TenantNames) -> Option<u64> {
+        namespace_inode(&names.netns)
+    }
+
     async fn birth_link_in_host(&self, names: &TenantNames) -> KResult<bool> {
         let sock = self.host.route().await.map_err(|e| nl("host", e))?;
         Ok(route::link(sock, &names.birth)

@@ -40,6 +40,26 @@ pub enum UapiError {
 pub struct Connection {
     stream: UnixStream,
     pub pid: Option<u32>,
+    /// The device's private key as last read and its public key, so an unchanged key costs no
+    /// scalar multiplication.
+    memo: KeyMemo,
+}
+
+/// Derives public keys, remembering the last one.
+#[derive(Default)]
+pub struct KeyMemo(Option<(Secret<[u8; 32]>, PublicKey)>);
+
+impl KeyMemo {
+    fn public(&mut self, private: PrivateKey) -> PublicKey {
+        if let Some((k, p)) = &self.0
+            && k.expose() == private.expose_bytes()
+        {
+            return *p;
+        }
+        let public = private.public_key();
+        self.0 = Some((Secret::new(*private.expose_bytes()), public));
+        public
+    }
 }
 
 pub async fn connect(path: &Path) -> Result<Connection, UapiError> {
@@ -55,7 +75,11 @@ pub async fn connect(path: &Path) -> Result<Connection, UapiError> {
                 .ok()
                 .and_then(|c| c.pid())
                 .map(|p| p as u32);
-            Ok(Connection { stream, pid })
+            Ok(Connection {
+                stream,
+                pid,
+                memo: KeyMemo::default(),
+            })
         }
     }
 }
@@ -89,7 +113,7 @@ impl Connection {
 
     pub async fn get(&mut self) -> Result<DeviceObserved, UapiError> {
         let text = self.exchange(b"get=1\n\n").await?;
-        let mut dev = parse_get(text.expose())?;
+        let mut dev = parse_get_with(text.expose(), &mut self.memo)?;
         dev.pid = self.pid;
         Ok(dev)
     }
@@ -115,6 +139,11 @@ fn errno(text: &str) -> Result<i64, UapiError> {
 
 /// Parses a `get=1` answer. The private key is turned into its public key at once.
 pub fn parse_get(text: &str) -> Result<DeviceObserved, UapiError> {
+    parse_get_with(text, &mut KeyMemo::default())
+}
+
+/// [`parse_get`], deriving the public key through `memo`.
+pub fn parse_get_with(text: &str, memo: &mut KeyMemo) -> Result<DeviceObserved, UapiError> {
     match errno(text)? {
         0 => {}
         n => return Err(UapiError::Errno(n)),
@@ -143,7 +172,7 @@ pub fn parse_get(text: &str) -> Result<DeviceObserved, UapiError> {
         match key {
             "private_key" => {
                 let private = PrivateKey::from_hex(value).map_err(|_| bad("private_key"))?;
-                dev.public_key = Some(private.public_key());
+                dev.public_key = Some(memo.public(private));
             }
             "listen_port" => dev.listen_port = value.parse().map_err(|_| bad("listen_port"))?,
             "public_key" => {

@@ -1,5 +1,6 @@
 //! Tenant policies: the model the API stores and the renderer turns into kernel rules.
 
+pub mod evaluate;
 pub mod render;
 
 use crate::overlay::Ipv4Cidr;

@@ -23,16 +23,6 @@ pub struct MachineAddr {
     pub tags: BTreeSet<String>,
 }
 
-impl From<&crate::db::machines::Machine> for MachineAddr {
-    fn from(m: &crate::db::machines::Machine) -> Self {
-        MachineAddr {
-            id: m.id,
-            address: m.address,
-            tags: m.tags.iter().cloned().collect(),
-        }
-    }
-}
-
 /// The comment that maps a rule's counters back to its policy.
 pub fn policy_comment(id: Uuid) -> String {
     format!("mwg:{id}")

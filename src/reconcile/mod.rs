@@ -26,6 +26,8 @@ pub struct Desired {
     pub names: TenantNames,
     pub listen_port: u16,
     pub private_key: PrivateKey,
+    /// `private_key`'s public half, derived once.
+    pub public_key: PublicKey,
     pub hub_address: Ipv4Addr,
     pub prefix: u8,
     pub peers: BTreeMap<PublicKey, Ipv4Addr>,
@@ -50,7 +52,7 @@ impl Desired {
     pub fn target(&self) -> Target {
         Target {
             listen_port: self.listen_port,
-            public_key: self.private_key.public_key(),
+            public_key: self.public_key,
             hub_address: self.hub_address,
             prefix: self.prefix,
             peers: self.peers.clone(),
@@ -112,6 +114,16 @@ impl Action {
         "set_peers",
     ];
 
+    /// May take away something a tracked flow relied on: a rule or set rewritten, a peer
+    /// removed.
+    pub fn narrows(&self) -> bool {
+        match self {
+            Action::ApplyFirewall => true,
+            Action::SetPeers { remove, .. } => !remove.is_empty(),
+            _ => false,
+        }
+    }
+
     /// A short, stable name, used in logs and as the `kind` label of repair metrics.
     /// Removes a way out of the tenant namespace: a route, a NAT rule, a link that is not
     /// the hub device (our own device's link removed for a rebuild does not count).
@@ -170,7 +182,9 @@ pub fn route_expected(d: &Desired, r: &RouteObserved) -> bool {
             r.kernel_made
                 && r.unicast
                 && dev == Some(TENANT_IFACE)
-                && r.dst == format!("{network}/{}", d.prefix)
+                && r.dst.split_once('/').is_some_and(|(a, p)| {
+                    a.parse::<Ipv4Addr>() == Ok(network) && p.parse::<u8>() == Ok(d.prefix)
+                })
         }
         _ => false,
     }
@@ -255,7 +269,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Vec<Action> {
     let relinked = !device_steps.is_empty();
     actions.extend(device_steps);
     if let Some(dev) = device.filter(|_| !fresh)
-        && (dev.listen_port != d.listen_port || dev.public_key != Some(d.private_key.public_key()))
+        && (dev.listen_port != d.listen_port || dev.public_key != Some(d.public_key))
     {
         actions.push(Action::ConfigureDevice);
     }
@@ -273,16 +287,20 @@ pub fn plan(d: &Desired, o: &Observed) -> Vec<Action> {
     }
 
     // Peers last.
-    let have = device
-        .filter(|_| !fresh)
-        .map(|dev| &dev.peers)
-        .cloned()
-        .unwrap_or_default();
+    let none = BTreeMap::new();
+    let have = device.filter(|_| !fresh).map_or(&none, |dev| &dev.peers);
     let mut upsert = Vec::new();
+    // Exactly `addr/32` (compared without formatting: this runs at every poll).
+    let only = |ips: &BTreeSet<String>, addr: &Ipv4Addr| {
+        ips.len() == 1
+            && ips
+                .first()
+                .and_then(|ip| ip.strip_suffix("/32")?.parse::<Ipv4Addr>().ok())
+                == Some(*addr)
+    };
     for (key, addr) in &d.peers {
-        let want_ips = BTreeSet::from([format!("{addr}/32")]);
         match have.get(key) {
-            Some(p) if p.allowed_ips == want_ips => {}
+            Some(p) if only(&p.allowed_ips, addr) => {}
             Some(_) => upsert.push(PeerSpec {
                 public_key: *key,
                 address: *addr,

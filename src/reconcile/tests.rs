@@ -8,10 +8,12 @@ use crate::names::KernelPrefix;
 fn desired() -> Desired {
     let names = KernelPrefix::new("mwg").unwrap().tenant(7).unwrap();
     let peer = PrivateKey::generate().public_key();
+    let private_key = PrivateKey::generate();
     Desired {
         names,
         listen_port: 51820,
-        private_key: PrivateKey::generate(),
+        public_key: private_key.public_key(),
+        private_key,
         hub_address: Ipv4Addr::new(10, 100, 0, 1),
         prefix: 16,
         peers: BTreeMap::from([(peer, Ipv4Addr::new(10, 100, 0, 2))]),

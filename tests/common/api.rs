@@ -48,8 +48,14 @@ pub fn jwt_secret() -> Secret<Vec<u8>> {
 
 impl Api {
     pub async fn new(h: &Harness) -> Api {
+        Api::with(h, |_| {}).await
+    }
+
+    /// [`Api::new`] with changes to the test configuration.
+    pub async fn with(h: &Harness, change: impl FnOnce(&mut ApiConfig)) -> Api {
         let mut config = ApiConfig::new(jwt_secret(), true, super::ENDPOINT.to_string());
         config.trusted_proxies = vec!["10.9.9.9".parse().unwrap()];
+        change(&mut config);
         let app = App::new(h.ctl.clone(), config);
         let hash =
             meshwg::auth::password::hash_blocking(&Secret::new(PASSWORD.to_string())).unwrap();

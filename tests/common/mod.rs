@@ -467,6 +467,8 @@ impl Harness {
             port_range: 51820..=52819,
             telemetry: Arc::new(meshwg::telemetry::Telemetry::default()),
             listen: Some(database_url(&world.db_name).parse().unwrap()),
+            board: Default::default(),
+            quotas: Default::default(),
         };
         meshwg::telemetry::recorder();
         let ctl = Controller::start(deps.clone()).await.unwrap();

@@ -12,6 +12,7 @@ use super::ip_allocator::{IpAllocator, IpAllocatorMsg};
 use super::tenant::{TenantActor, TenantArgs, TenantMsg};
 use super::{CoreError, Deps};
 use crate::db::orgs::{self, Org, OrgState};
+use crate::installation::{self, Orphans};
 use crate::reconcile::apply::teardown;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -25,7 +26,13 @@ const BACKOFF_RESET: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub struct Supervisor;
+/// `orphans`: what start-up may do with kernel objects the database does not own.
+pub struct Supervisor {
+    pub orphans: Orphans,
+}
+
+/// How often rows left pending past their deadline are deleted.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 struct Child {
     actor: ActorRef<TenantMsg>,
@@ -88,6 +95,8 @@ pub enum SupervisorMsg {
     Restart {
         org_id: Uuid,
     },
+    /// Deletes rows left pending past their deadline (off this actor).
+    Sweep,
     /// A stop begun by `Stop` has finished.
     Stopped {
         org_id: Uuid,
@@ -128,10 +137,64 @@ async fn remove_tenant(deps: &Deps, org: &Org, why: &str) {
     }
 }
 
-/// Reads every org, settles interrupted creations and deletions, removes orphans; returns the
-/// orgs whose actors must run.
-async fn load(deps: &Deps) -> Result<Vec<Org>, CoreError> {
+/// Why start-up cannot go on: retried (PostgreSQL not there yet) or final (refused).
+enum LoadError {
+    Retry(CoreError),
+    Refused(String),
+}
+
+impl From<crate::db::DbError> for LoadError {
+    fn from(e: crate::db::DbError) -> Self {
+        LoadError::Retry(e.into())
+    }
+}
+
+/// Kernel ids of objects with our prefix (namespaces, devices, birth links); `None` if they
+/// could not all be listed (then nothing is judged an orphan).
+async fn kernel_kids(deps: &Deps) -> Option<BTreeSet<i64>> {
+    let k = &deps.kernel;
+    let mut found = BTreeSet::new();
+    for listed in [
+        k.netns.list(&deps.prefix).await,
+        k.wg.list(&deps.prefix).await,
+        k.netns.list_host_links(&deps.prefix).await,
+    ] {
+        match listed {
+            Ok(kids) => found.extend(kids),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list kernel objects; orphans left for the next start");
+                return None;
+            }
+        }
+    }
+    Some(found)
+}
+
+/// Reads every org, refuses to go on beside kernel objects this database never made, settles
+/// interrupted creations and deletions, removes its own orphans; returns the orgs whose actors
+/// must run.
+async fn load(deps: &Deps, policy: Orphans) -> Result<Vec<Org>, LoadError> {
     let all = orgs::list(&deps.pool).await?;
+    let last_issued = crate::db::installation::last_kid(&deps.pool).await?;
+    let found = kernel_kids(deps).await;
+    let owned: BTreeSet<i64> = all.iter().map(|o| o.kid).collect();
+    let sorted = found
+        .as_ref()
+        .map(|f| installation::sort(f, &owned, last_issued))
+        .unwrap_or_default();
+    if !sorted.unknown.is_empty() && policy == Orphans::Careful {
+        return Err(LoadError::Refused(format!(
+            "kernel objects with prefix {} for tenant id(s) {:?} were not made by this database \
+             (it issued ids up to {last_issued}): DATABASE_URL may name the wrong database or an \
+             older copy; nothing was touched. To remove them anyway start once with --remove-unowned",
+            deps.prefix.as_str(),
+            sorted.unknown
+        )));
+    }
+    // Leftovers of abandoned creations (see db::pending); the reconciler ignores them already.
+    if let Err(e) = crate::db::pending::sweep(&deps.pool).await {
+        tracing::warn!(error = %e, "could not delete lapsed pending rows");
+    }
     let mut active = Vec::new();
     for org in all {
         match org.state {
@@ -149,32 +212,27 @@ async fn load(deps: &Deps) -> Result<Vec<Org>, CoreError> {
             OrgState::Active => active.push(org),
         }
     }
-    let owned: BTreeSet<i64> = active.iter().map(|o| o.kid).collect();
-    remove_orphans(deps, &owned).await;
+    let mut remove = sorted.orphans;
+    if policy == Orphans::RemoveUnowned {
+        remove.extend(sorted.unknown);
+    } else if remove.len() > installation::MAX_AUTO_REMOVALS {
+        tracing::error!(
+            orphans = ?remove,
+            "more orphan tenants than start-up removes on its own; left running \
+             (start once with --remove-unowned to remove them)"
+        );
+        remove.clear();
+    }
+    remove_orphans(deps, &remove).await;
     Ok(active)
 }
 
-/// Removes namespaces, daemons, sockets and birth links with our prefix that belong to no org.
-async fn remove_orphans(deps: &Deps, owned: &BTreeSet<i64>) {
-    let k = &deps.kernel;
-    let mut found = BTreeSet::new();
-    for listed in [
-        k.netns.list(&deps.prefix).await,
-        k.wg.list(&deps.prefix).await,
-        k.netns.list_host_links(&deps.prefix).await,
-    ] {
-        match listed {
-            Ok(kids) => found.extend(kids),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not list kernel objects for orphan removal")
-            }
-        }
-    }
-    for kid in found.difference(owned) {
+async fn remove_orphans(deps: &Deps, kids: &[i64]) {
+    for kid in kids {
         let Ok(names) = deps.prefix.tenant(*kid) else {
             continue;
         };
-        match teardown(k, &names).await {
+        match teardown(&deps.kernel, &names).await {
             Ok(()) => tracing::warn!(kid, netns = %names.netns, "removed orphan kernel objects"),
             Err(e) => tracing::error!(kid, error = %e, "could not remove orphan kernel objects"),
         }
@@ -249,6 +307,7 @@ impl SupervisorState {
                 self.pending.remove(&org_id);
                 self.attempts.remove(&org_id);
                 self.deps.telemetry.remove(org_id);
+                self.deps.board.remove(org_id);
                 let Ok(names) = self.deps.prefix.tenant(kid) else {
                     return;
                 };
@@ -289,15 +348,17 @@ impl Actor for Supervisor {
             Actor::spawn_linked(None, IpAllocator, deps.pool.clone(), myself.get_cell()).await?;
         let mut wait = BACKOFF_FIRST;
         let active = loop {
-            match load(&deps).await {
+            match load(&deps, self.orphans).await {
                 Ok(active) => break active,
-                Err(e) => {
+                Err(LoadError::Retry(e)) => {
                     tracing::warn!(error = %e, retry_in = ?wait, "cannot load tenants yet; kernel left as it is");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
+                Err(LoadError::Refused(why)) => return Err(why.into()),
             }
         };
+        myself.send_interval(SWEEP_INTERVAL, || SupervisorMsg::Sweep);
         let mut state = SupervisorState {
             deps,
             tenants: BTreeMap::new(),
@@ -391,6 +452,18 @@ impl Actor for Supervisor {
                 let _ = reply.send(state.restarts.clone());
             }
             SupervisorMsg::Restart { org_id } => state.restart(&myself, org_id).await,
+            SupervisorMsg::Sweep => {
+                let pool = state.deps.pool.clone();
+                tokio::spawn(async move {
+                    match crate::db::pending::sweep(&pool).await {
+                        Ok(orgs) if !orgs.is_empty() => {
+                            tracing::warn!(orgs = ?orgs, "deleted creations abandoned past their deadline")
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "sweep postponed"),
+                    }
+                });
+            }
             SupervisorMsg::Kick { org_id, bits } => {
                 if let Some(child) = state.tenants.get(&org_id) {
                     let _ = child.actor.cast(TenantMsg::Kick(bits));

@@ -20,12 +20,17 @@ pub use status::TenantStatus;
 
 use super::{CoreError, Deps, Observer};
 use crate::db::orgs::{self, OrgState, Snapshot};
-use crate::kernel::DeviceState;
 use crate::kernel::watch::{Dirty, TenantWatch};
+use crate::kernel::{DeviceState, FlowKey};
 use crate::names::TenantNames;
+use crate::policy::evaluate::Chain;
+use crate::policy::render::MachineAddr;
+use crate::reconcile::Action;
 use crate::reconcile::apply::{Converged, converge};
 use crate::reconcile::{Desired, Observed, plan};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -59,7 +64,10 @@ pub struct TenantState {
     db_stale: bool,
     /// The kernel as the last successful reconcile left it.
     observed: Option<Observed>,
-    status: Option<TenantStatus>,
+    status: Option<Arc<TenantStatus>>,
+    /// Where `status` is published for readers (see `actors::board`).
+    status_tx: tokio::sync::watch::Sender<Option<Arc<TenantStatus>>>,
+    db_version: Arc<std::sync::atomic::AtomicU64>,
     watch: Option<TenantWatch>,
     /// A debounced reconcile is already on its way.
     kicked: bool,
@@ -124,7 +132,7 @@ impl TenantState {
                 return Err(e.into());
             }
         };
-        let desired = status::desired(&self.names, &self.deps, &snap, self.status.as_ref())?;
+        let desired = status::desired(&self.names, &self.deps, &snap, self.status.as_deref())?;
         self.snapshot = Some(Arc::new(snap));
         self.desired = Some(desired);
         self.db_stale = false;
@@ -147,7 +155,7 @@ impl TenantState {
         }
         // Endpoint hints follow the latest observation, not the one of the last database read.
         if let (Some(want), Some(snap)) = (self.desired.as_mut(), self.snapshot.as_ref()) {
-            want.endpoint_hints = status::endpoint_hints(snap, self.status.as_ref());
+            want.endpoint_hints = status::endpoint_hints(snap, self.status.as_deref());
         }
         let want = self.desired.as_ref().expect("loaded above");
         // What a run applies counts as drift only if the target did not move meanwhile (a
@@ -191,6 +199,9 @@ impl TenantState {
                 }
                 self.failures = 0;
                 self.counters_at = Some(Instant::now());
+                if c.applied.iter().any(Action::narrows) {
+                    self.revoke().await;
+                }
                 let status = TenantStatus::from_observed(&self.names, &c.observed);
                 let snap = self.snapshot.clone().expect("loaded");
                 self.remember_endpoints(&status, &snap).await;
@@ -201,7 +212,7 @@ impl TenantState {
                     &repairs,
                     Some(status::facts(&status, &snap)),
                 );
-                self.status = Some(status);
+                self.publish(status);
                 self.observed = Some(c.observed);
                 self.ensure_watch(myself).await;
                 Ok(())
@@ -222,8 +233,10 @@ impl TenantState {
                     self.failures += 1;
                     tracing::error!(tenant = %self.org_id, error = %e, failures = self.failures, "reconcile failed");
                 }
-                if let Some(s) = self.status.as_mut() {
+                if let Some(s) = self.status.as_deref() {
+                    let mut s = s.clone();
                     s.last_error = Some(e.to_string());
+                    self.publish(s);
                 }
                 // What was observed is no longer known to hold.
                 self.observed = None;
@@ -239,8 +252,43 @@ impl TenantState {
         Ok(())
     }
 
+    /// Cuts tracked flows the chain no longer admits as new, and flows of machines that are
+    /// gone (their address goes to the next machine): without this, the `ESTABLISHED` shortcut
+    /// of a default-deny chain would keep a revoked flow alive.
+    async fn revoke(&self) {
+        let Some(snap) = self.snapshot.clone() else {
+            return;
+        };
+        let machines: Vec<MachineAddr> = snap.machines.iter().map(|m| m.addr()).collect();
+        let live: HashSet<Ipv4Addr> = machines.iter().map(|m| m.address).collect();
+        let chain = Chain::new(&snap.policies, &machines, snap.org.default_action);
+        let cidr = snap.org.cidr;
+        let keep = |f: FlowKey| {
+            // Only forwarded flows between overlay addresses are the chain's business.
+            let forwarded = cidr.contains(f.src)
+                && cidr.contains(f.dst)
+                && f.src != cidr.hub_address()
+                && f.dst != cidr.hub_address();
+            !forwarded
+                || live.contains(&f.src)
+                    && live.contains(&f.dst)
+                    && chain.admits_new(f.src, f.dst, f.proto, f.dport)
+        };
+        match self.deps.kernel.firewall.revoke(&self.names, &keep).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(tenant = %self.org_id, flows = n, "tracked flows cut after a policy change")
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %self.org_id, error = %e, "could not cut revoked flows")
+            }
+        }
+    }
+
     /// The cheap poll: glance at what sends no event and let the planner judge the glance.
-    /// Returns true if a full reconcile is needed.
+    /// With events on, that is the device (peers changed by hand), ipset members and, now and
+    /// then, rule counters; with events off, also the namespace, its links and sysctls and the
+    /// ruleset generation. Returns true if a full reconcile is needed.
     async fn glance(&mut self) -> bool {
         let (Some(want), Some(last)) = (self.desired.as_ref(), self.observed.as_ref()) else {
             return true;
@@ -249,22 +297,54 @@ impl TenantState {
         let with_counters = self
             .counters_at
             .is_none_or(|t| t.elapsed() >= self.deps.observer.counters);
-        let (netns, device, firewall) = tokio::join!(
-            k.netns.glance(&self.names),
-            k.wg.observe(&self.names),
-            k.firewall.observe(&self.names, with_counters),
-        );
-        let (Ok(Some(netns)), Ok(device), Ok(firewall)) = (netns, device, firewall) else {
+        let Some(last_fw) = last.firewall.as_ref() else {
             return true;
         };
-        if last.netns.as_ref().map(|n| n.glance()) != Some(netns) {
-            return true;
-        }
-        let now = Observed {
-            netns: last.netns.clone(),
-            host_link: last.host_link,
-            device,
-            firewall: Some(firewall),
+        let now = if self.deps.observer.events {
+            if k.netns.identity(&self.names) != last.netns.as_ref().map(|n| n.inode) {
+                return true;
+            }
+            let mut firewall = last_fw.clone();
+            if !want.firewall.sets.is_empty() || !last_fw.sets.is_empty() {
+                match k.firewall.sets(&self.names).await {
+                    Ok(sets) => firewall.sets = sets,
+                    Err(_) => return true,
+                }
+            }
+            if with_counters {
+                match k.firewall.counters(&self.names).await {
+                    Ok(Some(rules)) => firewall.acl = Some(rules),
+                    // The ruleset moved and no event said so: read everything.
+                    _ => return true,
+                }
+            }
+            let Ok(device) = k.wg.observe(&self.names).await else {
+                return true;
+            };
+            Observed {
+                netns: last.netns.clone(),
+                host_link: last.host_link,
+                device,
+                firewall: Some(firewall),
+            }
+        } else {
+            let (netns, device, firewall) = tokio::join!(
+                k.netns.glance(&self.names),
+                k.wg.observe(&self.names),
+                k.firewall.observe(&self.names, with_counters),
+            );
+            let (Ok(Some(netns)), Ok(device), Ok(firewall)) = (netns, device, firewall) else {
+                return true;
+            };
+            if last.netns.as_ref().map(|n| n.glance()) != Some(netns) {
+                return true;
+            }
+            Observed {
+                netns: last.netns.clone(),
+                host_link: last.host_link,
+                device,
+                firewall: Some(firewall),
+            }
         };
         if !plan(want, &now).is_empty() {
             return true;
@@ -272,15 +352,17 @@ impl TenantState {
         if with_counters {
             self.counters_at = Some(Instant::now());
         }
-        // Nothing to repair: refresh what readers see (handshakes, bytes, counters).
-        self.refresh_status(now).await;
+        // Nothing to repair: refresh what readers see (handshakes, bytes, counters), if moved.
+        if self.observed.as_ref() != Some(&now) {
+            self.refresh_status(now).await;
+        }
         false
     }
 
     async fn refresh_status(&mut self, now: Observed) {
         let mut status = TenantStatus::from_observed(&self.names, &now);
         if let Some(old) = &self.status {
-            status.last_error = old.last_error.clone();
+            status.last_error.clone_from(&old.last_error);
         }
         if let Some(snap) = self.snapshot.clone() {
             self.remember_endpoints(&status, &snap).await;
@@ -288,8 +370,16 @@ impl TenantState {
                 .telemetry
                 .kernel_facts(self.org_id, status::facts(&status, &snap));
         }
-        self.status = Some(status);
+        self.publish(status);
         self.observed = Some(now);
+    }
+
+    /// Makes `status` what readers see, with the next generation number.
+    fn publish(&mut self, mut status: TenantStatus) {
+        status.generation = self.status.as_ref().map_or(1, |s| s.generation + 1);
+        let status = Arc::new(status);
+        self.status = Some(status.clone());
+        self.status_tx.send_replace(Some(status));
     }
 
     /// Keeps the event subscription on the namespace (and daemon) that exist now.
@@ -349,9 +439,16 @@ impl TenantState {
         }
     }
 
+    /// The tenant's rows may have changed: readers' cached views of them are stale.
+    fn db_changed(&self) {
+        self.db_version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     fn kick(&mut self, myself: &ActorRef<TenantMsg>, bits: u32) {
         if bits & Dirty::DATABASE != 0 {
             self.db_stale = true;
+            self.db_changed();
         }
         if bits & Dirty::NETNS != 0 {
             // Our handles would keep a deleted namespace (and its device and port) alive.
@@ -388,7 +485,10 @@ impl Actor for TenantActor {
             // Adopted or restarted: reconcile before answering anything else.
             myself.send_message(TenantMsg::Reconcile)?;
         }
+        let (status_tx, db_version) = args.deps.board.register(args.org_id);
         Ok(TenantState {
+            status_tx,
+            db_version,
             org_id: args.org_id,
             names: args.names,
             deps: args.deps,
@@ -426,6 +526,7 @@ impl Actor for TenantActor {
                 state.run(&myself, Why::Drift).await?;
             }
             TenantMsg::Sync(reply) => {
+                state.db_changed();
                 state.waiting.push(reply);
                 myself.send_message(TenantMsg::Flush)?;
             }
@@ -435,7 +536,7 @@ impl Actor for TenantActor {
                 }
             }
             TenantMsg::Status(reply) => {
-                let _ = reply.send(state.status.clone());
+                let _ = reply.send(state.status.as_deref().cloned());
             }
         }
         if state.gone {

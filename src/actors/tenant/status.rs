@@ -35,6 +35,8 @@ pub struct TenantStatus {
     pub rules: Vec<RuleObserved>,
     /// The last reconcile's failure, if it failed.
     pub last_error: Option<String>,
+    /// Moves with every published change (for readers that cache what they made of it).
+    pub generation: u64,
 }
 
 impl TenantStatus {
@@ -60,6 +62,7 @@ impl TenantStatus {
                 .and_then(|f| f.acl.clone())
                 .unwrap_or_default(),
             last_error: None,
+            generation: 0,
         }
     }
 }
@@ -75,10 +78,11 @@ pub fn desired(
         .cipher
         .open(org.id, &org.sealed_key)
         .map_err(|e| CoreError::Internal(e.to_string()))?;
-    let machines: Vec<MachineAddr> = snap.machines.iter().map(MachineAddr::from).collect();
+    let machines: Vec<MachineAddr> = snap.machines.iter().map(|m| m.addr()).collect();
     Ok(Desired {
         names: names.clone(),
         listen_port: org.listen_port,
+        public_key: private_key.public_key(),
         private_key,
         hub_address: org.cidr.hub_address(),
         prefix: org.cidr.prefix(),

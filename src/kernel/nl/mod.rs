@@ -5,6 +5,7 @@
 //! Sockets for a tenant namespace are therefore opened on a fresh OS thread that joined it and
 //! then used from any task (see [`crate::kernel::ns`], which holds them).
 
+pub mod conntrack;
 pub mod genl;
 pub mod nft;
 pub mod route;
@@ -104,6 +105,11 @@ impl NlSocket {
     }
 
     async fn send(&self, buf: &[u8]) -> io::Result<()> {
+        // The kernel takes a request at once unless the socket is congested.
+        match self.fd.get_ref().send(buf, libc::MSG_DONTWAIT) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            r => return r.map(|_| ()),
+        }
         loop {
             let mut guard = self.fd.writable().await?;
             match guard.try_io(|s| s.get_ref().send(buf, 0)) {
@@ -113,15 +119,28 @@ impl NlSocket {
         }
     }
 
-    async fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        loop {
-            let mut guard = self.fd.readable().await?;
+    /// Receives one datagram into this thread's buffer and parses it there (no await between
+    /// the two, so the buffer is never shared); `Ok(true)` when the answer is complete.
+    fn take<I>(&self, seq: u32, out: &mut Vec<I>) -> io::Result<Result<bool, NlError>>
+    where
+        I: NetlinkDeserializable + NetlinkSerializable,
+    {
+        RECV.with_borrow_mut(|buf| {
             buf.clear();
-            match guard.try_io(|s| s.get_ref().recv(buf, libc::MSG_TRUNC)) {
-                Ok(r) => return r,
-                Err(_would_block) => continue,
-            }
-        }
+            let n = self
+                .fd
+                .get_ref()
+                .recv(buf, libc::MSG_DONTWAIT | libc::MSG_TRUNC)?;
+            let got = buf.len();
+            let result = if n > got {
+                Err(NlError::Decode(format!("{n}-byte message truncated")))
+            } else {
+                parse_datagram::<I>(buf, seq, out)
+            };
+            // Answers may hold a private key (a device dump does).
+            buf[..got].zeroize();
+            Ok(result)
+        })
     }
 
     async fn collect<I>(&self, seq: u32) -> Result<Vec<I>, NlError>
@@ -129,21 +148,29 @@ impl NlSocket {
         I: NetlinkDeserializable + NetlinkSerializable,
     {
         let mut answers = Vec::new();
-        let mut buf = Vec::with_capacity(RECV_BUFFER);
         loop {
-            let n = self.recv(&mut buf).await?;
-            if n > buf.len() {
-                buf.zeroize();
-                return Err(NlError::Decode(format!("{n}-byte message truncated")));
-            }
-            let parsed = parse_datagram::<I>(&buf, seq, &mut answers);
-            // Answers may hold a private key (a device dump does).
-            buf.zeroize();
-            if parsed? {
-                return Ok(answers);
+            // The kernel answers while the request is sent (and fills the next part of a dump
+            // while the previous one is read): try first, wait only if nothing is there.
+            match self.take(seq, &mut answers) {
+                Ok(done) => {
+                    if done? {
+                        return Ok(answers);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut guard = self.fd.readable().await?;
+                    guard.clear_ready();
+                }
+                Err(e) => return Err(e.into()),
             }
         }
     }
+}
+
+thread_local! {
+    /// One receive buffer per thread, not per socket: a thousand tenants hold three sockets
+    /// each, and a request uses the buffer only between a receive and its parse.
+    static RECV: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(RECV_BUFFER));
 }
 
 /// Parses one datagram; `Ok(true)` when the answer to `seq` is complete: the acknowledgement

@@ -3,14 +3,12 @@
 //! rules, and the members of ipsets. Writes stay with `iptables-restore` and `ipset restore`.
 
 use super::{NlError, NlSocket};
-use netlink_packet_core::{DefaultNla, NLA_F_NESTED, NetlinkMessage, Nla, NlaBuffer, NlasIterator};
-use netlink_packet_netfilter::nftables::{
-    ExpressionAttribute, Expressions, GenAttribute, GenMessage, ListAttribute, NfTablesMessage,
-    RuleAttribute, RuleMessage,
+use netlink_packet_core::{
+    NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
 };
+use netlink_packet_netfilter::nftables::{GenAttribute, GenMessage, NfTablesMessage};
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
-    NetfilterSubsystem,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -36,6 +34,120 @@ pub async fn generation(sock: &NlSocket) -> Result<u32, NlError> {
         .ok_or_else(|| NlError::Decode("no generation id".into()))
 }
 
+/// A netfilter message kept as raw bytes: rule dumps are read by hand, because the typed
+/// parser formats every expression's bytes into an error context it then throws away.
+struct RawNf {
+    message_type: u16,
+    payload: Vec<u8>,
+}
+
+impl NetlinkSerializable for RawNf {
+    fn message_type(&self) -> u16 {
+        self.message_type
+    }
+
+    fn buffer_len(&self) -> usize {
+        self.payload.len()
+    }
+
+    fn serialize(&self, buffer: &mut [u8]) {
+        buffer.copy_from_slice(&self.payload);
+    }
+}
+
+impl From<RawNf> for NetlinkPayload<RawNf> {
+    fn from(m: RawNf) -> Self {
+        NetlinkPayload::InnerMessage(m)
+    }
+}
+
+impl NetlinkDeserializable for RawNf {
+    type Error = std::convert::Infallible;
+
+    fn deserialize(header: &NetlinkHeader, payload: &[u8]) -> Result<Self, Self::Error> {
+        Ok(RawNf {
+            message_type: header.message_type,
+            payload: payload.to_vec(),
+        })
+    }
+}
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_GETRULE: u16 = 7;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_COUNTER_BYTES: u16 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
+/// The nfgenmsg header before a netfilter message's attributes.
+const NFGENMSG_LEN: usize = 4;
+const NFPROTO_IPV4: u8 = 2;
+
+fn nla(kind: u16, value: &[u8], out: &mut Vec<u8>) {
+    let len = 4 + value.len();
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(value);
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+/// The attributes of `buf` as (kind without the nested and byte-order flags, value); stops at
+/// the first malformed one.
+fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if buf.len() < 4 {
+            return None;
+        }
+        let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
+        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
+        if len < 4 || len > buf.len() {
+            return None;
+        }
+        let value = &buf[4..len];
+        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
+        Some((kind, value))
+    })
+}
+
+/// `(packets, bytes)` of one rule's counter expression, `(0, 0)` without one.
+fn rule_counter(rule: &[u8]) -> (u64, u64) {
+    let be = |v: &[u8]| v.try_into().map(u64::from_be_bytes).unwrap_or(0);
+    for (_, elem) in attrs(rule).filter(|(k, _)| *k == NFTA_RULE_EXPRESSIONS) {
+        for (_, expr) in attrs(elem).filter(|(k, _)| *k == NFTA_LIST_ELEM) {
+            let mut name = &[][..];
+            let mut data = &[][..];
+            for (k, v) in attrs(expr) {
+                match k {
+                    NFTA_EXPR_NAME => name = v,
+                    NFTA_EXPR_DATA => data = v,
+                    _ => {}
+                }
+            }
+            if name.split(|b| *b == 0).next() == Some(b"counter") {
+                let (mut packets, mut bytes) = (0, 0);
+                for (k, v) in attrs(data) {
+                    match k {
+                        NFTA_COUNTER_PACKETS => packets = be(v),
+                        NFTA_COUNTER_BYTES => bytes = be(v),
+                        _ => {}
+                    }
+                }
+                return (packets, bytes);
+            }
+        }
+    }
+    (0, 0)
+}
+
 /// `(packets, bytes)` of every rule of `table`/`chain` (family ip), in chain order. A rule
 /// without a counter expression counts `(0, 0)`.
 pub async fn chain_counters(
@@ -43,75 +155,27 @@ pub async fn chain_counters(
     table: &str,
     chain: &str,
 ) -> Result<Vec<(u64, u64)>, NlError> {
-    let mut msg = NetlinkMessage::from(NetfilterMessage::new(
-        NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
-        NfTablesMessage::GetRule(RuleMessage {
-            attributes: vec![
-                RuleAttribute::Table(table.to_string()),
-                RuleAttribute::Chain(chain.to_string()),
-            ],
-        }),
-    ));
+    let mut payload = vec![NFPROTO_IPV4, 0, 0, 0];
+    nla(NFTA_RULE_TABLE, &cstr(table), &mut payload);
+    nla(NFTA_RULE_CHAIN, &cstr(chain), &mut payload);
+    let mut msg = NetlinkMessage::from(RawNf {
+        message_type: (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
+        payload,
+    });
     let answers = match sock.request(&mut msg, true).await {
         Ok(a) => a,
         // No such table or chain: no rules.
         Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    let want = cstr(chain);
     Ok(answers
         .iter()
-        .filter_map(|a| match &a.inner {
-            NetfilterMessageInner::NfTables(NfTablesMessage::NewRule(r)) => Some(r),
-            _ => None,
-        })
-        .filter(|r| {
-            r.attributes
-                .iter()
-                .any(|a| matches!(a, RuleAttribute::Chain(c) if c == chain))
-        })
+        .filter(|a| a.payload.len() >= NFGENMSG_LEN)
+        .map(|a| &a.payload[NFGENMSG_LEN..])
+        .filter(|rule| attrs(rule).any(|(k, v)| k == NFTA_RULE_CHAIN && v.starts_with(&want)))
         .map(rule_counter)
         .collect())
-}
-
-fn be_u64(v: &[u8]) -> u64 {
-    v.try_into().map(u64::from_be_bytes).unwrap_or(0)
-}
-
-fn rule_counter(rule: &RuleMessage) -> (u64, u64) {
-    const NFTA_COUNTER_BYTES: u16 = 1;
-    const NFTA_COUNTER_PACKETS: u16 = 2;
-    for attr in &rule.attributes {
-        let RuleAttribute::Expressions(list) = attr else {
-            continue;
-        };
-        for item in list {
-            let ListAttribute::Element(expr) = item else {
-                continue;
-            };
-            for part in expr {
-                if let ExpressionAttribute::Data(Expressions::Other {
-                    expression_type,
-                    attributes,
-                }) = part
-                    && expression_type == "counter"
-                {
-                    let get = |kind: u16| {
-                        attributes
-                            .iter()
-                            .find(|a| a.kind() & !NLA_F_NESTED == kind)
-                            .map(|a| {
-                                let mut v = vec![0u8; a.value_len()];
-                                a.emit_value(&mut v);
-                                be_u64(&v)
-                            })
-                            .unwrap_or(0)
-                    };
-                    return (get(NFTA_COUNTER_PACKETS), get(NFTA_COUNTER_BYTES));
-                }
-            }
-        }
-    }
-    (0, 0)
 }
 
 const NFNL_SUBSYS_IPSET: u8 = 6;
@@ -126,14 +190,12 @@ const IPSET_ATTR_IPADDR_IPV4: u16 = 1;
 
 /// Every ipset in the socket's namespace with its IPv4 members (`ipset save`, natively).
 pub async fn ipsets(sock: &NlSocket) -> Result<BTreeMap<String, BTreeSet<Ipv4Addr>>, NlError> {
-    let mut msg = NetlinkMessage::from(NetfilterMessage::new(
-        NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
-        NetfilterMessageInner::Other {
-            subsys: NetfilterSubsystem::Other(NFNL_SUBSYS_IPSET),
-            message_type: IPSET_CMD_LIST,
-            attributes: vec![DefaultNla::new(IPSET_ATTR_PROTOCOL, vec![IPSET_PROTOCOL])],
-        },
-    ));
+    let mut payload = vec![NFPROTO_IPV4, 0, 0, 0];
+    nla(IPSET_ATTR_PROTOCOL, &[IPSET_PROTOCOL], &mut payload);
+    let mut msg = NetlinkMessage::from(RawNf {
+        message_type: (u16::from(NFNL_SUBSYS_IPSET) << 8) | u16::from(IPSET_CMD_LIST),
+        payload,
+    });
     let answers = match sock.request(&mut msg, true).await {
         Ok(a) => a,
         // The ip_set module is not loaded: there are no sets.
@@ -143,20 +205,11 @@ pub async fn ipsets(sock: &NlSocket) -> Result<BTreeMap<String, BTreeSet<Ipv4Add
         Err(e) => return Err(e),
     };
     let mut sets: BTreeMap<String, BTreeSet<Ipv4Addr>> = BTreeMap::new();
-    for answer in &answers {
-        let NetfilterMessageInner::Other { attributes, .. } = &answer.inner else {
-            continue;
-        };
-        let value = |a: &DefaultNla| {
-            let mut v = vec![0u8; a.value_len()];
-            a.emit_value(&mut v);
-            v
-        };
-        let Some(name) = attributes
-            .iter()
-            .find(|a| a.kind() & !NLA_F_NESTED == IPSET_ATTR_SETNAME)
-            .map(|a| {
-                let v = value(a);
+    for answer in answers.iter().filter(|a| a.payload.len() >= NFGENMSG_LEN) {
+        let body = &answer.payload[NFGENMSG_LEN..];
+        let Some(name) = attrs(body)
+            .find(|(k, _)| *k == IPSET_ATTR_SETNAME)
+            .map(|(_, v)| {
                 String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or(&[])).into_owned()
             })
         else {
@@ -164,34 +217,18 @@ pub async fn ipsets(sock: &NlSocket) -> Result<BTreeMap<String, BTreeSet<Ipv4Add
         };
         // A large set arrives in several messages, each naming the set.
         let members = sets.entry(name).or_default();
-        for adt in attributes
-            .iter()
-            .filter(|a| a.kind() & !NLA_F_NESTED == IPSET_ATTR_ADT)
-        {
-            members.extend(adt_members(&value(adt)));
-        }
-    }
-    Ok(sets)
-}
-
-/// The IPv4 members in an `IPSET_ATTR_ADT` payload: DATA { IP { IPADDR_IPV4 } } per member.
-fn adt_members(adt: &[u8]) -> Vec<Ipv4Addr> {
-    let nested = |buf: &[u8], kind: u16| -> Vec<Vec<u8>> {
-        NlasIterator::new(buf)
-            .filter_map(Result::ok)
-            .filter(|n: &NlaBuffer<&[u8]>| n.kind() & !(NLA_F_NESTED | (1 << 14)) == kind)
-            .map(|n| n.value().to_vec())
-            .collect()
-    };
-    let mut out = Vec::new();
-    for data in nested(adt, IPSET_ATTR_DATA) {
-        for ip in nested(&data, IPSET_ATTR_IP) {
-            for v4 in nested(&ip, IPSET_ATTR_IPADDR_IPV4) {
-                if let Ok(b) = <[u8; 4]>::try_from(v4.as_slice()) {
-                    out.push(Ipv4Addr::from(b));
+        for (_, adt) in attrs(body).filter(|(k, _)| *k == IPSET_ATTR_ADT) {
+            // DATA { IP { IPADDR_IPV4 } } per member.
+            for (_, data) in attrs(adt).filter(|(k, _)| *k == IPSET_ATTR_DATA) {
+                for (_, ip) in attrs(data).filter(|(k, _)| *k == IPSET_ATTR_IP) {
+                    for (_, v4) in attrs(ip).filter(|(k, _)| *k == IPSET_ATTR_IPADDR_IPV4) {
+                        if let Ok(b) = <[u8; 4]>::try_from(v4) {
+                            members.insert(Ipv4Addr::from(b));
+                        }
+                    }
                 }
             }
         }
     }
-    out
+    Ok(sets)
 }

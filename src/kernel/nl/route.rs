@@ -5,11 +5,11 @@ use super::{NlError, NlSocket};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NetlinkMessage};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, InfoKind, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo,
+    LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
 
@@ -68,7 +68,11 @@ fn link_of(msg: &LinkMessage) -> Option<Link> {
 
 /// Every link in the socket's namespace.
 pub async fn links(sock: &NlSocket) -> Result<Vec<Link>, NlError> {
-    let mut msg = NetlinkMessage::from(RouteNetlinkMessage::GetLink(LinkMessage::default()));
+    let mut req = LinkMessage::default();
+    // Counters are not wanted: they make every answer several times longer to parse.
+    req.attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    let mut msg = NetlinkMessage::from(RouteNetlinkMessage::GetLink(req));
     let answers = sock.request(&mut msg, true).await?;
     Ok(answers
         .iter()
@@ -304,9 +308,4 @@ pub fn route_text(r: &RouteMessage) -> String {
         }
     }
     s
-}
-
-/// Index → name of every link in a list.
-pub fn names(links: &[Link]) -> BTreeSet<(u32, String)> {
-    links.iter().map(|l| (l.index, l.name.clone())).collect()
 }

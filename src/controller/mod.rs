@@ -4,19 +4,43 @@
 //! The operations that change state run as their own task: a client that hangs up (dropping the
 //! request future) must not stop a creation or deletion halfway and leave the org stuck in
 //! `creating` or `deleting`. The caller awaits the task; if it goes away the task finishes alone.
+//!
+//! Every creation ends in a known state: nothing, or a complete object whose audit entry was
+//! written in the same transaction that made it real. A creation that fails undoes what does
+//! not need PostgreSQL at once (actor, kernel) and what does as soon as PostgreSQL answers.
+
+mod pending;
 
 use crate::actors::supervisor::{Supervisor, SupervisorMsg};
 use crate::actors::tenant::{TenantMsg, TenantStatus};
 use crate::actors::{CoreError, Deps, KERNEL_CALL_TIMEOUT, QUICK_CALL_TIMEOUT, call};
-use crate::db::machines::{self, Machine, NewMachine};
 use crate::db::orgs::{self, NewOrg, Org, OrgState};
+use crate::db::{audit, machines};
+use crate::installation::Orphans;
 use crate::keys::PrivateKey;
 use crate::overlay::Ipv4Cidr;
 use crate::policy::Verdict;
 use crate::reconcile::apply::teardown;
 use ractor::{Actor, ActorRef};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use uuid::Uuid;
+
+/// Who asked for a creation and what its audit entry says about the object made.
+pub struct Audit<T> {
+    pub actor: audit::Actor,
+    pub detail: Box<dyn Fn(&T) -> serde_json::Value + Send + Sync>,
+}
+
+impl<T> Audit<T> {
+    /// A creation by the controller itself (tests, tools): audited with an empty detail.
+    pub fn system() -> Self {
+        Audit {
+            actor: audit::Actor::default(),
+            detail: Box::new(|_| serde_json::json!({})),
+        }
+    }
+}
 
 /// What a new tenant needs; everything else (port, keys, kernel id) is generated.
 #[derive(Debug, Clone)]
@@ -36,7 +60,12 @@ impl Controller {
     /// Starts the supervisor, which loads every tenant (waiting for PostgreSQL if it must),
     /// settles interrupted work and removes orphans before this returns.
     pub async fn start(deps: Deps) -> Result<Controller, CoreError> {
-        let (supervisor, _) = Actor::spawn(None, Supervisor, deps.clone())
+        Self::start_with(deps, Orphans::Careful).await
+    }
+
+    /// [`Self::start`], saying what start-up may do with kernel objects it does not own.
+    pub async fn start_with(deps: Deps, orphans: Orphans) -> Result<Controller, CoreError> {
+        let (supervisor, _) = Actor::spawn(None, Supervisor { orphans }, deps.clone())
             .await
             .map_err(|e| CoreError::Internal(format!("supervisor did not start: {e}")))?;
         Ok(Controller { supervisor, deps })
@@ -86,10 +115,7 @@ impl Controller {
     /// The kernel state of the tenant as of its last observation, with rule counters read
     /// from the kernel now (when the chain is still the one observed).
     pub async fn status(&self, org_id: Uuid) -> Result<TenantStatus, CoreError> {
-        let tenant = self.tenant(org_id).await?;
-        let mut status = call(&tenant, TenantMsg::Status, QUICK_CALL_TIMEOUT)
-            .await?
-            .ok_or_else(|| CoreError::Unavailable("tenant has not been reconciled yet".into()))?;
+        let mut status = TenantStatus::clone(&*self.status_snapshot(org_id).await?);
         if let Ok(names) = self.deps.prefix.tenant(status.kid)
             && let Ok(Some(rules)) = self.deps.kernel.firewall.counters(&names).await
             && rules
@@ -102,6 +128,33 @@ impl Controller {
         Ok(status)
     }
 
+    /// The tenant's last published observation, without asking its actor (a read never waits
+    /// behind a reconcile) and without reading the kernel. Only before the first observation
+    /// of a tenant (just started) does this wait for its actor.
+    pub async fn status_snapshot(&self, org_id: Uuid) -> Result<Arc<TenantStatus>, CoreError> {
+        if let Some(s) = self
+            .deps
+            .board
+            .get(org_id)
+            .and_then(|p| p.status.borrow().clone())
+        {
+            return Ok(s);
+        }
+        let tenant = self.tenant(org_id).await?;
+        call(&tenant, TenantMsg::Status, QUICK_CALL_TIMEOUT)
+            .await?
+            .map(Arc::new)
+            .ok_or_else(|| CoreError::Unavailable("tenant has not been reconciled yet".into()))
+    }
+
+    /// `(rows version, observation generation)` of a tenant: moves whenever what a reader
+    /// made of its rows and its observation may have changed. `None` for an unknown tenant.
+    pub fn versions(&self, org_id: Uuid) -> Option<(u64, u64)> {
+        let p = self.deps.board.get(org_id)?;
+        let generation = p.status.borrow().as_ref().map_or(0, |s| s.generation);
+        Some((p.db_version(), generation))
+    }
+
     /// Tenant actor restarts since start, per tenant.
     pub async fn restarts(&self) -> Result<BTreeMap<Uuid, u64>, CoreError> {
         call(
@@ -112,14 +165,24 @@ impl Controller {
         .await
     }
 
-    /// Creates the org row, brings its namespace, wg0, port and chain up, and only then marks it
-    /// active. On failure nothing is left: kernel objects are torn down and the row is deleted.
+    /// [`Self::create_tenant_by`] the controller itself.
     pub async fn create_tenant(&self, new: NewTenant) -> Result<Org, CoreError> {
-        let this = self.clone();
-        detached(async move { this.create_tenant_now(new).await }).await
+        self.create_tenant_by(new, Audit::system()).await
     }
 
-    async fn create_tenant_now(&self, new: NewTenant) -> Result<Org, CoreError> {
+    /// Creates the org row, brings its namespace, wg0, port and chain up, and only then marks it
+    /// active, together with its audit entry. On failure nothing is left: the actor is stopped
+    /// and the kernel objects torn down at once, the row deleted as soon as PostgreSQL answers.
+    pub async fn create_tenant_by(
+        &self,
+        new: NewTenant,
+        audit: Audit<Org>,
+    ) -> Result<Org, CoreError> {
+        let this = self.clone();
+        detached(async move { this.create_tenant_now(new, audit).await }).await
+    }
+
+    async fn create_tenant_now(&self, new: NewTenant, audit: Audit<Org>) -> Result<Org, CoreError> {
         let id = Uuid::new_v4();
         let key = PrivateKey::generate();
         let row = NewOrg {
@@ -146,7 +209,14 @@ impl Controller {
             )
             .await??;
             self.sync(id).await?;
-            if orgs::activate(&self.deps.pool, id).await? {
+            let mut active = org.clone();
+            active.state = OrgState::Active;
+            let detail = (audit.detail)(&active);
+            let entry =
+                audit
+                    .actor
+                    .entry(Some(id), "org.create", "org", Some(id.to_string()), detail);
+            if orgs::activate_audited(&self.deps.pool, id, &entry).await? {
                 Ok(())
             } else {
                 Err(CoreError::Conflict(
@@ -162,12 +232,49 @@ impl Controller {
             }
             Err(e) => {
                 tracing::error!(tenant = %id, error = %e, "tenant creation failed; rolling back");
-                if let Err(e2) = self.destroy(id, kid).await {
-                    tracing::error!(tenant = %id, error = %e2, "rollback incomplete; finished at next start");
-                }
+                self.abort_creation(id, kid).await;
                 Err(e)
             }
         }
+    }
+
+    /// Undoes a creation that failed: actor and kernel objects at once (neither needs
+    /// PostgreSQL, which may be what failed), the row as soon as PostgreSQL answers. Should this
+    /// process die first, the next start rolls the org, still `creating`, back.
+    async fn abort_creation(&self, org_id: Uuid, kid: i64) {
+        let stopped = call(
+            &self.supervisor,
+            |reply| SupervisorMsg::Stop { org_id, reply },
+            KERNEL_CALL_TIMEOUT,
+        )
+        .await
+        .and_then(|r| r);
+        let torn_down = match (stopped, self.deps.prefix.tenant(kid)) {
+            (Ok(()), Ok(names)) => teardown(&self.deps.kernel, &names)
+                .await
+                .map_err(|e| CoreError::Kernel(e.to_string())),
+            (Err(e), _) => Err(e),
+            (_, Err(e)) => Err(CoreError::Internal(e.to_string())),
+        };
+        self.deps.telemetry.remove(org_id);
+        self.deps.board.remove(org_id);
+        let pool = self.deps.pool.clone();
+        tokio::spawn(async move {
+            let done = match &torn_down {
+                // Nothing left in the kernel: the row goes.
+                Ok(()) => retry_db(|| orgs::delete(&pool, org_id)).await.map(drop),
+                // Left for the operator to see and retry (DELETE), or the next start.
+                Err(_) => retry_db(|| orgs::set_state(&pool, org_id, OrgState::Deleting))
+                    .await
+                    .map(drop),
+            };
+            match (torn_down, done) {
+                (Ok(()), Ok(())) => tracing::info!(tenant = %org_id, "failed creation rolled back"),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(tenant = %org_id, error = %e, "rollback incomplete; finished by DELETE or at next start")
+                }
+            }
+        });
     }
 
     /// Marks the org deleting, stops its actor, removes every kernel object, deletes the row
@@ -204,44 +311,8 @@ impl Controller {
             .map_err(|e| CoreError::Kernel(e.to_string()))?;
         orgs::delete(&self.deps.pool, org_id).await?;
         self.deps.telemetry.remove(org_id);
+        self.deps.board.remove(org_id);
         Ok(())
-    }
-
-    /// Allocates the lowest free address, inserts the machine and returns once its peer is live
-    /// in the hub. If the hub cannot take it, the machine is removed again.
-    pub async fn add_machine(&self, org_id: Uuid, new: NewMachine) -> Result<Machine, CoreError> {
-        let this = self.clone();
-        detached(async move { this.add_machine_now(org_id, new).await }).await
-    }
-
-    async fn add_machine_now(&self, org_id: Uuid, new: NewMachine) -> Result<Machine, CoreError> {
-        let allocator = call(
-            &self.supervisor,
-            SupervisorMsg::Allocator,
-            QUICK_CALL_TIMEOUT,
-        )
-        .await?;
-        let machine = call(
-            &allocator,
-            |reply| crate::actors::ip_allocator::IpAllocatorMsg::Allocate {
-                org_id,
-                machine: new,
-                reply,
-            },
-            KERNEL_CALL_TIMEOUT,
-        )
-        .await??;
-        if let Err(e) = self.sync(org_id).await {
-            tracing::error!(tenant = %org_id, machine = %machine.id, error = %e, "peer not applied; removing machine");
-            if machines::delete(&self.deps.pool, org_id, machine.id)
-                .await
-                .is_ok()
-            {
-                let _ = self.sync(org_id).await;
-            }
-            return Err(e);
-        }
-        Ok(machine)
     }
 
     /// Deletes the machine and returns once its peer is gone from the hub. An error after the row
@@ -257,6 +328,31 @@ impl Controller {
         .await
     }
 }
+
+/// Runs a database step until PostgreSQL answers it (backing off while it is unreachable), for
+/// at most [`RETRY_DB_FOR`]; any other error ends it at once.
+async fn retry_db<T, F, Fut>(step: F) -> Result<T, CoreError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, crate::db::DbError>>,
+{
+    let give_up = std::time::Instant::now() + RETRY_DB_FOR;
+    let mut wait = std::time::Duration::from_millis(200);
+    loop {
+        match step().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_unavailable() && std::time::Instant::now() < give_up => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// How long an undo waits for PostgreSQL before leaving the rest to the next start (orgs) or to
+/// the deadline of a pending row (machines, policies).
+const RETRY_DB_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Runs `work` as its own task and waits for it; dropping the wait does not cancel the work.
 async fn detached<T: Send + 'static>(
