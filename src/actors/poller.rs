@@ -14,11 +14,10 @@ use crate::kernel::watch::Dirty;
 use crate::kernel::{
     DeviceObserved, DeviceState, FirewallObserved, Kernel, NetnsGlance, RuleObserved,
 };
-use crate::keys::PublicKey;
 use crate::names::TenantNames;
 use crate::reconcile::Observed;
 use ractor::ActorRef;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -53,13 +52,23 @@ impl Expect {
     }
 }
 
-/// Shape of a device: what a reconcile enforces (not bytes, handshakes or endpoints).
-fn shape(d: &DeviceObserved) -> (u16, Option<PublicKey>, Vec<(&PublicKey, &BTreeSet<String>)>) {
-    (
-        d.listen_port,
-        d.public_key,
-        d.peers.iter().map(|(k, p)| (k, &p.allowed_ips)).collect(),
-    )
+/// A device's shape: what a reconcile enforces (not bytes, handshakes or endpoints).
+fn same_shape(a: &DeviceObserved, b: &DeviceObserved) -> bool {
+    a.listen_port == b.listen_port
+        && a.public_key == b.public_key
+        && a.peers
+            .iter()
+            .map(|(k, p)| (k, &p.allowed_ips))
+            .eq(b.peers.iter().map(|(k, p)| (k, &p.allowed_ips)))
+}
+
+/// One tenant due at a tick.
+struct Due {
+    org: Uuid,
+    names: TenantNames,
+    actor: ActorRef<TenantMsg>,
+    expect: Arc<Expect>,
+    counters: bool,
 }
 
 fn same_rules(a: &FirewallObserved, b: &FirewallObserved) -> bool {
@@ -142,6 +151,11 @@ async fn poll_one(
     if kernel.netns.identity(names) != Some(expect.inode) {
         return Found::Drift(Dirty::NETNS);
     }
+    // Namespace-wide switches: a few reads of held files (not all of them announce a change).
+    match kernel.netns.switches(names) {
+        Some(s) if s.ip_forward && s.ipv6_off && s.redirects_off => {}
+        _ => return Found::Drift(Dirty::SYSCTL),
+    }
     if !events {
         match kernel.netns.glance(names).await {
             Ok(Some(g)) if Some(&g) == expect.netns.as_ref() => {}
@@ -162,7 +176,7 @@ async fn poll_one(
         // A slow daemon is an error, not a stale device: let the actor judge it.
         _ => return Found::Drift(Dirty::DEVICE),
     };
-    if shape(&device) != shape(&expect.device) {
+    if !same_shape(&device, &expect.device) {
         return Found::Drift(Dirty::DEVICE);
     }
     let rules = if counters {
@@ -196,7 +210,7 @@ pub fn start(
         loop {
             tick.tick().await;
             slice = (slice + 1) % SLICES;
-            let due: Vec<(Uuid, TenantNames, ActorRef<TenantMsg>, Arc<Expect>, bool)> = {
+            let due: Vec<Due> = {
                 let mut map = registry.lock();
                 map.iter_mut()
                     .filter(|(_, e)| e.names.kid as u64 % SLICES == slice)
@@ -206,12 +220,25 @@ pub fn start(
                         if counters_due {
                             e.counters_at = Instant::now();
                         }
-                        Some((*org, e.names.clone(), e.actor.clone(), expect, counters_due))
+                        Some(Due {
+                            org: *org,
+                            names: e.names.clone(),
+                            actor: e.actor.clone(),
+                            expect,
+                            counters: counters_due,
+                        })
                     })
                     .collect()
             };
-            for (org, names, actor, expect, counters_due) in due {
-                let sent = match poll_one(&kernel, &names, &expect, events, counters_due).await {
+            for Due {
+                org,
+                names,
+                actor,
+                expect,
+                counters,
+            } in due
+            {
+                let sent = match poll_one(&kernel, &names, &expect, events, counters).await {
                     Found::Same => Ok(()),
                     Found::Numbers(device, rules) => {
                         actor.send_message(TenantMsg::Numbers(device, rules))
