@@ -764,6 +764,84 @@ snapshot() { # what hostile input must not change
   fi
 }
 
+# --- revocation (phase 25) ------------------------------------------------------------------
+# received VM PORT: bytes the stream server in VM has received so far on PORT (from ss).
+received() {
+  vm "$1" ss -Htin state established "( sport = :$2 )" | grep -o 'bytes_received:[0-9]*' \
+    | cut -d: -f2 | awk '{s += $1} END {print s + 0}'
+}
+# flowing VM PORT: bytes received on PORT during one second.
+flowing() { local a b; a=$(received "$1" "$2"); sleep 1; b=$(received "$1" "$2"); echo $((b - a)); }
+stream_flows() { [ "$(flowing "$1" "$2")" -gt 20000 ]; }
+# stream FROM_VM TO_VM TO_IP PORT VAR: an iperf3 stream (1 Mbit/s) that flows; VAR keeps its pids.
+stream() {
+  local pids
+  bg_vm "$2" iperf3 -s -p "$4"; pids=$LAST_BG
+  sleep 0.3
+  bg_vm "$1" iperf3 -c "$3" -p "$4" -t 300 -b 1M -l 1000; pids="$pids $LAST_BG"
+  printf -v "$5" %s "$pids"
+  poll 10 "stream to vm$2 port $4 flows" stream_flows "$2" "$4"
+}
+stop_stream() { local p; for p in $1; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; return 0; }
+# revoked WHAT: a second after a change, the revoked stream (vm8:5201) has stopped and the
+# unrelated one (vm7:5202) still runs.
+revoked() {
+  sleep 1
+  local revoked unrelated
+  revoked=$(flowing 8 5201); unrelated=$(flowing 7 5202)
+  log "$1: revoked stream $revoked B/s, unrelated stream $unrelated B/s"
+  [ "$revoked" -lt 2000 ] || { fail "$1: the revoked stream still delivered $revoked bytes/s"; return 1; }
+  [ "$unrelated" -gt 20000 ] || { fail "$1: the unrelated stream stalled ($unrelated bytes/s)"; return 1; }
+}
+patch_json() { # patch_json PATH JSON WHAT
+  api op PATCH "$1" "$2"; expect 200 "$3"
+}
+
+# Under default deny the chain accepts replies of established flows; taking an allow away must
+# also cut the flows it admitted, in the same reconcile.
+phase_25_revocation_cuts_flows() {
+  ensure_controller || return 1
+  local R=/api/v1/orgs S OTHER PA
+  if [ -z "${ORG_R:-}" ]; then new_org ORG_R "Revocation" 10.102.0.0/16 deny || return 1; fi
+  machine R1 "$ORG_R" r1 && machine R2 "$ORG_R" r2 || return 1
+  patch_json "$R/$ORG_R/machines/$R1" '{"tags":["a"]}' "tag r1" || return 1
+  patch_json "$R/$ORG_R/machines/$R2" '{"tags":["b"]}' "tag r2" || return 1
+  vm_up 7 "$CONF_R1" && vm_up 8 "$CONF_R2" || return 1
+  poll 20 "both handshake with hub R" handshaken "$NS_ORG_R" "$DEV_ORG_R" || return 1
+  # The unrelated stream r2 → r1 on tcp/5202 stays allowed throughout.
+  policy PU "$ORG_R" "{\"action\":\"allow\",\"src\":{\"machine\":\"$R2\"},\"dst\":{\"machine\":\"$R1\"},\"protocol\":\"tcp\",\"ports\":\"5202\"}" || return 1
+  stream 8 7 "$IP_R1" 5202 OTHER || return 1
+  local allow="{\"action\":\"allow\",\"src\":{\"tag\":\"a\"},\"dst\":{\"tag\":\"b\"},\"protocol\":\"tcp\",\"ports\":\"5201\"}"
+
+  policy PA "$ORG_R" "$allow" && stream 7 8 "$IP_R2" 5201 S || return 1
+  api op DELETE "$R/$ORG_R/policies/$PA"; expect 204 "delete the allow" || return 1
+  revoked "policy deleted" || return 1; stop_stream "$S"
+
+  policy PA "$ORG_R" "$allow" && stream 7 8 "$IP_R2" 5201 S || return 1
+  patch_json "$R/$ORG_R/policies/$PA" '{"enabled":false}' "disable the allow" || return 1
+  revoked "policy disabled" || return 1; stop_stream "$S"
+
+  patch_json "$R/$ORG_R/policies/$PA" '{"enabled":true}' "enable the allow" || return 1
+  stream 7 8 "$IP_R2" 5201 S || return 1
+  patch_json "$R/$ORG_R/machines/$R1" '{"tags":[]}' "untag r1" || return 1
+  revoked "tag removed" || return 1; stop_stream "$S"
+
+  patch_json "$R/$ORG_R" '{"default_action":"allow"}' "default allow" || return 1
+  stream 7 8 "$IP_R2" 5201 S || return 1
+  patch_json "$R/$ORG_R" '{"default_action":"deny"}' "default deny" || return 1
+  revoked "default flipped to deny" || return 1; stop_stream "$S"
+
+  # A deleted machine's tracked flows go with it: its address goes to the next machine, which
+  # must not inherit them.
+  patch_json "$R/$ORG_R/machines/$R1" '{"tags":["a"]}' "tag r1 again" || return 1
+  stream 7 8 "$IP_R2" 5201 S || return 1
+  api op DELETE "$R/$ORG_R/machines/$R2"; expect 204 "delete machine r2" || return 1
+  local left
+  left=$(tn "$NS_ORG_R" conntrack -L -d "$IP_R2" 2>/dev/null | grep -c . || true)
+  [ "$left" = 0 ] || { fail "$left tracked flows to the deleted machine's address remain"; return 1; }
+  stop_stream "$S"; stop_stream "$OTHER"
+}
+
 phase_24_hostile_input() {
   ensure_vms && ensure_vm3 || return 1
   api op POST "/api/v1/orgs/$ORG_A/users" '{"email":"admina@e2e.test","password":"admin-a-password","role":"admin"}'

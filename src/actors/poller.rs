@@ -230,29 +230,28 @@ pub fn start(
                     })
                     .collect()
             };
-            for Due {
-                org,
-                names,
-                actor,
-                expect,
-                counters,
-            } in due
-            {
-                let sent = match poll_one(&kernel, &names, &expect, events, counters).await {
-                    Found::Same => Ok(()),
-                    Found::Numbers(device, rules) => {
-                        actor.send_message(TenantMsg::Numbers(device, rules))
+            // Concurrently: the daemons answer in parallel, and the poll takes fewer wake-ups.
+            let polls = due.into_iter().map(|d| {
+                let (kernel, registry) = (&kernel, &registry);
+                async move {
+                    let found = poll_one(kernel, &d.names, &d.expect, events, d.counters).await;
+                    let sent = match found {
+                        Found::Same => Ok(()),
+                        Found::Numbers(device, rules) => {
+                            d.actor.send_message(TenantMsg::Numbers(device, rules))
+                        }
+                        Found::Drift(bits) => {
+                            // Until the actor has looked, there is nothing to compare with.
+                            registry.expect(d.org, None);
+                            d.actor.send_message(TenantMsg::Kick(bits))
+                        }
+                    };
+                    if sent.is_err() {
+                        registry.remove(d.org, &d.actor);
                     }
-                    Found::Drift(bits) => {
-                        // Until the actor has looked, there is nothing to compare with.
-                        registry.expect(org, None);
-                        actor.send_message(TenantMsg::Kick(bits))
-                    }
-                };
-                if sent.is_err() {
-                    registry.remove(org, &actor);
                 }
-            }
+            });
+            futures_util::future::join_all(polls).await;
         }
     })
 }
