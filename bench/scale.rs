@@ -8,7 +8,9 @@
 //! and until the kernel committed the change).
 //!
 //! `MESHWG_BENCH_TENANTS` caps the ladder (default 1000), `MESHWG_BENCH_WINDOW` sets the idle
-//! window in seconds (default 120: two full-check rounds).
+//! window in seconds (default 120: two full-check rounds), `MESHWG_BENCH_SOAK` the idle soak at
+//! the top rung in seconds (default 1800; 0 skips it): descriptors, threads, RSS and CPU sampled
+//! every minute, to show nothing grows.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -383,6 +385,50 @@ fn main() {
             );
         }
         println!();
+
+        // The soak: the top rung left idle, sampled every minute.
+        let soak = Duration::from_secs(env_num("MESHWG_BENCH_SOAK", 1800));
+        if !soak.is_zero() {
+            println!("## Idle soak with {} tenants", orgs.len());
+            println!();
+            println!("Sampled every minute; CPU is the controller's over that minute.");
+            println!();
+            println!("| minute | fds | threads | RSS MB | CPU (% of a core) |");
+            println!("|---|---|---|---|---|");
+            let me = std::process::id().to_string();
+            let start = Instant::now();
+            let mut minute = 0;
+            let (mut c0, mut t0) = (cpu_seconds(), Instant::now());
+            let (mut first, mut worst) = (None, (0usize, 0u64, 0u64));
+            while start.elapsed() < soak {
+                tokio::time::sleep(Duration::from_secs(60).min(soak)).await;
+                minute += 1;
+                let cpu = (cpu_seconds() - c0) / t0.elapsed().as_secs_f64() * 100.0;
+                (c0, t0) = (cpu_seconds(), Instant::now());
+                let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
+                let threads = status_kb(&me, "Threads:");
+                let rss = status_kb(&me, "VmRSS:") / 1024;
+                first.get_or_insert((fds, threads, rss));
+                worst = (worst.0.max(fds), worst.1.max(threads), worst.2.max(rss));
+                // Every minute to stderr; the table keeps the first, every tenth and the last.
+                eprintln!(
+                    "soak minute {minute}: fds {fds}, threads {threads}, RSS {rss} MB, CPU {cpu:.2}%"
+                );
+                if minute == 1 || minute % 10 == 0 || start.elapsed() >= soak {
+                    println!("| {minute} | {fds} | {threads} | {rss} | {cpu:.2} |");
+                }
+            }
+            let (f, t, r) = first.unwrap_or_default();
+            println!("| highest | {} | {} | {} | |", worst.0, worst.1, worst.2);
+            println!();
+            println!(
+                "Growth from the first minute to the highest: fds +{}, threads +{}, RSS +{} MB.",
+                worst.0 - f,
+                worst.1 - t,
+                worst.2 - r
+            );
+            println!();
+        }
 
         // Drift at the top rung: ten random tenants per kind.
         println!("## Drift repaired with {} tenants present", orgs.len());

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The guest test tier: kernel WireGuard, and the systemd unit, tested inside a QEMU guest.
 #
-#     sudo scripts/test-kernel-vm.sh [PART…]      PART: tests, e2e, systemd (default: all three)
+#     sudo scripts/test-kernel-vm.sh [PART…]      PART: tests, e2e, systemd (default: all three),
+#                                                 bench (only when asked: bench/run.sh --guest)
 #
 # CI and development machines have no WireGuard kernel module, and PID 1 there is not systemd.
 # This script boots Debian's stock kernel (it has wireguard.ko) under QEMU with TCG — KVM hangs
@@ -18,6 +19,10 @@
 #       and `systemctl stop` under a `ping -i 0.2` through the hub (no packet may be lost, the
 #       tenant must be adopted, not rebuilt), org deletion, and a journal free of refusals by
 #       the unit's sandboxing.
+#   bench (boot 1, only when asked): bench/core.rs once per backend (org create, machine add,
+#     policy change) and bench/relay.rs (iperf3 hub-relayed vs direct) with kernel WireGuard,
+#     release builds made on the host; the tables and the kernel ÷ userspace ratios are written
+#     to $RUN/bench.md (and to KVM_BENCH_OUT when set). Under TCG only ratios mean anything.
 #
 # The guest's root filesystem is this host's own `/`, exported read-only over 9p with a tmpfs
 # overlay: the binaries, wg, ip, iptables, PostgreSQL and wg-quick are the host's files. The
@@ -44,7 +49,7 @@
 # Environment: KVM_MEM (MiB, default 3072), KVM_TIMEOUT_TESTS / KVM_TIMEOUT_SYSTEMD (seconds
 # per boot), KVM_E2E_PHASES, KVM_TEST_THREADS, KVM_SLOWDOWN (deadline factor, default 8),
 # KVM_E2E_RECONCILE_INTERVAL, KVM_SYSTEMD_BACKENDS ("userspace kernel"), KVM_BACKEND (backend
-# of boot 1, default kernel) and MESHWG_BIN.
+# of boot 1, default kernel), MESHWG_BIN and KVM_BENCH_OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -56,7 +61,7 @@ die() { echo "test-kernel-vm.sh: $*" >&2; exit 1; }
 PARTS=("$@")
 [ ${#PARTS[@]} -gt 0 ] || PARTS=(tests e2e systemd)
 for p in "${PARTS[@]}"; do
-  case "$p" in tests | e2e | systemd) ;; *) die "unknown part $p (tests, e2e, systemd)" ;; esac
+  case "$p" in tests | e2e | systemd | bench) ;; *) die "unknown part $p (tests, e2e, systemd, bench)" ;; esac
 done
 want() { local p; for p in "${PARTS[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 
@@ -244,6 +249,49 @@ build_binaries() {
   echo "kvm: ${#TEST_BINS[@]} test binaries and meshwg ready in $(elapsed "$t0")s"
 }
 
+# Release builds of the benchmarks the guest runs (never compiled in the guest).
+build_benches() {
+  local t0
+  t0=$(date +%s)
+  echo "kvm: building the benchmarks on the host (cargo bench --no-run)"
+  cargo bench --no-run --message-format=json --bench core --bench relay >"$RUN/cargo-bench.json" 2>"$RUN/cargo-bench.log" \
+    || { tail -n 30 "$RUN/cargo-bench.log" >&2; die "cargo bench --no-run failed (see $RUN/cargo-bench.log)"; }
+  mapfile -t BENCH_BINS < <(jq -r 'select(.reason == "compiler-artifact" and .target.kind == ["bench"] and .executable != null)
+    | "\(.target.name) \(.executable)"' "$RUN/cargo-bench.json")
+  [ ${#BENCH_BINS[@]} -eq 2 ] || die "cargo built ${#BENCH_BINS[@]} benchmarks, expected core and relay"
+  echo "kvm: benchmarks ready in $(elapsed "$t0")s"
+}
+
+# The guest's benchmark tables, and the kernel ÷ userspace ratio of each core operation's median.
+bench_report() {
+  local out=$RUN/tests f
+  {
+    echo "## Kernel WireGuard against userspace, in one QEMU/TCG guest"
+    echo
+    echo "Measured by \`bench/run.sh --guest\` (scripts/test-kernel-vm.sh bench) on $(date -u +%Y-%m-%d): Debian's"
+    echo "stock kernel $(cat "$out/kernel" 2>/dev/null || echo '?') under QEMU TCG on $(nproc) host cores. Emulation slows"
+    echo "everything by one to two orders of magnitude, so only the ratios carry over to real hosts."
+    echo
+    echo "bench/core.rs, 20 operations each, two interleaved rounds per backend; the better median of each."
+    echo
+    echo "| operation | kernel median ms | userspace median ms | kernel ÷ userspace |"
+    echo "|---|---|---|---|"
+    # Each backend's best median over the rounds.
+    awk -F'|' '
+      FNR == 1 {b = (FILENAME ~ /kernel/) ? "k" : "u"}
+      /^\| [a-z]/ && $3 ~ /[0-9]/ {gsub(/^ +| +$/, "", $2); gsub(/ /, "", $5)
+        if (m[b, $2] == "" || $5 + 0 < m[b, $2] + 0) m[b, $2] = $5
+        if (!($2 in seen)) {seen[$2] = 1; order[++n] = $2}}
+      END {for (i = 1; i <= n; i++) {o = order[i]; k = m["k", o]; u = m["u", o];
+        printf "| %s | %s | %s | %s |\n", o, k, u, (u > 0 && k != "") ? sprintf("%.2f", k / u) : "?"}}' \
+      "$out"/bench-core-kernel-*.md "$out"/bench-core-userspace-*.md 2>/dev/null
+    echo
+    for f in "$out"/bench-relay-*.md; do [ -s "$f" ] && cat "$f"; done
+  } >"$RUN/bench.md"
+  cat "$RUN/bench.md"
+  [ -z "${KVM_BENCH_OUT:-}" ] || cp "$RUN/bench.md" "$KVM_BENCH_OUT"
+}
+
 # --- one guest boot -------------------------------------------------------------------------
 TOTAL_PASSED=0
 TOTAL_FAILED=0
@@ -301,9 +349,10 @@ boot() {
 # --- main -----------------------------------------------------------------------------------
 T_ALL=$(date +%s)
 prepare_kernel
-build_binaries
+if want tests || want e2e || want systemd; then build_binaries; fi
+if want bench; then build_benches; fi
 
-if want tests || want e2e; then
+if want tests || want e2e || want bench; then
   mkdir -p "$RUN/tests"
   {
     echo "backend $BACKEND"
@@ -315,8 +364,18 @@ if want tests || want e2e; then
     echo "meshwg $MESHWG"
     if want tests; then printf 'bin %s\n' "${TEST_BINS[@]}"; fi
     if want e2e; then echo "e2e $E2E_PHASES"; fi
+    if want bench; then
+      for b in "${BENCH_BINS[@]}"; do
+        case "$b" in
+          # Interleaved rounds, so that a busy spell of the host hurts both backends alike.
+          "core "*) for r in 1 2; do echo "bench $b kernel $r"; echo "bench $b userspace $r"; done ;;
+          *) echo "bench $b kernel 1" ;;
+        esac
+      done
+    fi
   } >"$RUN/tests/params"
   boot tests guest-tests.sh "$TIMEOUT_TESTS"
+  if want bench; then bench_report; fi
 fi
 if want systemd; then
   mkdir -p "$RUN/systemd"

@@ -13,6 +13,8 @@
 #   bin_timeout SECONDS   per binary; e2e_timeout SECONDS for the whole harness
 #   slowdown N            MESHWG_TEST_SLOWDOWN of the tests, E2E_TIME_SCALE of e2e (deadlines ×N)
 #   e2e_reconcile_interval D   E2E_RECONCILE_INTERVAL of e2e
+#   bench NAME PATH BACKEND ROUND   a benchmark (harness = false) run with
+#                         MESHWG_TEST_BACKEND=BACKEND; its markdown goes to OUT/bench-NAME-BACKEND-ROUND.md
 #
 # Writes OUT/test-NAME.log, OUT/e2e.out, OUT/e2e-full.log (on failure), OUT/cases,
 # OUT/failures and OUT/result ("PASSED FAILED"); prints "@@ " progress lines to the console.
@@ -80,8 +82,22 @@ while read -r name path; do
   run_bin "$name" "$path"
 done < <(awk '$1 == "bin" {print $2, $3}' "$OUT/params")
 
+# Benchmarks: one case each (it ran to the end and printed its table).
+uname -r >"$OUT/kernel"
+while read -r name path backend round; do
+  t0=$(now)
+  md=$OUT/bench-$name-$backend-$round.md
+  if (cd "$REPO" && MESHWG_TEST_BACKEND=$backend MESHWG_TEST_SLOWDOWN=$SLOWDOWN RUST_BACKTRACE=1 \
+    timeout -k 10 "$BIN_TIMEOUT" "$path" --bench) >"$md" 2>"$OUT/bench-$name-$backend-$round.log" && [ -s "$md" ]; then
+    pass "bench::$name::$backend::$round"
+    say "bench $name ($backend, round $round): done ($(secs_since "$t0")s)"
+  else
+    fail "bench::$name::$backend::$round" "no table (see bench-$name-$backend-$round.log)"
+  fi
+done < <(awk '$1 == "bench" {print $2, $3, $4, $5}' "$OUT/params")
+
 # e2e/run.sh: one case per phase plus its leftover check.
-if grep -q '^e2e' "$OUT/params"; then
+if grep -q '^e2e ' "$OUT/params"; then
   read -r -a phases <<<"$(param e2e)"
   [ "${phases[*]}" != all ] || phases=()
   t0=$(now)
