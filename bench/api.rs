@@ -235,7 +235,12 @@ fn main() {
             .call("GET", &format!("{path}?limit={MACHINES}"), Some(&op), None)
             .await;
         assert_eq!(one.body["machines"].as_array().unwrap().len(), MACHINES);
-        let etag = one.headers["etag"].to_str().unwrap().to_string();
+        // (Without entity tags, as before issue 11, the conditional row sends a tag nobody made.)
+        let etag = one
+            .headers
+            .get("etag")
+            .map_or("\"none\"", |v| v.to_str().unwrap())
+            .to_string();
         let cookie = format!("Cookie: {}", op.cookie);
         let script = h.world.tmp.join("login.lua");
         std::fs::write(
@@ -308,7 +313,12 @@ fn main() {
                 &[("if-none-match", &etag)],
             )
             .await;
-        assert_eq!(still.status, 304, "the list's tag changed during the runs");
+        if still.status != 304 {
+            println!(
+                "| (the list's tag was not current after the runs: {}) | | | | | | | | | |",
+                still.status
+            );
+        }
         // The list again while another account's logins (right password: each costs a hash)
         // arrive on 4 more connections.
         let (h1, h2, url, login) = (

@@ -59,8 +59,16 @@ pub async fn run(app: &App, req: &Request, op: Op, ctx: Ctx) -> Result<Response,
         }
         Op::OrgCreate => json(CREATED, &orgs::create(app, ctx, body(req)?).await?),
         Op::OrgList => {
-            let list = orgs::list(app, ctx).await?;
-            json_tagged(req, &serde_json::json!({"orgs": list}))
+            #[derive(serde::Serialize)]
+            struct OrgList {
+                orgs: Vec<crate::service::views::OrgView>,
+            }
+            json_tagged(
+                req,
+                &OrgList {
+                    orgs: orgs::list(app, ctx).await?,
+                },
+            )
         }
         Op::OrgGet => json(OK, &orgs::get(app, ctx).await?),
         Op::OrgPatch => json(OK, &orgs::update(app, ctx, body(req)?).await?),
@@ -103,7 +111,10 @@ pub async fn run(app: &App, req: &Request, op: Op, ctx: Ctx) -> Result<Response,
             policies::delete(app, ctx).await?;
             no_content()
         }
-        Op::Status => json_tagged(req, &status::status(app, ctx).await?),
+        Op::Status => {
+            let (body, etag) = status::status(app, ctx).await?.json();
+            tagged(req, &etag, || body)
+        }
         Op::Audit => {
             let (limit, cursor) = paging(req);
             let q = AuditQuery::parse(limit, cursor, req.query_param("before"))?;

@@ -19,7 +19,7 @@
 //! A rebuild whose views equal the model before keeps that model's serial (and its pages).
 
 use super::page::{Key, PageRequest};
-use super::views::{Listed, MachineView};
+use super::views::{Listed, MachineView, PeerView, StatusPeers};
 use crate::actors::tenant::TenantStatus;
 use crate::db::DbError;
 use crate::db::machines::{self, Machine};
@@ -29,7 +29,7 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use uuid::Uuid;
 
 /// Serialized pages kept per model; beyond this the cache starts afresh.
@@ -92,6 +92,8 @@ pub struct Model {
     by_id: HashMap<Uuid, usize>,
     /// Shared with the model before when the views came out the same (then so do the pages).
     pages: Arc<Pages>,
+    /// The status's peers as of `status`, made on the first status read.
+    status_peers: OnceLock<Arc<StatusPeers>>,
 }
 
 /// Serialized pages by (cursor position, limit).
@@ -231,6 +233,37 @@ impl ReadModel {
             machines,
             by_id,
             pages: Default::default(),
+            status_peers: OnceLock::new(),
+        }
+    }
+}
+
+impl ReadModel {
+    /// The peers of an observation, named from the model's rows: made once per model when the
+    /// observation is the model's own (the usual case), else afresh.
+    pub fn status_peers(
+        &self,
+        model: Option<&Model>,
+        status: &Arc<TenantStatus>,
+    ) -> Arc<StatusPeers> {
+        let make = || {
+            let rows = model.map(|m| &m.rows);
+            let views = status
+                .peers
+                .iter()
+                .map(|(key, p)| PeerView::of(key, p, rows.and_then(|r| r.machine_by_key(key))))
+                .collect();
+            let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+            Arc::new(StatusPeers::new(
+                views,
+                format!("{:08x}{serial:x}", self.epoch),
+            ))
+        };
+        match model {
+            Some(m) if same_status(&m.status, &Some(status.clone())) => {
+                m.status_peers.get_or_init(make).clone()
+            }
+            _ => make(),
         }
     }
 }

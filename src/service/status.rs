@@ -1,9 +1,8 @@
 //! Health, readiness and a tenant's kernel status.
 
-use super::views::{HubView, PeerView, RuleView, StatusView};
+use super::views::{HubView, RuleView, StatusView};
 use super::{ApiError, App, Ctx};
 use crate::db::users::Role;
-use chrono::DateTime;
 use std::time::Duration;
 
 /// `GET /readyz`: PostgreSQL answers within 2 s.
@@ -29,36 +28,22 @@ pub async fn status(app: &App, ctx: &Ctx) -> Result<StatusView, ApiError> {
         Err(e) if e.is_unavailable() => None,
         Err(e) => return Err(e.into()),
     };
-    let s = app.ctl.status(org_id).await?;
-    let rows = model.as_ref().map(|m| &m.rows);
-    let peers = s
-        .peers
-        .iter()
-        .map(|(key, p)| {
-            let m = rows.and_then(|r| r.machine_by_key(key));
-            PeerView {
-                machine_id: m.map(|m| m.id),
-                name: m.map(|m| m.name.clone()),
-                public_key: key.to_base64(),
-                allowed_ips: p.allowed_ips.clone(),
-                endpoint: p.endpoint.clone(),
-                last_handshake_at: p
-                    .last_handshake
-                    .and_then(|t| DateTime::from_timestamp(t, 0)),
-                rx_bytes: p.rx_bytes,
-                tx_bytes: p.tx_bytes,
-            }
-        })
-        .collect();
+    // The observation as published (no copy of it), its rule counters read from the kernel now.
+    let s = app.ctl.status_snapshot(org_id).await?;
+    let rules = match app.ctl.counters(&s).await {
+        Some(rules) => rules.iter().map(RuleView::of).collect(),
+        None => s.rules.iter().map(RuleView::of).collect(),
+    };
+    let peers = app.reads.status_peers(model.as_deref(), &s);
     // The error text names kernel commands and their output: the operator's business only.
     let last_error = if ctx.role() == Role::Operator {
-        s.last_error
+        s.last_error.clone()
     } else {
-        s.last_error.map(|_| {
+        s.last_error.as_ref().map(|_| {
             "the last repair of the hub failed; the operator's logs have the details".into()
         })
     };
-    let org = rows.map(|r| &r.org);
+    let org = model.as_ref().map(|m| &m.rows.org);
     Ok(StatusView {
         hub: HubView {
             up: s.up,
@@ -66,11 +51,11 @@ pub async fn status(app: &App, ctx: &Ctx) -> Result<StatusView, ApiError> {
             public_key: s.public_key.map(|k| k.to_base64()),
             address: org.map(|o| o.cidr.hub_address().to_string()),
             name: org.map(|o| o.name.clone()),
-            netns: s.netns,
-            device: s.device,
+            netns: s.netns.clone(),
+            device: s.device.clone(),
         },
         peers,
-        rules: s.rules.iter().map(RuleView::of).collect(),
+        rules,
         observed_at: s.observed_at,
         last_error,
     })

@@ -7,13 +7,17 @@ use crate::db::machines::Machine;
 use crate::db::orgs::Org;
 use crate::db::users::User;
 use crate::kernel::{PeerObserved, RuleObserved};
+use crate::keys::PublicKey;
 use crate::policy::render::{DEFAULT_COMMENT, ESTABLISHED_COMMENT, policy_comment};
 use crate::policy::{Policy, Verdict};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
+use std::sync::{Arc, OnceLock};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,10 +162,70 @@ impl PolicyView {
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusView {
     pub hub: HubView,
-    pub peers: Vec<PeerView>,
+    #[serde(serialize_with = "peers")]
+    pub peers: Arc<StatusPeers>,
     pub rules: Vec<RuleView>,
     pub observed_at: DateTime<Utc>,
     pub last_error: Option<String>,
+}
+
+impl StatusView {
+    /// The view as the API's JSON (exactly `serde_json::to_vec(self)`, with the peers
+    /// serialized once per observation) and its entity tag: the peers' tag and a hash of the
+    /// rest.
+    pub fn json(&self) -> (Bytes, String) {
+        let (hub, rules) = (json_of(&self.hub), json_of(&self.rules));
+        let (at, error) = (json_of(&self.observed_at), json_of(&self.last_error));
+        let peers = self.peers.json();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&hub, &rules, &at, &error).hash(&mut h);
+        let tag = format!("\"{}-{:016x}\"", self.peers.tag, h.finish());
+        let mut body = Vec::with_capacity(peers.len() + hub.len() + rules.len() + 128);
+        for (key, value) in [
+            ("{\"hub\":", &hub[..]),
+            (",\"peers\":", &peers[..]),
+            (",\"rules\":", &rules[..]),
+            (",\"observed_at\":", &at[..]),
+            (",\"last_error\":", &error[..]),
+        ] {
+            body.extend_from_slice(key.as_bytes());
+            body.extend_from_slice(value);
+        }
+        body.push(b'}');
+        (Bytes::from(body), tag)
+    }
+}
+
+/// A part of a view as JSON.
+fn json_of(v: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(v).expect("views always serialize")
+}
+
+/// The peers of a status: built once per observation (and set of rows), serialized once.
+#[derive(Debug)]
+pub struct StatusPeers {
+    pub views: Vec<PeerView>,
+    /// Names these peers (and nothing else) in the status's entity tag.
+    pub tag: String,
+    json: OnceLock<Bytes>,
+}
+
+impl StatusPeers {
+    pub fn new(views: Vec<PeerView>, tag: String) -> Self {
+        StatusPeers {
+            views,
+            tag,
+            json: OnceLock::new(),
+        }
+    }
+
+    pub fn json(&self) -> &Bytes {
+        self.json.get_or_init(|| Bytes::from(json_of(&self.views)))
+    }
+}
+
+fn peers<S: Serializer>(p: &Arc<StatusPeers>, s: S) -> Result<S::Ok, S::Error> {
+    p.views.serialize(s)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -186,6 +250,24 @@ pub struct PeerView {
     pub last_handshake_at: Option<DateTime<Utc>>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+}
+
+impl PeerView {
+    /// A peer of the hub, named after its machine when PostgreSQL has one with its key.
+    pub fn of(key: &PublicKey, p: &PeerObserved, machine: Option<&Machine>) -> Self {
+        PeerView {
+            machine_id: machine.map(|m| m.id),
+            name: machine.map(|m| m.name.clone()),
+            public_key: key.to_base64(),
+            allowed_ips: p.allowed_ips.clone(),
+            endpoint: p.endpoint.clone(),
+            last_handshake_at: p
+                .last_handshake
+                .and_then(|t| DateTime::from_timestamp(t, 0)),
+            rx_bytes: p.rx_bytes,
+            tx_bytes: p.tx_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -239,12 +321,58 @@ impl<T: Serialize> Serialize for Listed<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_json_is_its_serialization_and_its_tag_follows_every_part() {
+        let at = DateTime::from_timestamp(1_764_000_000, 0).unwrap();
+        let peer = PeerView {
+            machine_id: Some(Uuid::nil()),
+            name: Some("laptop \"1\"".into()),
+            public_key: "k".into(),
+            allowed_ips: BTreeSet::from(["10.0.0.2/32".to_string()]),
+            endpoint: None,
+            last_handshake_at: Some(at),
+            rx_bytes: 1,
+            tx_bytes: 2,
+        };
+        let view = StatusView {
+            hub: HubView {
+                up: true,
+                listen_port: 51820,
+                public_key: None,
+                address: Some("10.0.0.1".into()),
+                name: Some("org".into()),
+                netns: "mwg-1".into(),
+                device: "mwg1".into(),
+            },
+            peers: Arc::new(StatusPeers::new(vec![peer], "p1".into())),
+            rules: vec![RuleView {
+                kind: "default",
+                policy_id: None,
+                packets: 5,
+                bytes: 6,
+            }],
+            observed_at: at,
+            last_error: None,
+        };
+        let (body, tag) = view.json();
+        assert_eq!(body, serde_json::to_vec(&view).unwrap());
+        let mut moved = view.clone();
+        moved.rules[0].packets = 6;
+        assert_ne!(moved.json().1, tag, "counters move the tag");
+        let mut other = view.clone();
+        other.peers = Arc::new(StatusPeers::new(view.peers.views.clone(), "p2".into()));
+        assert_ne!(other.json().1, tag, "new peers move the tag");
+        assert_eq!(view.clone().json().1, tag);
+    }
+
     #[test]
     fn comments() {
         assert_eq!(
-            super::comment("-A MWG-ACL -s 10.0.0.2/32 -m comment --comment \"mwg:abc\" -j DROP"),
+            comment("-A MWG-ACL -s 10.0.0.2/32 -m comment --comment \"mwg:abc\" -j DROP"),
             Some("mwg:abc")
         );
-        assert_eq!(super::comment("-A MWG-ACL -j DROP"), None);
+        assert_eq!(comment("-A MWG-ACL -j DROP"), None);
     }
 }
