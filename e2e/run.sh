@@ -10,7 +10,7 @@
 #
 #   ┌─ $CTL "controller host" ────────────────────────────────────────────────────┐
 #   │  meshwg serve  API 0.0.0.0:8080  metrics 127.0.0.1:9587                      │
-#   │  wireguard-go per tenant, UDP :518xx (born here, wg0 moved into $KP-<id>)    │
+#   │  hub per tenant, UDP :518xx (born here, wg0 moved into $KP-<id>)             │
 #   │  br0 172.31.0.1/24  = PUBLIC_ENDPOINT                                        │
 #   └──┬──────────────┬──────────────┬──────────────┬───────────────────────────────┘
 #      │ veth         │ veth         │ veth         │ veth
@@ -20,6 +20,20 @@
 #
 #   $KP-<id>: tenant namespaces made by the controller (lo + wg0 only)
 #   PostgreSQL: a throw-away cluster on a Unix socket in $TMP (reachable from any namespace)
+#
+# Backends: WG_BACKEND (auto, userspace or kernel; default auto) is handed to the controller,
+# and the backend it actually selected (its startup log says) decides how the hub is inspected:
+#   userspace  a wireguard-go daemon per tenant (pidfile in RUNTIME_DIR), driven by `wg` through
+#              its UAPI socket /var/run/wireguard/<device>.sock, the device's birth name;
+#   kernel     the kernel device wg0 inside the tenant namespace (`ip netns exec NS wg … wg0`);
+#              no daemon, socket or pidfile. The hub's identity (same after an adoption, new
+#              after a rebuild) is wg0's ifindex, and a crash of the data plane is `ip link del`.
+# The hub_* helpers below hide the difference. wg-quick clients use whatever the host offers.
+#
+# Slow machines (the QEMU/TCG guest of scripts/test-kernel-vm.sh runs everything ~30x slower):
+# E2E_TIME_SCALE multiplies every deadline the harness waits for (default 1), and
+# E2E_RECONCILE_INTERVAL sets the controller's RECONCILE_INTERVAL (default 1s) so that periodic
+# reconciles of a dozen tenants do not eat the whole machine. Neither changes what is asserted.
 #
 # Output: one line per phase (PASS name / FAIL name: why), then "N passed, M failed".
 # Everything (commands, outputs, controller log) goes to $TMP/e2e.log, kept on failure.
@@ -55,6 +69,8 @@ PGDIR=$TMP/pg
 PIDS=()                                   # background processes we started
 CTL_PID=
 STARTED=$(date +%s)
+TIME_SCALE=${E2E_TIME_SCALE:-1}
+[[ "$TIME_SCALE" =~ ^[1-9][0-9]*$ ]] || { echo "e2e/run.sh: E2E_TIME_SCALE must be a whole number" >&2; exit 1; }
 
 # --- output and wrappers -----------------------------------------------------------------
 log() { printf '[%s] %s\n' "$(date +%T.%3N)" "$*" >>"$LOG"; }
@@ -67,8 +83,9 @@ host() { pretty host "$*"; "$@" 2>>"$LOG"; }
 WHY=
 fail() { WHY=$*; log "FAIL: $*"; return 1; }
 # poll SECONDS WHAT CMD…: retries CMD until it succeeds (10 per second) or fails the phase.
+# The deadline is SECONDS × E2E_TIME_SCALE.
 poll() {
-  local secs=$1 what=$2; shift 2
+  local secs=$(($1 * TIME_SCALE)) what=$2; shift 2
   local deadline=$(($(date +%s%N) + secs * 1000000000))
   until "$@" >/dev/null 2>&1; do
     [ "$(date +%s%N)" -lt "$deadline" ] || { fail "$what: not within ${secs}s"; return 1; }
@@ -108,8 +125,8 @@ controller_env() {
   echo "PUBLIC_ENDPOINT=$PUBLIC"
   echo "KERNEL_PREFIX=$KP"
   echo "RUNTIME_DIR=$RUNDIR"
-  echo RECONCILE_INTERVAL=1s
-  echo WG_BACKEND=auto
+  echo "RECONCILE_INTERVAL=${E2E_RECONCILE_INTERVAL:-1s}"
+  echo "WG_BACKEND=${WG_BACKEND:-auto}"
   echo RUST_LOG=info
 }
 ready() { ip netns exec "$CTL" curl -sf --max-time 2 "$API/healthz" >/dev/null 2>&1; }
@@ -121,7 +138,18 @@ start_controller() {
   nsenter --net="/run/netns/$CTL" env -i "${envs[@]}" "$BIN" serve >>"$TMP/serve.log" 2>&1 &
   CTL_PID=$!
   disown "$CTL_PID"   # killed with -9 on purpose in phase 21; no job report for that
-  poll 60 "controller answers /healthz" ready
+  poll 60 "controller answers /healthz" ready && detect_backend
+}
+# The backend the controller selected, from its startup log ("WireGuard backend selected
+# backend=… why=…"); BACKEND is kernel or userspace.
+BACKEND=
+detect_backend() {
+  local b
+  b=$(sed 's/\x1b\[[0-9;]*m//g' "$TMP/serve.log" | grep 'backend selected' | tail -n 1 \
+    | grep -oE '(^| )backend="?(kernel|userspace)' | head -n 1 | grep -oE 'kernel|userspace')
+  [ -n "$b" ] || { fail "the controller's log does not say which backend it selected"; return 1; }
+  [ "$b" = "$BACKEND" ] || log "backend: $b"
+  BACKEND=$b
 }
 ensure_controller() {
   if [ -n "$CTL_PID" ] && kill -0 "$CTL_PID" 2>/dev/null; then return 0; fi
@@ -130,7 +158,7 @@ ensure_controller() {
 stop_controller() { # stop_controller SIGNAL
   [ -n "$CTL_PID" ] || return 0
   kill "-$1" "$CTL_PID" 2>/dev/null
-  local i; for i in $(seq 100); do kill -0 "$CTL_PID" 2>/dev/null || break; sleep 0.1; done
+  local i; for i in $(seq $((100 * TIME_SCALE))); do kill -0 "$CTL_PID" 2>/dev/null || break; sleep 0.1; done
   CTL_PID=
 }
 
@@ -226,10 +254,45 @@ ensure_vm3() {
   ensure_org_b || return 1
   [ -z "$M3" ] || return 0
   machine M3 "$ORG_B" m3 && vm_up 3 "$CONF_M3" || return 1
-  poll 30 "vm3 handshakes with hub B" handshaken "$DEV_ORG_B"
+  poll 30 "vm3 handshakes with hub B" handshaken "$NS_ORG_B" "$DEV_ORG_B"
 }
-handshaken() { # every peer of the device has a handshake
-  local hs; hs=$(wg show "$1" latest-handshakes) || return 1
+# --- the hub, whichever backend keeps it ---------------------------------------------------
+# hub_wg NS DEV SUBCOMMAND ARGS…: `wg SUBCOMMAND <hub> ARGS…` on a tenant's hub.
+hub_wg() {
+  local ns=$1 dev=$2 sub=$3; shift 3
+  if [ "$BACKEND" = kernel ]; then
+    pretty "$ns" "wg $sub wg0 $*"; ip netns exec "$ns" wg "$sub" wg0 "$@" 2>>"$LOG"
+  else
+    pretty host "wg $sub $dev $*"; wg "$sub" "$dev" "$@" 2>>"$LOG"
+  fi
+}
+# hub_identity NS DEV: the same while a hub is adopted, another once it is rebuilt: the
+# wireguard-go daemon's pid, or the ifindex of the kernel's wg0 in the tenant namespace.
+hub_identity() {
+  if [ "$BACKEND" = kernel ]; then
+    ip -n "$1" -o link show dev wg0 2>/dev/null | cut -d: -f1
+  else
+    daemon_pid "$2" 2>/dev/null
+  fi
+}
+hub_alive() { # hub_alive NS DEV ID: the hub with identity ID still exists
+  if [ "$BACKEND" = kernel ]; then [ "$(hub_identity "$1" "$2")" = "$3" ]; else kill -0 "$3" 2>/dev/null; fi
+}
+# hub_crash NS DEV: the data plane dies under the controller (drift it must repair): the daemon
+# is killed, or the kernel device deleted.
+hub_crash() {
+  if [ "$BACKEND" = kernel ]; then tn "$1" ip link del dev wg0; else host kill -9 "$(daemon_pid "$2")"; fi
+}
+# hub_remains NS DEV: what is left of a removed hub (empty if nothing): the namespace, a link
+# under the birth name in the controller namespace, a UAPI socket.
+hub_remains() {
+  [ ! -e "/run/netns/$1" ] || echo "namespace $1"
+  ! ip netns exec "$CTL" ip -o link show 2>/dev/null | grep -qF "$2" || echo "link $2"
+  [ ! -e "/var/run/wireguard/$2.sock" ] || echo "socket $2.sock"
+}
+hub_has_peer() { hub_wg "$1" "$2" show peers | grep -qF -- "$3"; } # hub_has_peer NS DEV KEY
+handshaken() { # handshaken NS DEV: every peer of the hub has a handshake
+  local hs; hs=$(hub_wg "$1" "$2" show latest-handshakes) || return 1
   [ -n "$hs" ] && ! awk '{print $2}' <<<"$hs" | grep -qx 0
 }
 daemon_pid() { cut -d' ' -f1 "$RUNDIR/$1.pid"; }
@@ -321,7 +384,13 @@ phase_04_org_onboarding() {
   tn "$NS_ORG_A" ip -o addr show dev wg0 | grep -q 'inet 10.100.0.1/16' || { fail "wg0 lacks 10.100.0.1/16"; return 1; }
   tn "$NS_ORG_A" ip -o link show dev wg0 | grep -q 'mtu 1420' || { fail "wg0 mtu"; return 1; }
   [ "$(tn "$NS_ORG_A" ip -o link show | grep -c .)" = 2 ] || { fail "more than lo and wg0"; return 1; }
-  ctl ss -Hulnp | grep ":$PORT_ORG_A " | grep -q wireguard-go || { fail "port $PORT_ORG_A not listening in the controller namespace"; return 1; }
+  local sock; sock=$(ctl ss -Hulnp | grep ":$PORT_ORG_A ")
+  [ -n "$sock" ] || { fail "port $PORT_ORG_A not listening in the controller namespace"; return 1; }
+  if [ "$BACKEND" = kernel ]; then
+    ! grep -q 'users:' <<<"$sock" || { fail "port $PORT_ORG_A is held by a process, not the kernel: $sock"; return 1; }
+  else
+    grep -q wireguard-go <<<"$sock" || { fail "port $PORT_ORG_A is not wireguard-go's: $sock"; return 1; }
+  fi
   tn "$NS_ORG_A" iptables -S FORWARD | grep -qx -- '-P FORWARD DROP' || { fail "FORWARD policy"; return 1; }
   tn "$NS_ORG_A" iptables -S FORWARD | grep -qx -- '-A FORWARD -i wg0 -o wg0 -j MWG-ACL' || { fail "FORWARD jump"; return 1; }
   tn "$NS_ORG_A" iptables -S MWG-ACL >/dev/null || { fail "no ACL chain"; return 1; }
@@ -330,7 +399,7 @@ phase_04_org_onboarding() {
 phase_05_keys_at_rest() {
   ensure_org_a || return 1
   local b64 hex dump
-  b64=$(wg show "$DEV_ORG_A" private-key) || { fail "cannot read the hub key from the device"; return 1; }
+  b64=$(hub_wg "$NS_ORG_A" "$DEV_ORG_A" show private-key) || { fail "cannot read the hub key from the device"; return 1; }
   hex=$(base64 -d <<<"$b64" | od -An -tx1 | tr -d ' \n')
   dump=$(runuser -u postgres -- pg_dump -h "$PGDIR" --data-only meshwg 2>>"$LOG")
   [ -n "$dump" ] || { fail "empty dump"; return 1; }
@@ -360,8 +429,8 @@ phase_06_machine_private_key() {
 
 phase_07_tunnel_handshake() {
   ensure_vms || return 1
-  poll 20 "both VMs handshake with the hub" handshaken "$DEV_ORG_A"
-  [ "$(wg show "$DEV_ORG_A" peers | grep -c .)" -ge 2 ] || { fail "hub has fewer than 2 peers"; return 1; }
+  poll 20 "both VMs handshake with the hub" handshaken "$NS_ORG_A" "$DEV_ORG_A"
+  [ "$(hub_wg "$NS_ORG_A" "$DEV_ORG_A" show peers | grep -c .)" -ge 2 ] || { fail "hub has fewer than 2 peers"; return 1; }
   vm 1 wg show "${KP}v1" latest-handshakes | awk '{exit !($2 > 0)}' || { fail "vm1 has no handshake"; return 1; }
 }
 
@@ -420,7 +489,7 @@ phase_11_ports_and_protocols() {
 phase_12_cross_tenant_isolation() {
   ensure_vms && ensure_vm3 || return 1
   local n rx0 rx1 ip
-  rx0=$(wg show "$DEV_ORG_B" transfer | awk '{s += $2} END {print s + 0}')
+  rx0=$(hub_wg "$NS_ORG_B" "$DEV_ORG_B" show transfer | awk '{s += $2} END {print s + 0}')
   capture p12 "$NS_ORG_B" || return 1
   for ip in "$IP_M2" 10.100.0.2 10.100.0.4 10.100.0.99 10.100.255.254; do
     bg_vm 1 ping -f -c 300 -W 1 "$ip"
@@ -428,7 +497,7 @@ phase_12_cross_tenant_isolation() {
   wait "${PIDS[@]: -5}" 2>/dev/null
   sleep 0.5
   n=$(capture_stop p12)
-  rx1=$(wg show "$DEV_ORG_B" transfer | awk '{s += $2} END {print s + 0}')
+  rx1=$(hub_wg "$NS_ORG_B" "$DEV_ORG_B" show transfer | awk '{s += $2} END {print s + 0}')
   [ "$n" = 0 ] || { fail "tcpdump in B's namespace saw $n packets while A flooded"; return 1; }
   # B's hub received nothing but its own keepalives or a rekey at most.
   [ $((rx1 - rx0)) -lt 1000 ] || { fail "B's hub received $((rx1 - rx0)) bytes during A's flood"; return 1; }
@@ -449,12 +518,19 @@ phase_13_concurrent_ip_allocation() {
       pids+=($!)
     done
     wait "${pids[@]}"
-    [ "$(cat "$TMP"/alloc.$n.*.code | grep -c '^201$')" = "$n" ] || { fail "$n parallel POSTs: $(sort "$TMP"/alloc.$n.*.code | uniq -c | tr '\n' ' ')"; return 1; }
+    if [ "$(cat "$TMP"/alloc.$n.*.code | grep -c '^201$')" != "$n" ]; then
+      # What the refused ones said (error code and message), once each.
+      local why; why=$(for i in $(seq "$n"); do
+        grep -qx 201 "$TMP/alloc.$n.$i.code" || jq -r '"\(.error.code): \(.error.message)"' "$TMP/alloc.$n.$i" 2>/dev/null
+      done | sort | uniq -c | tr -s ' \n' ' ')
+      fail "$n parallel POSTs: $(sort "$TMP"/alloc.$n.*.code | uniq -c | tr -s ' \n' ' ')- $why"
+      return 1
+    fi
     addrs=$(for i in $(seq "$n"); do jq -r .machine.address "$TMP/alloc.$n.$i"; done | sort -u | grep -c .)
     [ "$addrs" = "$n" ] || { fail "$n parallel POSTs got $addrs distinct addresses"; return 1; }
   done
   [ "$(psql_q "SELECT count(DISTINCT address) FROM machines WHERE org_id = '$org'")" = 55 ] || { fail "rows"; return 1; }
-  [ "$(wg show "$DEV_ORG_13" peers | grep -c .)" = 55 ] || { fail "hub does not hold 55 peers"; return 1; }
+  [ "$(hub_wg "$NS_ORG_13" "$DEV_ORG_13" show peers | grep -c .)" = 55 ] || { fail "hub does not hold 55 peers"; return 1; }
   api op DELETE "/api/v1/orgs/$org"; expect 204 "delete the allocation org"
 }
 
@@ -576,37 +652,37 @@ phase_19_long_name() {
   machine M19 "$ORG_19" "🚀 \"laptop\"" || return 1
   grep -qF "tenant hub for \"$name\"" <<<"$CONF_M19" || { fail "name not in the config comment"; return 1; }
   api op DELETE "/api/v1/orgs/$ORG_19"; expect 204 "delete" || return 1
-  [ ! -e "/run/netns/$NS_ORG_19" ] || { fail "namespace left"; return 1; }
-  ! ctl ip -o link show | grep -q "$DEV_ORG_19" || { fail "orphan interface left"; return 1; }
-  [ ! -e "/var/run/wireguard/$DEV_ORG_19.sock" ] || { fail "socket left"; return 1; }
+  local left; left=$(hub_remains "$NS_ORG_19" "$DEV_ORG_19")
+  [ -z "$left" ] || { fail "left behind: $(echo $left)"; return 1; }
 }
 
 phase_20_delete_org() {
   ensure_controller || return 1
-  local pid t n
+  local id t n left
   new_org ORG_20 "Doomed" 10.20.0.0/16 || return 1
   machine M20a "$ORG_20" a && machine M20b "$ORG_20" b || return 1
   policy P20 "$ORG_20" '{"action":"deny","src":"any","dst":{"tag":"db"}}' || return 1
   api op POST "/api/v1/orgs/$ORG_20/users" '{"email":"u20@e2e.test","password":"password-20","role":"admin"}'; expect 201 "user" || return 1
   login u20 u20@e2e.test password-20 || return 1
-  pid=$(daemon_pid "$DEV_ORG_20")
+  id=$(hub_identity "$NS_ORG_20" "$DEV_ORG_20")
+  [ -n "$id" ] || { fail "no hub before the delete"; return 1; }
   api op DELETE "/api/v1/orgs/$ORG_20"; expect 204 "delete org" || return 1
   for t in orgs:id machines:org_id users:org_id policies:org_id audit_log:org_id; do
     n=$(psql_q "SELECT count(*) FROM ${t%%:*} WHERE ${t#*:} = '$ORG_20'")
     [ "$n" = 0 ] || { fail "$n rows left in ${t%%:*}"; return 1; }
   done
   [ "$(psql_q "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.email = 'u20@e2e.test'")" = 0 ] || { fail "session left"; return 1; }
-  [ ! -e "/run/netns/$NS_ORG_20" ] || { fail "namespace left"; return 1; }
-  ! kill -0 "$pid" 2>/dev/null || { fail "daemon $pid still running"; return 1; }
-  [ ! -e "/var/run/wireguard/$DEV_ORG_20.sock" ] || { fail "socket left"; return 1; }
+  left=$(hub_remains "$NS_ORG_20" "$DEV_ORG_20")
+  [ -z "$left" ] || { fail "left behind: $(echo $left)"; return 1; }
+  [ "$BACKEND" = kernel ] || ! kill -0 "$id" 2>/dev/null || { fail "daemon $id still running"; return 1; }
   ! ctl ss -Huln | grep -q ":$PORT_ORG_20 " || { fail "port still open"; return 1; }
   api u20 GET /api/v1/auth/me; expect 401 "the deleted org's user session" || return 1
 }
 
 phase_21_kill9_restart_under_flood() {
   ensure_vms || return 1
-  local pid ino flood out
-  pid=$(daemon_pid "$DEV_ORG_A"); ino=$(inode "$NS_ORG_A")
+  local id ino flood out
+  id=$(hub_identity "$NS_ORG_A" "$DEV_ORG_A"); ino=$(inode "$NS_ORG_A")
   bg_sh "ip netns exec $E-vm1 ping -q -c 800 -i 0.01 -W 2 $IP_M2 > $TMP/flood21"; flood=$LAST_BG
   sleep 1
   stop_controller KILL
@@ -614,19 +690,19 @@ phase_21_kill9_restart_under_flood() {
   wait "$flood"
   out=$(cat "$TMP/flood21"); log "$out"
   grep -q ' 0% packet loss' <<<"$out" || { fail "packets lost: $(grep loss <<<"$out")"; return 1; }
-  [ "$(daemon_pid "$DEV_ORG_A")" = "$pid" ] || { fail "daemon was replaced"; return 1; }
+  [ "$(hub_identity "$NS_ORG_A" "$DEV_ORG_A")" = "$id" ] || { fail "hub was replaced ($id -> $(hub_identity "$NS_ORG_A" "$DEV_ORG_A"))"; return 1; }
   [ "$(inode "$NS_ORG_A")" = "$ino" ] || { fail "namespace was recreated"; return 1; }
-  kill -0 "$pid" || { fail "daemon died"; return 1; }
+  hub_alive "$NS_ORG_A" "$DEV_ORG_A" "$id" || { fail "hub died"; return 1; }
   login op "$OPERATOR" "$OPERATOR_PW"
 }
 
 phase_22_drift_repair() {
   ensure_vms || return 1
-  local pid key2
+  local id key2
   # A wg peer removed by hand comes back, and traffic with it.
   key2=$(psql_q "SELECT public_key FROM machines WHERE id = '$M2'")
-  host wg set "$DEV_ORG_A" peer "$key2" remove
-  poll 5 "peer re-added" sh -c "wg show $DEV_ORG_A peers | grep -qF -- '$key2'" || return 1
+  hub_wg "$NS_ORG_A" "$DEV_ORG_A" set peer "$key2" remove
+  poll 5 "peer re-added" hub_has_peer "$NS_ORG_A" "$DEV_ORG_A" "$key2" || return 1
   poll 30 "traffic after peer repair" vm 1 ping -c1 -W1 "$IP_M2" || return 1
   # With a deny in force: a flushed chain and a rogue ACCEPT are repaired and the deny holds.
   policy P22 "$ORG_A" "{\"action\":\"deny\",\"src\":{\"machine\":\"$M1\"},\"dst\":{\"machine\":\"$M2\"},\"protocol\":\"icmp\"}" || return 1
@@ -637,11 +713,17 @@ phase_22_drift_repair() {
   poll 5 "rogue ACCEPT removed" sh -c "! ip netns exec $NS_ORG_A iptables -S FORWARD | grep -qx -- '-A FORWARD -j ACCEPT'" || return 1
   ! vm 1 ping -c2 -i 0.3 -W1 "$IP_M2" >/dev/null || { fail "deny not holding after the rogue rule"; return 1; }
   api op DELETE "/api/v1/orgs/$ORG_A/policies/$P22"; expect 204 "delete" || return 1
-  # A killed daemon is replaced (stale socket cleared) and traffic comes back.
-  pid=$(daemon_pid "$DEV_ORG_A")
-  kill -9 "$pid"
-  poll 5 "daemon replaced" sh -c "[ \"\$(cut -d' ' -f1 $RUNDIR/$DEV_ORG_A.pid)\" != $pid ] && wg show $DEV_ORG_A >/dev/null" || return 1
+  # A killed daemon (kernel: a deleted device) is replaced (stale socket cleared) and traffic
+  # comes back.
+  id=$(hub_identity "$NS_ORG_A" "$DEV_ORG_A")
+  hub_crash "$NS_ORG_A" "$DEV_ORG_A"
+  poll 5 "hub replaced" hub_replaced "$NS_ORG_A" "$DEV_ORG_A" "$id" || return 1
   poll 40 "traffic after daemon repair" vm 1 ping -c1 -W1 "$IP_M2"
+}
+
+hub_replaced() { # hub_replaced NS DEV OLD_ID: another hub is there and answers
+  local now; now=$(hub_identity "$1" "$2")
+  [ -n "$now" ] && [ "$now" != "$3" ] && hub_wg "$1" "$2" show >/dev/null
 }
 
 phase_23_postgres_outage() {
@@ -673,7 +755,91 @@ snapshot() { # what hostile input must not change
   local ns; for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$KP-"); do
     ip netns exec "$ns" iptables-save -t filter | grep '^-'; ip netns exec "$ns" ip -o addr
   done
-  wg show all allowed-ips 2>/dev/null | grep "^$KP" | sort
+  if [ "$BACKEND" = kernel ]; then
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$KP-"); do
+      echo "$ns $(ip netns exec "$ns" wg show wg0 allowed-ips 2>/dev/null | sort | tr '\n' ' ')"
+    done
+  else
+    wg show all allowed-ips 2>/dev/null | grep "^$KP" | sort
+  fi
+}
+
+# --- revocation (phase 25) ------------------------------------------------------------------
+# received VM PORT: bytes the stream server in VM has received so far on PORT (from ss).
+received() {
+  vm "$1" ss -Htin state established "( sport = :$2 )" | grep -o 'bytes_received:[0-9]*' \
+    | cut -d: -f2 | awk '{s += $1} END {print s + 0}'
+}
+# flowing VM PORT: bytes received on PORT during one second.
+flowing() { local a b; a=$(received "$1" "$2"); sleep 1; b=$(received "$1" "$2"); echo $((b - a)); }
+stream_flows() { [ "$(flowing "$1" "$2")" -gt 20000 ]; }
+# stream FROM_VM TO_VM TO_IP PORT VAR: an iperf3 stream (1 Mbit/s) that flows; VAR keeps its pids.
+stream() {
+  local pids
+  bg_vm "$2" iperf3 -s -p "$4"; pids=$LAST_BG
+  sleep 0.3
+  bg_vm "$1" iperf3 -c "$3" -p "$4" -t 300 -b 1M -l 1000; pids="$pids $LAST_BG"
+  printf -v "$5" %s "$pids"
+  poll 10 "stream to vm$2 port $4 flows" stream_flows "$2" "$4"
+}
+stop_stream() { local p; for p in $1; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; return 0; }
+# revoked WHAT: a second after a change, the revoked stream (vm8:5201) has stopped and the
+# unrelated one (vm7:5202) still runs.
+revoked() {
+  sleep 1
+  local revoked unrelated
+  revoked=$(flowing 8 5201); unrelated=$(flowing 7 5202)
+  log "$1: revoked stream $revoked B/s, unrelated stream $unrelated B/s"
+  [ "$revoked" -lt 2000 ] || { fail "$1: the revoked stream still delivered $revoked bytes/s"; return 1; }
+  [ "$unrelated" -gt 20000 ] || { fail "$1: the unrelated stream stalled ($unrelated bytes/s)"; return 1; }
+}
+patch_json() { # patch_json PATH JSON WHAT
+  api op PATCH "$1" "$2"; expect 200 "$3"
+}
+
+# Under default deny the chain accepts replies of established flows; taking an allow away must
+# also cut the flows it admitted, in the same reconcile.
+phase_25_revocation_cuts_flows() {
+  ensure_controller || return 1
+  local R=/api/v1/orgs S OTHER PA
+  if [ -z "${ORG_R:-}" ]; then new_org ORG_R "Revocation" 10.102.0.0/16 deny || return 1; fi
+  machine R1 "$ORG_R" r1 && machine R2 "$ORG_R" r2 || return 1
+  patch_json "$R/$ORG_R/machines/$R1" '{"tags":["a"]}' "tag r1" || return 1
+  patch_json "$R/$ORG_R/machines/$R2" '{"tags":["b"]}' "tag r2" || return 1
+  vm_up 7 "$CONF_R1" && vm_up 8 "$CONF_R2" || return 1
+  poll 20 "both handshake with hub R" handshaken "$NS_ORG_R" "$DEV_ORG_R" || return 1
+  # The unrelated stream r2 → r1 on tcp/5202 stays allowed throughout.
+  policy PU "$ORG_R" "{\"action\":\"allow\",\"src\":{\"machine\":\"$R2\"},\"dst\":{\"machine\":\"$R1\"},\"protocol\":\"tcp\",\"ports\":\"5202\"}" || return 1
+  stream 8 7 "$IP_R1" 5202 OTHER || return 1
+  local allow="{\"action\":\"allow\",\"src\":{\"tag\":\"a\"},\"dst\":{\"tag\":\"b\"},\"protocol\":\"tcp\",\"ports\":\"5201\"}"
+
+  policy PA "$ORG_R" "$allow" && stream 7 8 "$IP_R2" 5201 S || return 1
+  api op DELETE "$R/$ORG_R/policies/$PA"; expect 204 "delete the allow" || return 1
+  revoked "policy deleted" || return 1; stop_stream "$S"
+
+  policy PA "$ORG_R" "$allow" && stream 7 8 "$IP_R2" 5201 S || return 1
+  patch_json "$R/$ORG_R/policies/$PA" '{"enabled":false}' "disable the allow" || return 1
+  revoked "policy disabled" || return 1; stop_stream "$S"
+
+  patch_json "$R/$ORG_R/policies/$PA" '{"enabled":true}' "enable the allow" || return 1
+  stream 7 8 "$IP_R2" 5201 S || return 1
+  patch_json "$R/$ORG_R/machines/$R1" '{"tags":[]}' "untag r1" || return 1
+  revoked "tag removed" || return 1; stop_stream "$S"
+
+  patch_json "$R/$ORG_R" '{"default_action":"allow"}' "default allow" || return 1
+  stream 7 8 "$IP_R2" 5201 S || return 1
+  patch_json "$R/$ORG_R" '{"default_action":"deny"}' "default deny" || return 1
+  revoked "default flipped to deny" || return 1; stop_stream "$S"
+
+  # A deleted machine's tracked flows go with it: its address goes to the next machine, which
+  # must not inherit them.
+  patch_json "$R/$ORG_R/machines/$R1" '{"tags":["a"]}' "tag r1 again" || return 1
+  stream 7 8 "$IP_R2" 5201 S || return 1
+  api op DELETE "$R/$ORG_R/machines/$R2"; expect 204 "delete machine r2" || return 1
+  local left
+  left=$(tn "$NS_ORG_R" conntrack -L -d "$IP_R2" 2>/dev/null | grep -c . || true)
+  [ "$left" = 0 ] || { fail "$left tracked flows to the deleted machine's address remain"; return 1; }
+  stop_stream "$S"; stop_stream "$OTHER"
 }
 
 phase_24_hostile_input() {
@@ -745,11 +911,11 @@ cleanup() {
   for f in "$RUNDIR"/*.pid; do
     [ -e "$f" ] || continue
     pid=$(cut -d' ' -f1 "$f")
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "wireguard-go -f $KP" && kill -9 "$pid"
+    tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "wireguard-go -f $KP" && kill -9 "$pid"
   done
   # Client daemons of wg-quick whose `down` did not run: exact command line, by pid.
   for p in /proc/[0-9]*; do
-    case "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" in
+    case "$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" in
       "wireguard-go ${KP}"*) kill -9 "${p#/proc/}" 2>/dev/null ;;
     esac
   done
@@ -775,7 +941,7 @@ leftovers() {
   left+=$(grep -E " /run/netns/($E-|$KP-)" /proc/mounts | awk '{print $2}' | tr '\n' ' ')
   local p c
   for p in /proc/[0-9]*; do
-    c=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)
+    c=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")
     case "$c" in
       *"wireguard-go"*"$KP"*|*"$TMP"*) [ "${p#/proc/}" != $$ ] && left+="pid ${p#/proc/}($c) " ;;
     esac

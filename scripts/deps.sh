@@ -24,6 +24,11 @@ need=(
   ca-certificates:update-ca-certificates
   gcc:cc
   pkg-config:pkg-config
+  # The guest test tier (scripts/test-kernel-vm.sh): Debian's stock kernel under QEMU/TCG.
+  qemu-system-x86:qemu-system-x86_64
+  busybox-static:busybox
+  cpio:cpio
+  kmod:depmod
 )
 missing=()
 for entry in "${need[@]}"; do
@@ -33,15 +38,17 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps.sh: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
+  # Wait for another apt (a concurrent deps.sh, unattended-upgrades) instead of failing.
+  apt=(apt-get -o DPkg::Lock::Timeout=600)
+  "${apt[@]}" update -q
   # iperf3 asks whether to start a daemon; the answer is no.
   echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  "${apt[@]}" install -y -q --no-install-recommends "${missing[@]}"
 fi
 
 # PostgreSQL server binaries (pg_ctlcluster comes with postgresql-common; the server may not).
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  apt-get install -y -q --no-install-recommends postgresql
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends postgresql
 fi
 
 # A Rust toolchain new enough for edition 2024.

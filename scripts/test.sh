@@ -5,6 +5,8 @@
 #   3. cargo clippy, unit and kernel integration tests against it,
 #   4. API fuzzing with Schemathesis (scripts/fuzz-api.sh, its own controller and PostgreSQL),
 #   5. the end-to-end harness e2e/run.sh (it makes its own PostgreSQL),
+#   6. the guest tier scripts/test-kernel-vm.sh: kernel WireGuard and the systemd unit inside a
+#      QEMU guest (skip it with MESHWG_SKIP_VM=1),
 # and removes the cluster again, whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,4 +28,8 @@ fi
 if [ $# -eq 0 ] && [ -x e2e/run.sh ]; then
   echo "== end-to-end harness"
   e2e/run.sh
+fi
+if [ $# -eq 0 ] && [ -z "${MESHWG_SKIP_VM:-}" ]; then
+  echo "== guest tier: kernel WireGuard and systemd in a QEMU guest"
+  scripts/test-kernel-vm.sh
 fi

@@ -10,7 +10,7 @@ pub const TASKS_PER_DAEMON: u64 = 12;
 /// Descriptors and tasks the controller needs besides its tenants.
 const BASE: u64 = 256;
 /// Connections the controller may hold: the pool and the `LISTEN` connection.
-pub const DB_CONNECTIONS: u64 = 17;
+pub const DB_CONNECTIONS: u64 = crate::db::POOL_SIZE as u64 + 1;
 
 /// One finding: a line for the operator, and whether it is a problem.
 #[derive(Debug, Clone, PartialEq, Eq)]

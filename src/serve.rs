@@ -115,6 +115,7 @@ pub async fn run(config: Config, orphans: Orphans) -> anyhow::Result<()> {
             events: config.kernel_events,
         },
         board: Default::default(),
+        poll: Default::default(),
         quotas: crate::actors::Quotas {
             machines: config.quotas.0,
             policies: config.quotas.1,

@@ -57,6 +57,16 @@ fn tenant_layout(netns: &str, hub: &str) -> Result<(), String> {
         ns(netns, &["sysctl", "-n", "net.ipv6.conf.all.disable_ipv6"]).trim() == "1",
         "IPv6 on"
     );
+    for key in [
+        "net.ipv4.conf.all.send_redirects",
+        "net.ipv4.conf.wg0.send_redirects",
+    ] {
+        let out = ns_out(netns, &["sysctl", "-n", key]);
+        ensure!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "0",
+            "{key}: the hub would tell machines to talk directly"
+        );
+    }
     let filter = ns(netns, &["iptables-save", "-t", "filter"]);
     ensure!(filter.contains(":FORWARD DROP"), "FORWARD policy: {filter}");
     let forward: Vec<&str> = filter

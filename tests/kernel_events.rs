@@ -107,6 +107,15 @@ const IPV6_WG0: Kind = Kind {
         );
     },
 };
+const REDIRECTS_ON: Kind = Kind {
+    name: "ICMP redirects switched on",
+    inflict: |_, n, _| {
+        ns(
+            ns_of(n),
+            &["sysctl", "-qw", "net.ipv4.conf.all.send_redirects=1"],
+        );
+    },
+};
 const PEER_REMOVED: Kind = Kind {
     name: "peer removed by hand",
     inflict: |_, n, peer| {
@@ -154,6 +163,8 @@ fn healthy(names: &TenantNames, peers: &[String]) -> Result<(), String> {
     }
     for (key, want) in [
         ("net.ipv4.ip_forward", "1"),
+        ("net.ipv4.conf.all.send_redirects", "0"),
+        ("net.ipv4.conf.wg0.send_redirects", "0"),
         ("net.ipv6.conf.all.disable_ipv6", "1"),
         ("net.ipv6.conf.wg0.disable_ipv6", "1"),
     ] {
@@ -263,7 +274,7 @@ fn kernel_events_alone_repair_what_announces_itself() {
 
 #[test]
 fn kernel_the_cheap_poll_alone_repairs_what_sends_no_event() {
-    let mut kinds = vec![IPV6_ALL, IPV6_WG0, PEER_REMOVED, IPSET_MEMBER];
+    let mut kinds = vec![IPV6_ALL, IPV6_WG0, REDIRECTS_ON, PEER_REMOVED, IPSET_MEMBER];
     // ... and, through the generation, sysctls and links it glances at, these too.
     kinds.extend([
         FORWARD_RULE,
@@ -296,7 +307,13 @@ fn kernel_with_events_on_the_poll_needs_only_what_sends_no_event() {
             counters: Duration::from_secs(2),
             events: true,
         },
-        vec![PEER_REMOVED, IPSET_MEMBER, IPV6_WG0, CHAIN_FLUSH],
+        vec![
+            PEER_REMOVED,
+            IPSET_MEMBER,
+            REDIRECTS_ON,
+            IPV6_WG0,
+            CHAIN_FLUSH,
+        ],
         Duration::from_secs(5),
     );
 }
@@ -304,7 +321,7 @@ fn kernel_with_events_on_the_poll_needs_only_what_sends_no_event() {
 #[test]
 fn kernel_the_full_check_alone_repairs_everything() {
     let mut kinds = event_kinds();
-    kinds.extend([IPV6_ALL, IPV6_WG0, PEER_REMOVED, IPSET_MEMBER]);
+    kinds.extend([IPV6_ALL, IPV6_WG0, REDIRECTS_ON, PEER_REMOVED, IPSET_MEMBER]);
     repairs(
         Observer {
             poll: None,

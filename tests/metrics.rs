@@ -241,8 +241,15 @@ fn metrics_every_dashboard_query_names_a_live_series() {
 
 #[test]
 fn metrics_egress_repair_by_a_change_triggered_run_is_counted() {
-    // No periodic run within the test: only the sync a change triggers can repair.
-    run_with(Duration::from_secs(3600), |h| async move {
+    // No event, poll or full check within the test: only the sync a change triggers can repair.
+    let hour = Duration::from_secs(3600);
+    let observer = meshwg::actors::Observer {
+        poll: None,
+        full: hour,
+        counters: hour,
+        events: false,
+    };
+    run_observed(observer, |h| async move {
         let org = h.tenant("Egress", "10.71.0.0/24").await;
         let names = h.names(&org);
         ns(

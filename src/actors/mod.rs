@@ -3,6 +3,7 @@
 
 pub mod board;
 pub mod ip_allocator;
+pub mod poller;
 pub mod supervisor;
 pub mod tenant;
 
@@ -55,6 +56,8 @@ pub struct Deps {
     pub listen: Option<tokio_postgres::Config>,
     /// Where tenant actors publish their observations for readers.
     pub board: Arc<board::StatusBoard>,
+    /// The tenants the cheap poll visits.
+    pub poll: Arc<poller::PollRegistry>,
     pub quotas: Quotas,
 }
 

@@ -198,13 +198,20 @@ pub fn listen_config(url: &Secret<String>) -> Result<tokio_postgres::Config, DbE
     config(url)
 }
 
+/// Connections in the pool: a burst of requests (each a few short queries, creations holding
+/// one while they wait for their org's row lock) must queue, not fail.
+pub const POOL_SIZE: u32 = 32;
+/// How long a request waits for a pooled connection before it is told the database is
+/// unavailable.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+
 /// A pool that does not connect until first use, so the caller decides how to wait.
 pub fn pool(url: &Secret<String>) -> Result<Pool, DbError> {
     let config = config(url)?;
     let manager = Manager(PostgresConnectionManager::new(config, NoTls));
     Ok(bb8::Pool::builder()
-        .max_size(16)
-        .connection_timeout(Duration::from_secs(3))
+        .max_size(POOL_SIZE)
+        .connection_timeout(POOL_WAIT)
         .build_unchecked(manager))
 }
 

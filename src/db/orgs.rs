@@ -30,7 +30,7 @@ impl OrgState {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Org {
     pub id: Uuid,
     pub kid: i64,
@@ -246,7 +246,7 @@ pub async fn delete(pool: &Pool, id: Uuid) -> Result<bool, DbError> {
 }
 
 /// Everything a tenant actor needs to compute its desired state, read on one connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub org: Org,
     pub machines: Vec<Machine>,

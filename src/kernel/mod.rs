@@ -110,6 +110,8 @@ pub struct NetnsObserved {
     /// IPv6 is off for every interface, existing (each one's own switch) and future (the overlay
     /// is IPv4 only; no v6 path can leak).
     pub ipv6_disabled: bool,
+    /// The hub sends no ICMP redirects (all, new and every existing interface).
+    pub redirects_off: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +165,7 @@ pub struct NetnsGlance {
     pub links: Vec<(String, u32, bool)>,
     pub ip_forward: bool,
     pub ipv6_disabled: bool,
+    pub redirects_off: bool,
 }
 
 impl NetnsObserved {
@@ -177,6 +180,7 @@ impl NetnsObserved {
                 .collect(),
             ip_forward: self.ip_forward,
             ipv6_disabled: self.ipv6_disabled,
+            redirects_off: self.redirects_off,
         }
     }
 }
@@ -189,6 +193,9 @@ pub trait Netns: Send + Sync {
     async fn glance(&self, names: &TenantNames) -> KResult<Option<NetnsGlance>>;
     /// The identity (inode) of the namespace now, `None` if it does not exist; a `stat`.
     fn identity(&self, names: &TenantNames) -> Option<u64>;
+    /// The namespace-wide switches (`ip_forward`, IPv6, redirects) through open handles;
+    /// `None` if the namespace's handles are not open.
+    fn switches(&self, names: &TenantNames) -> Option<ns::Switches>;
     /// Is the birth link still in the controller namespace (a creation that stopped half-way)?
     async fn birth_link_in_host(&self, names: &TenantNames) -> KResult<bool>;
     async fn create(&self, names: &TenantNames) -> KResult<()>;
@@ -207,7 +214,7 @@ pub trait Netns: Send + Sync {
     ) -> KResult<()>;
     async fn delete_link(&self, names: &TenantNames, link: &str) -> KResult<()>;
     async fn delete_route(&self, names: &TenantNames, route: &RouteObserved) -> KResult<()>;
-    /// `ip_forward=1` and IPv6 disabled on all (and future) interfaces.
+    /// `ip_forward=1`, ICMP redirects off and IPv6 disabled on all (and future) interfaces.
     async fn set_sysctls(&self, names: &TenantNames) -> KResult<()>;
     /// Kernel ids of every namespace with our prefix (for orphan removal).
     async fn list(&self, prefix: &KernelPrefix) -> KResult<BTreeSet<i64>>;

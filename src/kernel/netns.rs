@@ -3,7 +3,7 @@
 //! process, no thread per observation.
 
 use super::nl::{NlError, is_no_netns, route};
-use super::ns::{HostHandles, Namespaces, NsHandles, namespace_inode};
+use super::ns::{HostHandles, Namespaces, NsHandles, namespace_inode, path_inode};
 use super::{
     KResult, KernelError, LinkObserved, Netns, NetnsGlance, NetnsObserved, RawRoute, RouteObserved,
 };
@@ -77,7 +77,7 @@ async fn observe_with(h: &NsHandles) -> Result<NetnsObserved, NlError> {
     let links = route::links(&h.route).await?;
     let addrs = route::addresses(&h.route).await?;
     let routes = route::routes(&h.route).await?;
-    let (ip_forward, ipv6_off) = h.sysctls()?;
+    let sw = h.sysctls()?;
     let by_index: BTreeMap<u32, &str> = links.iter().map(|l| (l.index, l.name.as_str())).collect();
     let observed_links = links
         .iter()
@@ -107,9 +107,11 @@ async fn observe_with(h: &NsHandles) -> Result<NetnsObserved, NlError> {
                 route_observed(r, dev)
             })
             .collect(),
-        ip_forward,
-        // Each link's own switch counts too: `all` is only what new writes propagate.
-        ipv6_disabled: ipv6_off && links.iter().all(|l| l.ipv6_disabled != Some(false)),
+        ip_forward: sw.ip_forward,
+        // Each link's own switches count too: a link's `send_redirects` is ORed with `all`,
+        // and `all/disable_ipv6` is only what new writes propagate.
+        ipv6_disabled: sw.ipv6_off && links.iter().all(|l| l.ipv6_disabled != Some(false)),
+        redirects_off: sw.redirects_off && links.iter().all(|l| l.send_redirects != Some(true)),
     })
 }
 
@@ -141,11 +143,13 @@ impl Netns for NativeNetns {
         };
         let read = async {
             let links = route::links(&h.route).await?;
-            let (ip_forward, ipv6_off) = h.sysctls()?;
+            let sw = h.sysctls()?;
             Ok::<_, NlError>(NetnsGlance {
                 inode: h.inode,
-                ip_forward,
-                ipv6_disabled: ipv6_off && links.iter().all(|l| l.ipv6_disabled != Some(false)),
+                ip_forward: sw.ip_forward,
+                ipv6_disabled: sw.ipv6_off && links.iter().all(|l| l.ipv6_disabled != Some(false)),
+                redirects_off: sw.redirects_off
+                    && links.iter().all(|l| l.send_redirects != Some(true)),
                 links: links.into_iter().map(|l| (l.name, l.mtu, l.up)).collect(),
             })
         };
@@ -160,7 +164,11 @@ impl Netns for NativeNetns {
     }
 
     fn identity(&self, names: &TenantNames) -> Option<u64> {
-        namespace_inode(&names.netns)
+        path_inode(&names.netns)
+    }
+
+    fn switches(&self, names: &TenantNames) -> Option<super::ns::Switches> {
+        self.namespaces.cached(&names.netns)?.sysctls().ok()
     }
 
     async fn birth_link_in_host(&self, names: &TenantNames) -> KResult<bool> {
@@ -265,7 +273,19 @@ impl Netns for NativeNetns {
 
     async fn set_sysctls(&self, names: &TenantNames) -> KResult<()> {
         let h = self.handles(names).await?;
-        h.set_sysctls().map_err(|e| KernelError::io("sysctl", e))
+        h.set_sysctls().map_err(|e| KernelError::io("sysctl", e))?;
+        // Each existing link's own redirect switch (ORed with `all`), from inside the namespace.
+        super::ns::in_netns(&names.netns, || {
+            for entry in std::fs::read_dir("/proc/sys/net/ipv4/conf")?.flatten() {
+                let name = entry.file_name();
+                if name != "all" && name != "default" {
+                    std::fs::write(entry.path().join("send_redirects"), "0\n")?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| nl(&names.netns, e))
     }
 
     async fn list(&self, prefix: &KernelPrefix) -> KResult<BTreeSet<i64>> {

@@ -25,6 +25,19 @@ use tokio::sync::oneshot;
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 const IPV6_OFF_ALL: &str = "/proc/sys/net/ipv6/conf/all/disable_ipv6";
 const IPV6_OFF_DEFAULT: &str = "/proc/sys/net/ipv6/conf/default/disable_ipv6";
+const REDIRECTS_ALL: &str = "/proc/sys/net/ipv4/conf/all/send_redirects";
+const REDIRECTS_DEFAULT: &str = "/proc/sys/net/ipv4/conf/default/send_redirects";
+
+/// The namespace-wide switches a hub needs, as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switches {
+    pub ip_forward: bool,
+    /// IPv6 disabled for all and for new interfaces.
+    pub ipv6_off: bool,
+    /// ICMP redirects off for all and for new interfaces (a hub must not tell a machine to
+    /// send to another machine directly).
+    pub redirects_off: bool,
+}
 
 /// What is open inside one tenant namespace.
 pub struct NsHandles {
@@ -39,6 +52,8 @@ pub struct NsHandles {
     ip_forward: File,
     ipv6_off_all: File,
     ipv6_off_default: File,
+    redirects_all: File,
+    redirects_default: File,
 }
 
 /// The raw descriptors opened inside the namespace, before they meet the runtime.
@@ -47,7 +62,7 @@ struct Opened {
     route: netlink_sys::Socket,
     nfnl: netlink_sys::Socket,
     genl: netlink_sys::Socket,
-    sysctls: [File; 3],
+    sysctls: [File; 5],
 }
 
 fn read_flag(f: &File) -> io::Result<bool> {
@@ -57,16 +72,19 @@ fn read_flag(f: &File) -> io::Result<bool> {
 }
 
 impl NsHandles {
-    /// `(ip_forward, IPv6 disabled for all and for new interfaces)`.
-    pub fn sysctls(&self) -> io::Result<(bool, bool)> {
-        Ok((
-            read_flag(&self.ip_forward)?,
-            read_flag(&self.ipv6_off_all)? && read_flag(&self.ipv6_off_default)?,
-        ))
+    pub fn sysctls(&self) -> io::Result<Switches> {
+        Ok(Switches {
+            ip_forward: read_flag(&self.ip_forward)?,
+            ipv6_off: read_flag(&self.ipv6_off_all)? && read_flag(&self.ipv6_off_default)?,
+            redirects_off: !read_flag(&self.redirects_all)? && !read_flag(&self.redirects_default)?,
+        })
     }
 
-    /// IPv6 off for new interfaces and all of them, then `ip_forward=1`.
+    /// IPv6 and redirects off for new interfaces and all of them, then `ip_forward=1`.
     pub fn set_sysctls(&self) -> io::Result<()> {
+        for f in [&self.redirects_default, &self.redirects_all] {
+            f.write_at(b"0\n", 0)?;
+        }
         for f in [&self.ipv6_off_default, &self.ipv6_off_all, &self.ip_forward] {
             f.write_at(b"1\n", 0)?;
         }
@@ -79,6 +97,12 @@ pub fn handle_path(netns: &str) -> PathBuf {
 }
 
 const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// The inode at the namespace's path (one `stat`; a leftover plain file has some other inode, so
+/// comparing with a known namespace's inode needs no more).
+pub fn path_inode(netns: &str) -> Option<u64> {
+    std::fs::metadata(handle_path(netns)).ok().map(|m| m.ino())
+}
 
 /// The inode of a live namespace handle, or `None` if the path is missing or not a namespace
 /// (e.g. a leftover file whose mount was removed by hand).
@@ -113,6 +137,8 @@ fn open_here() -> io::Result<Opened> {
             open_rw(IP_FORWARD)?,
             open_rw(IPV6_OFF_ALL)?,
             open_rw(IPV6_OFF_DEFAULT)?,
+            open_rw(REDIRECTS_ALL)?,
+            open_rw(REDIRECTS_DEFAULT)?,
         ],
     })
 }
@@ -171,7 +197,13 @@ async fn open(netns: &str) -> Result<NsHandles, NlError> {
 }
 
 fn wrap(netns: &str, inode: u64, o: Opened) -> Result<NsHandles, NlError> {
-    let [ip_forward, ipv6_off_all, ipv6_off_default] = o.sysctls;
+    let [
+        ip_forward,
+        ipv6_off_all,
+        ipv6_off_default,
+        redirects_all,
+        redirects_default,
+    ] = o.sysctls;
     Ok(NsHandles {
         netns: netns.to_string(),
         inode,
@@ -182,6 +214,8 @@ fn wrap(netns: &str, inode: u64, o: Opened) -> Result<NsHandles, NlError> {
         ip_forward,
         ipv6_off_all,
         ipv6_off_default,
+        redirects_all,
+        redirects_default,
     })
 }
 

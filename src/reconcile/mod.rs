@@ -88,7 +88,7 @@ pub enum Action {
         from: String,
     },
     ConfigureWg0,
-    /// `ip_forward=1`, IPv6 off.
+    /// `ip_forward=1`, ICMP redirects off, IPv6 off.
     SetSysctls,
     SetPeers {
         upsert: Vec<PeerSpec>,
@@ -281,7 +281,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Vec<Action> {
     if !o
         .netns
         .as_ref()
-        .is_some_and(|n| n.ip_forward && n.ipv6_disabled)
+        .is_some_and(|n| n.ip_forward && n.ipv6_disabled && n.redirects_off)
     {
         actions.push(Action::SetSysctls);
     }

@@ -97,6 +97,7 @@ fn converged(d: &Desired) -> Observed {
             ],
             ip_forward: true,
             ipv6_disabled: true,
+            redirects_off: true,
         }),
         host_link: false,
         device: DeviceState::Up(DeviceObserved {
@@ -376,6 +377,7 @@ fn egress_drift_routes_links_forwarding() {
         ipv4: BTreeSet::new(),
     });
     ns.ip_forward = false;
+    ns.redirects_off = false;
     assert_eq!(
         plan(&d, &o),
         vec![
@@ -384,6 +386,10 @@ fn egress_drift_routes_links_forwarding() {
             Action::SetSysctls
         ]
     );
+    // ICMP redirects alone (a hub must not tell machines to talk directly).
+    let mut o = converged(&d);
+    o.netns.as_mut().unwrap().redirects_off = false;
+    assert_eq!(plan(&d, &o), vec![Action::SetSysctls]);
 }
 
 #[test]

@@ -496,6 +496,7 @@ impl Harness {
             telemetry: Arc::new(meshwg::telemetry::Telemetry::default()),
             listen: Some(database_url(&world.db_name).parse().unwrap()),
             board: Default::default(),
+            poll: Default::default(),
             quotas,
         };
         meshwg::telemetry::recorder();

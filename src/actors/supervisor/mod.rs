@@ -370,6 +370,16 @@ impl Actor for Supervisor {
             allocator,
             feeds: Vec::new(),
         };
+        if let Some(period) = state.deps.observer.poll {
+            let d = &state.deps;
+            state.feeds.push(super::poller::start(
+                d.poll.clone(),
+                d.kernel.clone(),
+                period,
+                d.observer.counters,
+                d.observer.events,
+            ));
+        }
         if state.deps.observer.events {
             match events::netns_feed(state.deps.prefix.clone(), myself.clone()) {
                 Ok(feed) => state.feeds.push(feed),

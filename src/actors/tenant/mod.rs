@@ -18,16 +18,17 @@ mod status;
 
 pub use status::TenantStatus;
 
+use super::poller::{Expect, with_counters};
 use super::{CoreError, Deps, Observer};
 use crate::db::orgs::{self, OrgState, Snapshot};
 use crate::kernel::watch::{Dirty, TenantWatch};
-use crate::kernel::{DeviceState, FlowKey};
+use crate::kernel::{DeviceObserved, DeviceState, FlowKey, RuleObserved};
 use crate::names::TenantNames;
 use crate::policy::evaluate::Chain;
 use crate::policy::render::MachineAddr;
 use crate::reconcile::Action;
 use crate::reconcile::apply::{Converged, converge};
-use crate::reconcile::{Desired, Observed, plan};
+use crate::reconcile::{Desired, Observed};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -38,6 +39,8 @@ use uuid::Uuid;
 /// After this many failed reconciles in a row the actor gives up and lets the supervisor restart
 /// it with backoff.
 const MAX_CONSECUTIVE_FAILURES: u32 = 10;
+/// How soon a failed reconcile is tried again when no poll period is configured.
+const RETRY: Duration = Duration::from_millis(1500);
 /// Events arriving together are handled by one reconcile.
 const DEBOUNCE: Duration = Duration::from_millis(20);
 
@@ -78,8 +81,8 @@ pub struct TenantState {
 }
 
 pub enum TenantMsg {
-    /// Cheap poll.
-    Poll,
+    /// The poll read new numbers (bytes, handshakes, rule counters) of an unchanged kernel.
+    Numbers(Box<DeviceObserved>, Option<Vec<RuleObserved>>),
     /// Full check: database and kernel read afresh.
     Full,
     /// Something of these kinds ([`Dirty`]) changed.
@@ -132,9 +135,13 @@ impl TenantState {
                 return Err(e.into());
             }
         };
-        let desired = status::desired(&self.names, &self.deps, &snap, self.status.as_deref())?;
-        self.snapshot = Some(Arc::new(snap));
-        self.desired = Some(desired);
+        // Unchanged rows (the periodic full check, mostly): keep the desired state made of
+        // them, with no key to open and no chain to render again.
+        if self.desired.is_none() || self.snapshot.as_deref() != Some(&snap) {
+            let desired = status::desired(&self.names, &self.deps, &snap, self.status.as_deref())?;
+            self.snapshot = Some(Arc::new(snap));
+            self.desired = Some(desired);
+        }
         self.db_stale = false;
         Ok(true)
     }
@@ -213,6 +220,7 @@ impl TenantState {
                     Some(status::facts(&status, &snap)),
                 );
                 self.publish(status);
+                self.deps.poll.expect(self.org_id, Expect::of(&c.observed));
                 self.observed = Some(c.observed);
                 self.ensure_watch(myself).await;
                 Ok(())
@@ -238,8 +246,15 @@ impl TenantState {
                     s.last_error = Some(e.to_string());
                     self.publish(s);
                 }
-                // What was observed is no longer known to hold.
+                // What was observed is no longer known to hold, and the poll has nothing to
+                // compare with: try again after a poll period (a database outage included).
                 self.observed = None;
+                self.deps.poll.expect(self.org_id, None);
+                if !self.kicked {
+                    self.kicked = true;
+                    let retry = self.deps.observer.poll.unwrap_or(RETRY);
+                    myself.send_after(retry, || TenantMsg::Reconcile);
+                }
                 Err(e)
             }
         };
@@ -285,82 +300,30 @@ impl TenantState {
         }
     }
 
-    /// The cheap poll: glance at what sends no event and let the planner judge the glance.
-    /// With events on, that is the device (peers changed by hand), ipset members and, now and
-    /// then, rule counters; with events off, also the namespace, its links and sysctls and the
-    /// ruleset generation. Returns true if a full reconcile is needed.
-    async fn glance(&mut self) -> bool {
-        let (Some(want), Some(last)) = (self.desired.as_ref(), self.observed.as_ref()) else {
-            return true;
+    /// New numbers from the poll (bytes, handshakes, counters) for readers; the kernel's shape
+    /// is unchanged.
+    async fn numbers(&mut self, device: DeviceObserved, rules: Option<Vec<RuleObserved>>) {
+        let Some(last) = self.observed.as_mut() else {
+            return;
         };
-        let k = &self.deps.kernel;
-        let with_counters = self
-            .counters_at
-            .is_none_or(|t| t.elapsed() >= self.deps.observer.counters);
-        let Some(last_fw) = last.firewall.as_ref() else {
-            return true;
-        };
-        let now = if self.deps.observer.events {
-            if k.netns.identity(&self.names) != last.netns.as_ref().map(|n| n.inode) {
-                return true;
-            }
-            let mut firewall = last_fw.clone();
-            if !want.firewall.sets.is_empty() || !last_fw.sets.is_empty() {
-                match k.firewall.sets(&self.names).await {
-                    Ok(sets) => firewall.sets = sets,
-                    Err(_) => return true,
-                }
-            }
-            if with_counters {
-                match k.firewall.counters(&self.names).await {
-                    Ok(Some(rules)) => firewall.acl = Some(rules),
-                    // The ruleset moved and no event said so: read everything.
-                    _ => return true,
-                }
-            }
-            let Ok(device) = k.wg.observe(&self.names).await else {
-                return true;
-            };
-            Observed {
-                netns: last.netns.clone(),
-                host_link: last.host_link,
-                device,
-                firewall: Some(firewall),
-            }
-        } else {
-            let (netns, device, firewall) = tokio::join!(
-                k.netns.glance(&self.names),
-                k.wg.observe(&self.names),
-                k.firewall.observe(&self.names, with_counters),
-            );
-            let (Ok(Some(netns)), Ok(device), Ok(firewall)) = (netns, device, firewall) else {
-                return true;
-            };
-            if last.netns.as_ref().map(|n| n.glance()) != Some(netns) {
-                return true;
-            }
-            Observed {
-                netns: last.netns.clone(),
-                host_link: last.host_link,
-                device,
-                firewall: Some(firewall),
-            }
-        };
-        if !plan(want, &now).is_empty() {
-            return true;
+        last.device = DeviceState::Up(device);
+        if let Some(rules) = rules
+            && let Some(fw) = last
+                .firewall
+                .as_ref()
+                .and_then(|fw| with_counters(fw, rules))
+        {
+            last.firewall = Some(fw);
         }
-        if with_counters {
-            self.counters_at = Some(Instant::now());
-        }
-        // Nothing to repair: refresh what readers see (handshakes, bytes, counters), if moved.
-        if self.observed.as_ref() != Some(&now) {
-            self.refresh_status(now).await;
-        }
-        false
+        self.refresh_status().await;
     }
 
-    async fn refresh_status(&mut self, now: Observed) {
-        let mut status = TenantStatus::from_observed(&self.names, &now);
+    /// Publishes the last observation (after a poll changed it).
+    async fn refresh_status(&mut self) {
+        let Some(now) = self.observed.as_ref() else {
+            return;
+        };
+        let mut status = TenantStatus::from_observed(&self.names, now);
         if let Some(old) = &self.status {
             status.last_error.clone_from(&old.last_error);
         }
@@ -371,7 +334,6 @@ impl TenantState {
                 .kernel_facts(self.org_id, status::facts(&status, &snap));
         }
         self.publish(status);
-        self.observed = Some(now);
     }
 
     /// Makes `status` what readers see, with the next generation number.
@@ -463,9 +425,6 @@ impl TenantState {
 }
 
 fn start_timers(myself: &ActorRef<TenantMsg>, o: &Observer) {
-    if let Some(poll) = o.poll {
-        myself.send_interval(poll, || TenantMsg::Poll);
-    }
     myself.send_interval(o.full, || TenantMsg::Full);
 }
 
@@ -479,8 +438,12 @@ impl Actor for TenantActor {
         myself: ActorRef<TenantMsg>,
         args: TenantArgs,
     ) -> Result<TenantState, ActorProcessingErr> {
-        let period = args.deps.observer.poll.unwrap_or(args.deps.observer.full);
-        myself.send_after(phase(args.names.kid, period), || TenantMsg::StartTimers);
+        myself.send_after(phase(args.names.kid, args.deps.observer.full), || {
+            TenantMsg::StartTimers
+        });
+        args.deps
+            .poll
+            .register(args.org_id, args.names.clone(), myself.clone());
         if !args.fresh {
             // Adopted or restarted: reconcile before answering anything else.
             myself.send_message(TenantMsg::Reconcile)?;
@@ -514,11 +477,7 @@ impl Actor for TenantActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             TenantMsg::StartTimers => start_timers(&myself, &state.deps.observer),
-            TenantMsg::Poll => {
-                if !state.kicked && state.glance().await {
-                    state.run(&myself, Why::Drift).await?;
-                }
-            }
+            TenantMsg::Numbers(device, rules) => state.numbers(*device, rules).await,
             TenantMsg::Full => state.run(&myself, Why::Full).await?,
             TenantMsg::Kick(bits) => state.kick(&myself, bits),
             TenantMsg::Reconcile => {

@@ -5,8 +5,8 @@ use super::{NlError, NlSocket};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NetlinkMessage};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, InfoKind, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo,
-    LinkMessage,
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, InfoKind, LinkAttribute, LinkExtentMask, LinkFlags,
+    LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -24,6 +24,8 @@ pub struct Link {
     pub up: bool,
     /// The link's own `disable_ipv6` (`None` when the kernel reports no IPv6 state for it).
     pub ipv6_disabled: Option<bool>,
+    /// The link's own IPv4 `send_redirects` (`None` when not reported).
+    pub send_redirects: Option<bool>,
 }
 
 fn link_of(msg: &LinkMessage) -> Option<Link> {
@@ -31,6 +33,7 @@ fn link_of(msg: &LinkMessage) -> Option<Link> {
     let mut kind = None;
     let mut mtu = 0;
     let mut ipv6_disabled = None;
+    let mut send_redirects = None;
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
@@ -44,12 +47,22 @@ fn link_of(msg: &LinkMessage) -> Option<Link> {
             }
             LinkAttribute::AfSpecUnspec(specs) => {
                 for spec in specs {
-                    if let AfSpecUnspec::Inet6(v6) = spec {
-                        for a in v6 {
-                            if let AfSpecInet6::DevConf(conf) = a {
-                                ipv6_disabled = Some(conf.disable_ipv6 != 0);
+                    match spec {
+                        AfSpecUnspec::Inet6(v6) => {
+                            for a in v6 {
+                                if let AfSpecInet6::DevConf(conf) = a {
+                                    ipv6_disabled = Some(conf.disable_ipv6 != 0);
+                                }
                             }
                         }
+                        AfSpecUnspec::Inet(v4) => {
+                            for a in v4 {
+                                if let AfSpecInet::DevConf(conf) = a {
+                                    send_redirects = Some(conf.send_redirects != 0);
+                                }
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -63,6 +76,7 @@ fn link_of(msg: &LinkMessage) -> Option<Link> {
         mtu,
         up: msg.header.flags.contains(LinkFlags::Up),
         ipv6_disabled,
+        send_redirects,
     })
 }
 
