@@ -1,6 +1,7 @@
 //! Controller core timings (needs root; run through bench/run.sh): creating a tenant (namespace,
-//! wireguard-go, wg0, port, chain) and adding a machine (allocation + live peer), each measured
-//! end to end through the controller, 20 times, median reported.
+//! hub device, port, chain), adding a machine (allocation + live peer) and a policy change (row
+//! + chain edit), each measured end to end through the controller, 20 times. The backend is
+//! `MESHWG_TEST_BACKEND` (the guest bench runs it once per backend).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -41,6 +42,20 @@ fn main() {
             h.machine(&orgs[0], &format!("m{i}"), &[]).await;
             add.push(t.elapsed());
         }
+        let mut change = Vec::new();
+        let conn = h.pool.get().await.unwrap();
+        for i in 0..20u16 {
+            let t = Instant::now();
+            conn.execute(
+                "INSERT INTO policies (id, org_id, action, src, dst, protocol, ports) VALUES ($1, $2, 'deny', '\"any\"', '\"any\"', 'tcp', $3)",
+                &[&uuid::Uuid::new_v4(), &orgs[0].id, &format!("{}", 9000 + i)],
+            )
+            .await
+            .unwrap();
+            h.ctl.sync(orgs[0].id).await.unwrap();
+            change.push(t.elapsed());
+        }
+        drop(conn);
         let mut delete = Vec::new();
         for org in orgs.iter().skip(1) {
             let t = Instant::now();
@@ -55,6 +70,7 @@ fn main() {
         println!("|---|---|---|---|---|---|");
         row("create tenant", create);
         row("add machine", add);
+        row("policy change", change);
         row("delete tenant", delete);
         println!();
     });

@@ -331,10 +331,17 @@ fn main() {
     let window = Duration::from_secs(env_num("MESHWG_BENCH_WINDOW", 120));
     meshwg::capacity::raise_nofile();
     meshwg::capacity::raise_inotify_instances();
-    let ladder: Vec<usize> = [100, 250, 500, 1000]
-        .into_iter()
-        .filter(|n| *n <= top)
-        .collect();
+    // `MESHWG_BENCH_LADDER=1000` (comma-separated) measures chosen rungs only.
+    let ladder: Vec<usize> = match std::env::var("MESHWG_BENCH_LADDER") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect(),
+        Err(_) => [100, 250, 500, 1000]
+            .into_iter()
+            .filter(|n| *n <= top)
+            .collect(),
+    };
     let observer = Observer::polling(Duration::from_millis(1500));
     common::run_observed(observer, move |h| async move {
         let prefix = h.world.prefix.clone();
@@ -512,7 +519,7 @@ async fn policy_changes(h: &Harness, api: &Api, op: &common::api::Client, org: &
                 "POST",
                 base.clone(),
                 Some(
-                    json!({"action": "deny", "src": {"cidr": format!("10.250.{}.0/24", i % 250)}, "dst": "any", "protocol": "tcp", "ports": "22", "priority": 50}),
+                    json!({"action": "deny", "src": {"cidr": format!("10.100.250.{}/32", 1 + i % 250)}, "dst": "any", "protocol": "tcp", "ports": "22", "priority": 50}),
                 ),
             ),
             1 => (
