@@ -1,6 +1,6 @@
 //! Controller core timings (needs root; run through bench/run.sh): creating a tenant (namespace,
-//! hub device, port, chain), adding a machine (allocation + live peer) and a policy change (row
-//! + chain edit), each measured end to end through the controller, 20 times. The backend is
+//! hub device, port, chain), adding a machine (allocation + live peer) and a policy change (the
+//! row and the chain edit), each measured end to end through the controller, 20 times. The backend is
 //! `MESHWG_TEST_BACKEND` (the guest bench runs it once per backend).
 
 #[path = "../tests/common/mod.rs"]
