@@ -23,5 +23,6 @@ pub mod policy;
 pub mod reconcile;
 pub mod secret;
 pub mod serve;
+pub mod service;
 pub mod telemetry;
 pub mod wgconfig;

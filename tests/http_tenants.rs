@@ -674,9 +674,7 @@ fn api_private_key_once_policies_enforced_and_audited() {
     run(|h| async move {
         let api = Api::new(&h).await;
         let op = api.operator().await;
-        let org = api.org(&op, "Keys", "10.61.0.0/16").await;
-        let id = s(&org["id"]).to_string();
-        let admin = api.user(&op, &id, "admin@keys.test", "admin").await;
+        let (id, admin) = api.org_with_admin(&op, "Keys", "10.61.0.0/16").await;
         let one = api.machine(&admin, &id, "one").await;
         let two = api.machine(&admin, &id, "two").await;
         let key = s(&one["config"])

@@ -1,5 +1,6 @@
 //! Passwords: Argon2id with OWASP's minimum parameters (19 MiB, t=2, p=1), hashed off the async
-//! workers with a cap on concurrent hashes so that a login flood cannot starve the API.
+//! workers, on low-priority threads, with a cap on concurrent hashes so that a login flood
+//! cannot starve the API.
 
 use crate::secret::Secret;
 use argon2::password_hash::phc::PasswordHash;
@@ -54,17 +55,51 @@ pub fn verify_blocking(password: &Secret<String>, phc: &str) -> bool {
         .is_ok()
 }
 
-/// Runs hashes on the blocking pool, at most `limit` at a time; callers beyond that wait a
-/// bounded time and then get [`PasswordError::Busy`].
+/// Runs hashes on threads of their own, at most `limit` at a time; callers beyond that wait a
+/// bounded time and then get [`PasswordError::Busy`]. The threads run at the lowest CPU priority
+/// (nice 19): a flood of logins takes what the API leaves, never the API's share.
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 impl Hasher {
     pub fn new(limit: usize) -> Self {
+        let limit = limit.max(1);
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..limit {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    // SAFETY: setpriority on this thread (who = its tid) has no preconditions.
+                    unsafe {
+                        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19)
+                    };
+                    // Ends when every Hasher (every sender) is gone.
+                    loop {
+                        let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        match job {
+                            // A panicking job answers its caller with an error (its reply
+                            // channel is dropped) and leaves the thread serving.
+                            Ok(job) => {
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password hashing thread");
+            }
+        }
         Self {
-            permits: Arc::new(Semaphore::new(limit.max(1))),
+            permits: Arc::new(Semaphore::new(limit)),
+            jobs,
         }
     }
 
@@ -79,13 +114,13 @@ impl Hasher {
         .await
         .map_err(|_| PasswordError::Busy)?
         .map_err(|_| PasswordError::Busy)?;
-        let out = tokio::task::spawn_blocking(move || {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
             let _permit = permit;
-            f()
-        })
-        .await
-        .map_err(|_| PasswordError::Hash)?;
-        Ok(out)
+            let _ = tx.send(f());
+        });
+        self.jobs.send(job).map_err(|_| PasswordError::Hash)?;
+        rx.await.map_err(|_| PasswordError::Hash)
     }
 
     pub async fn hash(&self, password: Secret<String>) -> Result<String, PasswordError> {

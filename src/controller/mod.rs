@@ -17,6 +17,7 @@ use crate::actors::{CoreError, Deps, KERNEL_CALL_TIMEOUT, QUICK_CALL_TIMEOUT, ca
 use crate::db::orgs::{self, NewOrg, Org, OrgState};
 use crate::db::{audit, machines};
 use crate::installation::Orphans;
+use crate::kernel::RuleObserved;
 use crate::keys::PrivateKey;
 use crate::overlay::Ipv4Cidr;
 use crate::policy::Verdict;
@@ -116,16 +117,22 @@ impl Controller {
     /// from the kernel now (when the chain is still the one observed).
     pub async fn status(&self, org_id: Uuid) -> Result<TenantStatus, CoreError> {
         let mut status = TenantStatus::clone(&*self.status_snapshot(org_id).await?);
-        if let Ok(names) = self.deps.prefix.tenant(status.kid)
-            && let Ok(Some(rules)) = self.deps.kernel.firewall.counters(&names).await
-            && rules
-                .iter()
-                .map(|r| &r.rule)
-                .eq(status.rules.iter().map(|r| &r.rule))
-        {
+        if let Some(rules) = self.counters(&status).await {
             status.rules = rules;
         }
         Ok(status)
+    }
+
+    /// The rules of an observation with their counters read from the kernel now; `None` when
+    /// the chain is no longer the one observed (or cannot be read).
+    pub async fn counters(&self, status: &TenantStatus) -> Option<Vec<RuleObserved>> {
+        let names = self.deps.prefix.tenant(status.kid).ok()?;
+        let rules = self.deps.kernel.firewall.counters(&names).await.ok()??;
+        rules
+            .iter()
+            .map(|r| &r.rule)
+            .eq(status.rules.iter().map(|r| &r.rule))
+            .then_some(rules)
     }
 
     /// The tenant's last published observation, without asking its actor (a read never waits

@@ -95,7 +95,7 @@ pub async fn list(
 ) -> Result<Vec<Record>, DbError> {
     let conn = pool.get().await?;
     Ok(conn
-        .query(
+        .query_cached(
             "SELECT id, at, actor_id, actor_email, action, target_type, target_id, detail FROM audit_log \
              WHERE org_id = $1 AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $2",
             &[&org_id, &limit, &before],

@@ -142,7 +142,7 @@ pub async fn list(pool: &Pool, org_id: Uuid) -> Result<Vec<Machine>, DbError> {
 
 pub async fn get(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<Option<Machine>, DbError> {
     let conn = pool.get().await?;
-    conn.query_opt(
+    conn.query_opt_cached(
         &format!(
             "SELECT {COLUMNS} FROM machines WHERE org_id = $1 AND id = $2 AND {}",
             pending::CONFIRMED

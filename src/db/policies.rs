@@ -2,6 +2,7 @@
 
 use super::{Conn, DbError, Pool, pending};
 use crate::policy::{Policy, PortRange, Protocol, Selector, Verdict};
+use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -86,9 +87,45 @@ pub async fn list(pool: &Pool, org_id: Uuid) -> Result<Vec<Policy>, DbError> {
     list_where(&conn, org_id, pending::CONFIRMED).await
 }
 
+/// Up to `limit` of the org's policies in evaluation order (priority, creation, id), after
+/// `after` if given (keyset).
+pub async fn list_page(
+    pool: &Pool,
+    org_id: Uuid,
+    after: Option<(i32, DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Policy>, DbError> {
+    let conn = pool.get().await?;
+    let order = "ORDER BY priority, created_at, id";
+    let rows = match after {
+        None => {
+            conn.query_cached(
+                &format!(
+                    "SELECT {COLUMNS} FROM policies WHERE org_id = $1 AND {} {order} LIMIT $2",
+                    pending::CONFIRMED
+                ),
+                &[&org_id, &limit],
+            )
+            .await?
+        }
+        Some((priority, at, id)) => {
+            conn.query_cached(
+                &format!(
+                    "SELECT {COLUMNS} FROM policies WHERE org_id = $1 AND {} \
+                     AND (priority, created_at, id) > ($2, $3, $4) {order} LIMIT $5",
+                    pending::CONFIRMED
+                ),
+                &[&org_id, &priority, &at, &id, &limit],
+            )
+            .await?
+        }
+    };
+    rows.iter().map(from_row).collect()
+}
+
 pub async fn get(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<Option<Policy>, DbError> {
     let conn = pool.get().await?;
-    conn.query_opt(
+    conn.query_opt_cached(
         &format!(
             "SELECT {COLUMNS} FROM policies WHERE org_id = $1 AND id = $2 AND {}",
             pending::CONFIRMED

@@ -22,14 +22,18 @@ pub async fn create(
     expires_at: DateTime<Utc>,
 ) -> Result<(), DbError> {
     let conn = pool.get().await?;
-    conn.execute(
-        "INSERT INTO sessions (id, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)",
-        &[&id, &user_id, &csrf_token, &expires_at],
-    )
-    .await?;
-    // Expired rows are of no use to anybody.
-    conn.execute("DELETE FROM sessions WHERE expires_at < now()", &[])
+    let insert = conn
+        .prepared(
+            "INSERT INTO sessions (id, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)",
+        )
         .await?;
+    conn.execute(&insert, &[&id, &user_id, &csrf_token, &expires_at])
+        .await?;
+    // Expired rows are of no use to anybody.
+    let expired = conn
+        .prepared("DELETE FROM sessions WHERE expires_at < now()")
+        .await?;
+    conn.execute(&expired, &[]).await?;
     Ok(())
 }
 
@@ -63,7 +67,7 @@ pub async fn get(pool: &Pool, id: Uuid) -> Result<Option<Session>, DbError> {
 
 pub async fn delete(pool: &Pool, id: Uuid) -> Result<(), DbError> {
     let conn = pool.get().await?;
-    conn.execute("DELETE FROM sessions WHERE id = $1", &[&id])
-        .await?;
+    let delete = conn.prepared("DELETE FROM sessions WHERE id = $1").await?;
+    conn.execute(&delete, &[&id]).await?;
     Ok(())
 }

@@ -57,7 +57,7 @@ fn from_row(row: &Row) -> Result<User, DbError> {
 /// The user with this email (by [`email_key`], so in any case) and their password hash.
 pub async fn find_for_login(pool: &Pool, email: &str) -> Result<Option<(User, String)>, DbError> {
     let conn = pool.get().await?;
-    conn.query_opt(
+    conn.query_opt_cached(
         &format!("SELECT {COLUMNS}, password_hash FROM users WHERE email_key = $1"),
         &[&email_key(email)],
     )
@@ -69,7 +69,7 @@ pub async fn find_for_login(pool: &Pool, email: &str) -> Result<Option<(User, St
 pub async fn password_hash(pool: &Pool, id: Uuid) -> Result<Option<String>, DbError> {
     let conn = pool.get().await?;
     Ok(conn
-        .query_opt("SELECT password_hash FROM users WHERE id = $1", &[&id])
+        .query_opt_cached("SELECT password_hash FROM users WHERE id = $1", &[&id])
         .await?
         .map(|r| r.get(0)))
 }
@@ -124,16 +124,36 @@ pub async fn create(
     from_row(&row)
 }
 
-pub async fn list(pool: &Pool, org_id: Uuid) -> Result<Vec<User>, DbError> {
+/// Up to `limit` users of an org in (creation, id) order, after `after` if given (keyset).
+pub async fn list_page(
+    pool: &Pool,
+    org_id: Uuid,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<User>, DbError> {
     let conn = pool.get().await?;
-    conn.query(
-        &format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 ORDER BY created_at, id"),
-        &[&org_id],
-    )
-    .await?
-    .iter()
-    .map(from_row)
-    .collect()
+    let rows = match after {
+        None => {
+            conn.query_cached(
+                &format!(
+                    "SELECT {COLUMNS} FROM users WHERE org_id = $1 ORDER BY created_at, id LIMIT $2"
+                ),
+                &[&org_id, &limit],
+            )
+            .await?
+        }
+        Some((at, id)) => {
+            conn.query_cached(
+                &format!(
+                    "SELECT {COLUMNS} FROM users WHERE org_id = $1 AND (created_at, id) > ($2, $3) \
+                     ORDER BY created_at, id LIMIT $4"
+                ),
+                &[&org_id, &at, &id, &limit],
+            )
+            .await?
+        }
+    };
+    rows.iter().map(from_row).collect()
 }
 
 /// Deletes a user of an org; their sessions cascade.

@@ -1,24 +1,17 @@
 //! The REST API. warp runs the server and hands every request, whole, to one router
-//! (`router::dispatch`) whose route table is also the source of the OpenAPI document.
-//! Errors map to JSON in one place (`error`); handlers live in one file per resource.
+//! (`router::dispatch`) whose route table is also the source of the OpenAPI document. The work
+//! is the service layer's (`crate::service`); `api` turns requests into its typed inputs and its
+//! typed answers into JSON. Errors map to JSON in one place (`error`); entity tags and
+//! `If-None-Match` in `conditional`.
 
-mod auth;
+mod api;
+pub mod conditional;
 pub mod error;
-mod machines;
 pub mod openapi;
-mod orgs;
-mod policies;
 pub mod router;
 pub mod session;
-mod status;
-mod validate;
 
-use crate::auth::jwt::Jwt;
-use crate::auth::password::Hasher;
-use crate::auth::ratelimit::{ChangeLimiter, Limits, LoginLimiter};
-use crate::controller::Controller;
-use crate::db::Pool;
-use crate::secret::Secret;
+pub use crate::service::{ApiConfig, App};
 use bytes::{Bytes, BytesMut};
 use error::ApiError;
 use futures_util::StreamExt;
@@ -33,67 +26,6 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 pub type Response = warp::reply::Response;
-
-/// Settings of the API that come from the environment.
-#[derive(Debug, Clone)]
-pub struct ApiConfig {
-    pub jwt_secret: Secret<Vec<u8>>,
-    pub cookie_secure: bool,
-    pub public_endpoint: String,
-    pub trusted_proxies: Vec<IpAddr>,
-    pub session_ttl: Duration,
-    pub sessions: session::SessionPolicy,
-    pub login_limits: Limits,
-    /// Password hashes allowed to run at once (each takes 19 MiB and a core for ~30 ms).
-    pub concurrent_hashes: usize,
-}
-
-impl ApiConfig {
-    pub fn new(jwt_secret: Secret<Vec<u8>>, cookie_secure: bool, public_endpoint: String) -> Self {
-        Self {
-            jwt_secret,
-            cookie_secure,
-            public_endpoint,
-            trusted_proxies: Vec::new(),
-            session_ttl: Duration::from_secs(12 * 3600),
-            sessions: session::SessionPolicy::default(),
-            login_limits: Limits::default(),
-            concurrent_hashes: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        }
-    }
-}
-
-/// Everything a handler can reach.
-pub struct App {
-    pub ctl: Controller,
-    pub pool: Pool,
-    pub jwt: Jwt,
-    pub hasher: Hasher,
-    pub limiter: LoginLimiter,
-    pub password_changes: ChangeLimiter,
-    pub sessions: session::SessionCache,
-    pub config: ApiConfig,
-    /// Verified against when the email is unknown, so both cases cost the same.
-    pub dummy_hash: String,
-}
-
-impl App {
-    pub fn new(ctl: Controller, config: ApiConfig) -> Arc<App> {
-        let dummy = Secret::new(crate::auth::random_token(24));
-        Arc::new(App {
-            pool: ctl.deps().pool.clone(),
-            ctl,
-            jwt: Jwt::new(&config.jwt_secret),
-            hasher: Hasher::new(config.concurrent_hashes),
-            limiter: LoginLimiter::new(config.login_limits),
-            password_changes: ChangeLimiter::default(),
-            sessions: session::SessionCache::new(config.sessions),
-            dummy_hash: crate::auth::password::hash_blocking(&dummy)
-                .expect("hashing a random token"),
-            config,
-        })
-    }
-}
 
 /// One request, read whole.
 pub struct Request {
@@ -169,6 +101,11 @@ impl Request {
 /// A JSON response with the headers every API answer carries.
 pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    json_body(status, body.into())
+}
+
+/// [`json`] of a body already serialized.
+pub fn json_body(status: StatusCode, body: Bytes) -> Response {
     let mut resp = Response::new(body.into());
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -296,8 +233,12 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
                         peer,
                         body,
                     };
-                    // The handler runs as its own task: a client that hangs up cannot cancel a
-                    // change halfway (after the database, before the kernel or the audit log).
+                    // A change runs as its own task: a client that hangs up cannot cancel it
+                    // halfway (after the database, before the kernel or the audit log). A read
+                    // changes nothing, so it may simply stop with its client.
+                    if req.method == Method::GET {
+                        return router::dispatch(&app, req).await;
+                    }
                     tokio::spawn(async move { router::dispatch(&app, req).await })
                         .await
                         .unwrap_or_else(|e| ApiError::internal(e).into_response())

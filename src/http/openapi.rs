@@ -2,6 +2,7 @@
 //! statuses) plus the schemas below, so it always lists exactly the routes that exist.
 
 use super::router::{Op, ROUTES};
+use crate::service::page::{AUDIT_DEFAULT_LIMIT, DEFAULT_LIMIT, MAX_CURSOR_LEN, MAX_LIMIT};
 use serde_json::{Value, json};
 
 fn schemas() -> Value {
@@ -35,6 +36,7 @@ fn schemas() -> Value {
         "src": {"$ref": "#/components/schemas/Selector"}, "dst": {"$ref": "#/components/schemas/Selector"},
         "protocol": protocol, "ports": ports, "enabled": {"type": "boolean"}, "created_at": time,
         "packets": {"type": "integer"}, "bytes": {"type": "integer"}}});
+    let next = json!({"type": ["string", "null"], "description": "the cursor of the next page; null on the last page"});
     let mut m = serde_json::Map::new();
     m.insert("Error".into(), json!({"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}));
     m.insert(
@@ -55,7 +57,7 @@ fn schemas() -> Value {
     m.insert("UserCreate".into(), json!({"type": "object", "required": ["email", "password", "role"], "additionalProperties": false, "properties": {"email": {"type": "string"}, "password": {"type": "string", "minLength": 8, "maxLength": 1024}, "role": {"type": "string", "enum": ["admin", "member"]}}}));
     m.insert(
         "UserList".into(),
-        json!({"type": "object", "properties": {"users": {"type": "array", "items": user}}}),
+        json!({"type": "object", "required": ["users", "next_cursor"], "properties": {"users": {"type": "array", "items": user}, "next_cursor": next}}),
     );
     m.insert("Org".into(), json!(org));
     m.insert("OrgCreate".into(), json!({"type": "object", "required": ["name"], "additionalProperties": false, "properties": {"name": name, "cidr": {"type": "string", "default": "10.100.0.0/16", "description": "private IPv4, /8 to /28"}, "default_action": {"type": "string", "enum": ["allow", "deny"], "default": "allow"}}}));
@@ -70,7 +72,7 @@ fn schemas() -> Value {
     m.insert("MachinePatch".into(), json!({"type": "object", "additionalProperties": false, "properties": {"name": name, "tags": {"type": "array", "items": {"type": "string"}}}}));
     m.insert(
         "MachineList".into(),
-        json!({"type": "object", "properties": {"machines": {"type": "array", "items": machine}}}),
+        json!({"type": "object", "required": ["machines", "next_cursor"], "properties": {"machines": {"type": "array", "items": machine}, "next_cursor": next}}),
     );
     m.insert("Selector".into(), json!(selector));
     m.insert("Policy".into(), json!(policy));
@@ -78,10 +80,22 @@ fn schemas() -> Value {
     m.insert("PolicyPatch".into(), json!({"type": "object", "additionalProperties": false, "properties": {"name": {"type": "string"}, "priority": {"type": "integer"}, "action": action, "src": {"$ref": "#/components/schemas/Selector"}, "dst": {"$ref": "#/components/schemas/Selector"}, "protocol": protocol, "ports": ports, "enabled": {"type": "boolean"}}}));
     m.insert(
         "PolicyList".into(),
-        json!({"type": "object", "properties": {"policies": {"type": "array", "items": policy}}}),
+        json!({"type": "object", "required": ["policies", "next_cursor"], "properties": {"policies": {"type": "array", "items": policy}, "next_cursor": next}}),
     );
-    m.insert("Status".into(), json!({"type": "object", "properties": {"hub": {"type": "object"}, "peers": {"type": "array", "items": {"type": "object"}}, "rules": {"type": "array", "items": {"type": "object"}}, "observed_at": time, "last_error": {"type": ["string", "null"]}}}));
-    m.insert("AuditList".into(), json!({"type": "object", "properties": {"entries": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "integer"}, "at": time, "actor_id": {"type": ["string", "null"]}, "actor_email": {"type": ["string", "null"]}, "action": {"type": "string"}, "target_type": {"type": "string"}, "target_id": {"type": ["string", "null"]}, "detail": {"type": "object"}}}}}}));
+    let hub = json!({"type": "object", "required": ["up", "listen_port", "public_key", "address", "name", "netns", "device"], "properties": {
+        "up": {"type": "boolean"}, "listen_port": {"type": "integer"}, "public_key": {"type": ["string", "null"]},
+        "address": {"type": ["string", "null"], "description": "null while PostgreSQL cannot be read"},
+        "name": {"type": ["string", "null"]}, "netns": {"type": "string"}, "device": {"type": "string"}}});
+    let peer = json!({"type": "object", "required": ["machine_id", "name", "public_key", "allowed_ips", "endpoint", "last_handshake_at", "rx_bytes", "tx_bytes"], "properties": {
+        "machine_id": {"type": ["string", "null"], "format": "uuid"}, "name": {"type": ["string", "null"]},
+        "public_key": {"type": "string"}, "allowed_ips": {"type": "array", "items": {"type": "string"}},
+        "endpoint": {"type": ["string", "null"]}, "last_handshake_at": nullable_time,
+        "rx_bytes": {"type": "integer"}, "tx_bytes": {"type": "integer"}}});
+    let rule = json!({"type": "object", "required": ["kind", "policy_id", "packets", "bytes"], "properties": {
+        "kind": {"type": "string", "enum": ["policy", "established", "default"]},
+        "policy_id": {"type": ["string", "null"]}, "packets": {"type": "integer"}, "bytes": {"type": "integer"}}});
+    m.insert("Status".into(), json!({"type": "object", "required": ["hub", "peers", "rules", "observed_at", "last_error"], "properties": {"hub": hub, "peers": {"type": "array", "items": peer}, "rules": {"type": "array", "items": rule}, "observed_at": time, "last_error": {"type": ["string", "null"]}}}));
+    m.insert("AuditList".into(), json!({"type": "object", "required": ["entries", "next_cursor"], "properties": {"entries": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "integer"}, "at": time, "actor_id": {"type": ["string", "null"]}, "actor_email": {"type": ["string", "null"]}, "action": {"type": "string"}, "target_type": {"type": "string"}, "target_id": {"type": ["string", "null"]}, "detail": {"type": "object"}}}}, "next_cursor": next}}));
     Value::Object(m)
 }
 
@@ -132,6 +146,20 @@ fn links(op: Op) -> Option<Value> {
     Some(Value::Object(out))
 }
 
+/// The default page size of a paged list.
+fn paged(op: Op) -> Option<usize> {
+    match op {
+        Op::MachineList | Op::PolicyList | Op::UserList => Some(DEFAULT_LIMIT),
+        Op::Audit => Some(AUDIT_DEFAULT_LIMIT),
+        _ => None,
+    }
+}
+
+/// Answers that carry an ETag and honour If-None-Match.
+fn tagged(op: Op) -> bool {
+    paged(op).is_some() || matches!(op, Op::OrgList | Op::Status)
+}
+
 fn error_response(what: &str) -> Value {
     json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
@@ -147,9 +175,15 @@ pub fn document(cookie_secure: bool) -> Value {
                 params.push(json!({"name": p, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}));
             }
         }
-        if r.path.ends_with("/audit") {
-            params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}));
-            params.push(json!({"name": "before", "in": "query", "schema": {"type": "integer"}, "description": "entries older than this id"}));
+        if let Some(default) = paged(r.op) {
+            params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": default}, "description": "items per page"}));
+            params.push(json!({"name": "cursor", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CURSOR_LEN, "pattern": "^[A-Za-z0-9_-]+$"}, "description": "where the page starts: the next_cursor of the page before (opaque); a cursor of another list is a 400"}));
+        }
+        if r.op == Op::Audit {
+            params.push(json!({"name": "before", "in": "query", "schema": {"type": "integer"}, "description": "entries older than this id (instead of cursor)"}));
+        }
+        if tagged(r.op) {
+            params.push(json!({"name": "If-None-Match", "in": "header", "schema": {"type": "string"}, "description": "an ETag of an earlier answer: 304 if it is still current"}));
         }
         if !params.is_empty() {
             op["parameters"] = json!(params);
@@ -168,8 +202,16 @@ pub fn document(cookie_secure: bool) -> Value {
         if let Some(links) = links(r.op) {
             ok["links"] = links;
         }
+        if tagged(r.op) {
+            let etag = json!({"ETag": {"required": true, "schema": {"type": "string"}, "description": "names this answer; send it back in If-None-Match"}});
+            ok["headers"] = etag.clone();
+            responses.insert(
+                "304".into(),
+                json!({"description": "not modified: If-None-Match names the current answer", "headers": etag}),
+            );
+        }
         responses.insert(r.ok.to_string(), ok);
-        if r.body.is_some() || r.path.ends_with("/audit") {
+        if r.body.is_some() || paged(r.op).is_some() {
             responses.insert(
                 "400".into(),
                 error_response("malformed or invalid input; nothing changed"),
@@ -210,7 +252,9 @@ pub fn document(cookie_secure: bool) -> Value {
         {
             responses.insert(
                 "409".into(),
-                error_response("conflicts with existing state"),
+                error_response(
+                    "conflicts with existing state, or a per-org limit is reached (MAX_MACHINES_PER_ORG, MAX_POLICIES_PER_ORG, MAX_USERS_PER_ORG)",
+                ),
             );
         }
         responses.insert(
@@ -229,7 +273,7 @@ pub fn document(cookie_secure: bool) -> Value {
         "info": {
             "title": "MeshWG API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Errors are {\"error\":{\"code\",\"message\"}}. State-changing requests (all but login) need the X-CSRF-Token header equal to the session's token."
+            "description": "Errors are {\"error\":{\"code\",\"message\"}}. State-changing requests (all but login) need the X-CSRF-Token header equal to the session's token. Lists are paged: `limit` (default 500, audit 100, at most 1000) and the opaque `cursor` from the page before's `next_cursor` (null on the last page). Lists and status carry an ETag; If-None-Match with it answers 304 while nothing changed."
         },
         "paths": paths,
         "components": {
@@ -286,5 +330,139 @@ mod tests {
                 "schema {name} referenced but missing"
             );
         }
+    }
+
+    /// The schemas name exactly the fields the typed views serialize: a field added to or
+    /// removed from a view without its schema fails here, not in a client.
+    #[test]
+    fn schemas_name_exactly_the_fields_of_the_views() {
+        use crate::service::views::*;
+        let at = chrono::DateTime::from_timestamp(1_764_000_000, 0).unwrap();
+        let id = uuid::Uuid::nil();
+        let machine = MachineView {
+            id,
+            name: "m".into(),
+            address: "10.0.0.2".parse().unwrap(),
+            public_key: "k".into(),
+            tags: vec![],
+            created_at: at,
+            stats: Some(PeerStats::default()),
+        };
+        let policy = PolicyView {
+            policy: crate::policy::Policy {
+                id,
+                name: String::new(),
+                priority: 1,
+                action: crate::policy::Verdict::Allow,
+                src: crate::policy::Selector::Any,
+                dst: crate::policy::Selector::Any,
+                protocol: crate::policy::Protocol::Any,
+                ports: None,
+                enabled: true,
+                created_at: at,
+            },
+            packets: 0,
+            bytes: 0,
+        };
+        let org = OrgView {
+            id,
+            name: "o".into(),
+            cidr: "10.0.0.0/24".into(),
+            hub_address: "10.0.0.1".into(),
+            listen_port: 51820,
+            hub_public_key: "k".into(),
+            state: "active",
+            default_action: crate::policy::Verdict::Allow,
+            created_at: at,
+        };
+        let user = UserView {
+            id,
+            email: "a@b.c".into(),
+            role: "admin",
+            org_id: Some(id),
+            created_at: Some(at),
+        };
+        let status = StatusView {
+            hub: HubView {
+                up: true,
+                listen_port: 1,
+                public_key: None,
+                address: None,
+                name: None,
+                netns: "n".into(),
+                device: "d".into(),
+            },
+            peers: std::sync::Arc::new(StatusPeers::new(
+                vec![PeerView {
+                    machine_id: None,
+                    name: None,
+                    public_key: "k".into(),
+                    allowed_ips: Default::default(),
+                    endpoint: None,
+                    last_handshake_at: None,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                }],
+                "t".into(),
+            )),
+            rules: vec![RuleView {
+                kind: "default",
+                policy_id: None,
+                packets: 0,
+                bytes: 0,
+            }],
+            observed_at: at,
+            last_error: None,
+        };
+        let doc = document(true);
+        let schemas = &doc["components"]["schemas"];
+        let keys = |v: &Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let check = |name: &str, schema: &Value, view: Value| {
+            assert_eq!(keys(&schema["properties"]), keys(&view), "{name}");
+        };
+        check(
+            "Machine",
+            &schemas["Machine"],
+            serde_json::to_value(&machine).unwrap(),
+        );
+        check(
+            "Policy",
+            &schemas["Policy"],
+            serde_json::to_value(&policy).unwrap(),
+        );
+        check("Org", &schemas["Org"], serde_json::to_value(&org).unwrap());
+        check(
+            "User",
+            &schemas["User"],
+            serde_json::to_value(&user).unwrap(),
+        );
+        let status = serde_json::to_value(&status).unwrap();
+        check("Status", &schemas["Status"], status.clone());
+        let s = &schemas["Status"]["properties"];
+        check("Status.hub", &s["hub"], status["hub"].clone());
+        check(
+            "Status.peers",
+            &s["peers"]["items"],
+            status["peers"][0].clone(),
+        );
+        check(
+            "Status.rules",
+            &s["rules"]["items"],
+            status["rules"][0].clone(),
+        );
+        let list = Listed {
+            key: "machines",
+            items: &[machine],
+            next_cursor: None,
+        };
+        check(
+            "MachineList",
+            &schemas["MachineList"],
+            serde_json::to_value(&list).unwrap(),
+        );
     }
 }

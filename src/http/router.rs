@@ -5,10 +5,8 @@
 //! The same table generates the OpenAPI document, so the document cannot drift from the routes.
 
 use super::error::ApiError;
-use super::session::{self, can_see};
-use super::{App, Request, Response, auth, machines, orgs, policies, status};
-use crate::db::sessions::Session;
-use uuid::Uuid;
+use super::{App, Request, Response, session};
+use crate::service::Ctx;
 use warp::http::Method;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,28 +327,6 @@ pub const ROUTES: &[Route] = &[
     ),
 ];
 
-/// What a matched route hands its handler.
-pub struct Ctx {
-    pub session: Option<Session>,
-    pub org: Option<Uuid>,
-    pub id: Option<Uuid>,
-}
-
-impl Ctx {
-    /// The session of an authenticated route.
-    pub fn session(&self) -> &Session {
-        self.session.as_ref().expect("authenticated route")
-    }
-
-    pub fn org(&self) -> Uuid {
-        self.org.expect("route has {org}")
-    }
-
-    pub fn id(&self) -> Uuid {
-        self.id.expect("route has {id}")
-    }
-}
-
 /// Matches `path` against a pattern; returns the raw `{org}` and `{id}` segments.
 fn matches<'a>(pattern: &str, path: &'a str) -> Option<(Option<&'a str>, Option<&'a str>)> {
     let mut pat = pattern.trim_end_matches('/').split('/');
@@ -371,16 +347,6 @@ fn is_json(req: &Request) -> bool {
     req.header("content-type")
         .and_then(|ct| ct.split(';').next())
         .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("application/json"))
-}
-
-/// For an optional field that may be left out but not be `null`: the document gives it a type,
-/// not null, and `"name": null` must be a 400, not a silent "unchanged".
-pub fn non_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    T::deserialize(d).map(Some)
 }
 
 /// Parses the JSON body into `T` (unknown fields are refused by `T`'s own serde attributes).
@@ -404,6 +370,8 @@ pub fn body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, ApiError
     })
 }
 
+/// The checks before any operation, in order: content type, session (and CSRF for
+/// state-changing methods), then the org of the path against the session.
 async fn prepare(
     app: &App,
     req: &Request,
@@ -415,65 +383,11 @@ async fn prepare(
         return Err(ApiError::unsupported_media_type());
     }
     let session = if route.auth {
-        let secure = app.config.cookie_secure;
-        let s = session::authenticate(req, &app.jwt, secure, &app.pool, &app.sessions).await?;
-        if route.method != Method::GET {
-            session::check_csrf(req, &s)?;
-        }
-        Some(s)
+        Some(session::authenticate(app, req).await?)
     } else {
         None
     };
-    // Another tenant's ids, and ids that are not ids at all, are simply not found.
-    let org = match org {
-        None => None,
-        Some(raw) => {
-            let org = Uuid::parse_str(raw).map_err(|_| ApiError::not_found())?;
-            if !session.as_ref().is_some_and(|s| can_see(s, org)) {
-                return Err(ApiError::not_found());
-            }
-            Some(org)
-        }
-    };
-    let id = id
-        .map(|raw| Uuid::parse_str(raw).map_err(|_| ApiError::not_found()))
-        .transpose()?;
-    Ok(Ctx { session, org, id })
-}
-
-async fn run(app: &App, req: &Request, route: &Route, ctx: Ctx) -> Result<Response, ApiError> {
-    match route.op {
-        Op::Healthz => Ok(status::healthz()),
-        Op::Readyz => Ok(status::readyz(app).await),
-        Op::OpenApi => Ok(super::json(
-            warp::http::StatusCode::OK,
-            &super::openapi::document(app.config.cookie_secure),
-        )),
-        Op::Login => auth::login(app, req).await,
-        Op::Logout => auth::logout(app, &ctx).await,
-        Op::Me => auth::me(&ctx),
-        Op::Password => auth::password(app, req, &ctx).await,
-        Op::OrgCreate => orgs::create(app, req, &ctx).await,
-        Op::OrgList => orgs::list(app, &ctx).await,
-        Op::OrgGet => orgs::get(app, &ctx).await,
-        Op::OrgPatch => orgs::patch(app, req, &ctx).await,
-        Op::OrgDelete => orgs::delete(app, &ctx).await,
-        Op::UserCreate => orgs::user_create(app, req, &ctx).await,
-        Op::UserList => orgs::user_list(app, &ctx).await,
-        Op::UserDelete => orgs::user_delete(app, &ctx).await,
-        Op::MachineCreate => machines::create(app, req, &ctx).await,
-        Op::MachineList => machines::list(app, &ctx).await,
-        Op::MachineGet => machines::get(app, &ctx).await,
-        Op::MachinePatch => machines::patch(app, req, &ctx).await,
-        Op::MachineDelete => machines::delete(app, &ctx).await,
-        Op::PolicyCreate => policies::create(app, req, &ctx).await,
-        Op::PolicyList => policies::list(app, &ctx).await,
-        Op::PolicyGet => policies::get(app, &ctx).await,
-        Op::PolicyPatch => policies::patch(app, req, &ctx).await,
-        Op::PolicyDelete => policies::delete(app, &ctx).await,
-        Op::Status => status::status(app, &ctx).await,
-        Op::Audit => status::audit(app, req, &ctx).await,
-    }
+    Ctx::scoped(session, org, id)
 }
 
 /// Routes one request; every outcome is a JSON response.
@@ -519,7 +433,7 @@ async fn route(app: &App, req: Request) -> (&'static str, Response) {
             continue;
         }
         let result = match prepare(app, &req, route, org, id).await {
-            Ok(ctx) => run(app, &req, route, ctx).await,
+            Ok(ctx) => super::api::run(app, &req, route.op, ctx).await,
             Err(e) => Err(e),
         };
         return (route.path, result.unwrap_or_else(ApiError::into_response));

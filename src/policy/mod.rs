@@ -133,8 +133,8 @@ impl<'de> Deserialize<'de> for PortRange {
     }
 }
 
-/// One tenant policy as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One tenant policy as stored (and, serialized, as the API shows it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Policy {
     pub id: Uuid,
     pub name: String,

@@ -158,6 +158,16 @@ impl Api {
         r.body
     }
 
+    /// An org made by `op` and its first admin (`admin@<name, lowercase>.test`), logged in:
+    /// the org's id and the admin.
+    pub async fn org_with_admin(&self, op: &Client, name: &str, cidr: &str) -> (String, Client) {
+        let org = self.org(op, name, cidr).await;
+        let id = org["id"].as_str().unwrap().to_string();
+        let email = format!("admin@{}.test", name.to_lowercase().replace(' ', "-"));
+        let admin = self.user(op, &id, &email, "admin").await;
+        (id, admin)
+    }
+
     /// Creates a user in `org` and logs them in.
     pub async fn user(&self, who: &Client, org: &str, email: &str, role: &str) -> Client {
         let r = self

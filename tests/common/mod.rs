@@ -413,6 +413,30 @@ where
     F: FnOnce(Harness) -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
+    run_configured(observer, Default::default(), body)
+}
+
+/// [`run`] with other per-org quotas (`MAX_*_PER_ORG`).
+pub fn run_with_quotas<F, Fut>(quotas: meshwg::actors::Quotas, body: F)
+where
+    F: FnOnce(Harness) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let observer = meshwg::actors::Observer {
+        counters: INTERVAL,
+        ..meshwg::actors::Observer::polling(INTERVAL)
+    };
+    run_configured(observer, quotas, body)
+}
+
+fn run_configured<F, Fut>(
+    observer: meshwg::actors::Observer,
+    quotas: meshwg::actors::Quotas,
+    body: F,
+) where
+    F: FnOnce(Harness) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
     let world = World::new();
     let w = world.clone();
     let result = std::thread::spawn(move || {
@@ -423,7 +447,7 @@ where
             .build()
             .unwrap();
         rt.block_on(async move {
-            let h = Harness::start(w, observer).await;
+            let h = Harness::start(w, observer, quotas).await;
             body(h.clone()).await;
             h.ctl.shutdown().await;
         });
@@ -444,7 +468,11 @@ pub struct Harness {
 }
 
 impl Harness {
-    async fn start(world: Arc<World>, observer: meshwg::actors::Observer) -> Harness {
+    async fn start(
+        world: Arc<World>,
+        observer: meshwg::actors::Observer,
+        quotas: meshwg::actors::Quotas,
+    ) -> Harness {
         let (admin, conn) = tokio_postgres::connect(&admin_database_url(), tokio_postgres::NoTls)
             .await
             .expect("connect to the test PostgreSQL");
@@ -469,7 +497,7 @@ impl Harness {
             listen: Some(database_url(&world.db_name).parse().unwrap()),
             board: Default::default(),
             poll: Default::default(),
-            quotas: Default::default(),
+            quotas,
         };
         meshwg::telemetry::recorder();
         let ctl = Controller::start(deps.clone()).await.unwrap();

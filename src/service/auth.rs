@@ -1,37 +1,56 @@
-//! `/auth/*`: login (rate-limited, hashing off the async workers), logout, me, password change.
+//! Logging in (rate-limited, hashing off the async workers), out, who am I, password change.
 
-use super::error::ApiError;
-use super::router::{Ctx, body};
-use super::session::{cookie, login_cookies, logout_cookies, session_cookie};
-use super::{App, Request, Response, json, no_content};
+use super::audit::{Event, record};
+use super::views::UserView;
+use super::{ApiError, App, Ctx};
 use crate::auth::jwt::{AUDIENCE, Claims, ISSUER, TYPE};
 use crate::auth::password::{self, PasswordError};
 use crate::auth::random_token;
-use crate::db::users::User;
-use crate::db::{audit, sessions, users};
+use crate::db::{sessions, users};
 use crate::secret::Secret;
 use chrono::Utc;
-use serde::Deserialize;
-use std::time::Instant;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
-use warp::http::{StatusCode, header};
+use warp::http::StatusCode;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Login {
-    email: String,
-    password: Secret<String>,
+pub struct Login {
+    pub email: String,
+    pub password: Secret<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PasswordChange {
-    current_password: Secret<String>,
-    new_password: Secret<String>,
+pub struct PasswordChange {
+    pub current_password: Secret<String>,
+    pub new_password: Secret<String>,
 }
 
-pub fn user_view(u: &User) -> serde_json::Value {
-    serde_json::json!({"id": u.id, "email": u.email, "role": u.role.as_str(), "org_id": u.org_id})
+/// Where a login comes from: the client (after trusted proxies) and the session token it
+/// presented, if any (a token we issued for the account proves an earlier login).
+pub struct Origin<'a> {
+    pub client: IpAddr,
+    pub token: Option<&'a str>,
+}
+
+/// A new session: the answer's body (`user`, `csrf_token`) and what the renderer sets as
+/// cookies (the token, never in a body).
+#[derive(Serialize)]
+pub struct LoggedIn {
+    pub user: UserView,
+    pub csrf_token: String,
+    #[serde(skip)]
+    pub token: Secret<String>,
+    #[serde(skip)]
+    pub ttl: Duration,
+}
+
+#[derive(Serialize)]
+pub struct Me {
+    pub user: UserView,
 }
 
 fn hash_error(e: PasswordError) -> ApiError {
@@ -42,55 +61,22 @@ fn hash_error(e: PasswordError) -> ApiError {
     }
 }
 
-/// The caller as the actor of audit entries the controller writes on its behalf.
-pub fn actor(ctx: &Ctx) -> crate::db::audit::Actor {
-    let u = &ctx.session().user;
-    crate::db::audit::Actor {
-        id: Some(u.id),
-        email: Some(u.email.clone()),
-    }
-}
-
-/// Records an audit entry; a failure is logged, never shown to the caller.
-pub async fn record(
-    app: &App,
-    ctx_user: Option<&User>,
-    org_id: Option<Uuid>,
-    action: &str,
-    target_type: &str,
-    target_id: Option<String>,
-    detail: serde_json::Value,
-) {
-    let entry = audit::Entry {
-        org_id,
-        actor_id: ctx_user.map(|u| u.id),
-        actor_email: ctx_user.map(|u| u.email.as_str()),
-        action,
-        target_type,
-        target_id,
-        detail,
-    };
-    if let Err(e) = audit::record(&app.pool, &entry).await {
-        tracing::error!(error = %e, action, "could not record audit entry");
-    }
-}
-
-pub async fn login(app: &App, req: &Request) -> Result<Response, ApiError> {
-    let b: Login = body(req)?;
+pub async fn login(app: &App, origin: Origin<'_>, input: Login) -> Result<LoggedIn, ApiError> {
     // Refused before hashing: a megabyte "password" costs nothing.
-    if b.password.expose().len() > password::MAX_LEN {
+    if input.password.expose().len() > password::MAX_LEN {
         return Err(ApiError::invalid("password", "must be at most 1024 bytes"));
     }
     // No account has such an address, and PostgreSQL refuses text with a NUL in it.
-    if b.email.len() > 1024 || b.email.chars().any(char::is_control) {
+    if input.email.len() > 1024 || input.email.chars().any(char::is_control) {
         return Err(ApiError::invalid("email", "must be an email address"));
     }
-    let account = crate::auth::email_key(&b.email);
-    let client = req.client_ip(&app.config.trusted_proxies);
+    let account = crate::auth::email_key(&input.email);
+    let client = origin.client;
     // Looked up first (no hashing yet) to tell whether a presented token is this account's.
     let found = users::find_for_login(&app.pool, &account).await?;
     let has_session = found.as_ref().is_some_and(|(u, _)| {
-        cookie(req, session_cookie(app.config.cookie_secure))
+        origin
+            .token
             .and_then(|t| app.jwt.verify_any_age(t).ok())
             .is_some_and(|c| c.sub == u.id)
     });
@@ -106,10 +92,10 @@ pub async fn login(app: &App, req: &Request) -> Result<Response, ApiError> {
             Some((u, h)) => (Some(u), h),
             None => (None, app.dummy_hash.clone()),
         };
-        let ok = password::check_length(b.password.expose()).is_ok()
+        let ok = password::check_length(input.password.expose()).is_ok()
             && app
                 .hasher
-                .verify(b.password, hash)
+                .verify(input.password, hash)
                 .await
                 .map_err(hash_error)?;
         Ok::<_, ApiError>(user.filter(|_| ok))
@@ -150,59 +136,49 @@ pub async fn login(app: &App, req: &Request) -> Result<Response, ApiError> {
         iat: now.timestamp(),
         exp: expires.timestamp(),
     });
-    record(
-        app,
-        Some(&user),
-        user.org_id,
-        "auth.login",
-        "session",
-        Some(sid.to_string()),
-        serde_json::json!({"client": client.to_string()}),
-    )
-    .await;
-    let mut resp = json(
-        StatusCode::OK,
-        &serde_json::json!({"user": user_view(&user), "csrf_token": csrf}),
-    );
-    for c in login_cookies(token.expose(), &csrf, ttl, app.config.cookie_secure) {
-        resp.headers_mut().append(header::SET_COOKIE, c);
-    }
-    Ok(resp)
+    let event = Event {
+        org: user.org_id,
+        action: "auth.login",
+        target_type: "session",
+        target_id: Some(sid.to_string()),
+        detail: serde_json::json!({"client": client.to_string()}),
+    };
+    record(app, Some(&user), event).await;
+    Ok(LoggedIn {
+        user: UserView::brief(&user),
+        csrf_token: csrf,
+        token,
+        ttl,
+    })
 }
 
-pub async fn logout(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
+/// Ends the caller's session.
+pub async fn logout(app: &App, ctx: &Ctx) -> Result<(), ApiError> {
     let s = ctx.session();
     sessions::delete(&app.pool, s.id).await?;
     app.sessions.evict(s.id);
-    record(
-        app,
-        Some(&s.user),
-        s.user.org_id,
-        "auth.logout",
-        "session",
-        Some(s.id.to_string()),
-        serde_json::json!({}),
-    )
-    .await;
-    let mut resp = no_content();
-    for c in logout_cookies(app.config.cookie_secure) {
-        resp.headers_mut().append(header::SET_COOKIE, c);
+    let event = Event {
+        org: s.user.org_id,
+        action: "auth.logout",
+        target_type: "session",
+        target_id: Some(s.id.to_string()),
+        detail: serde_json::json!({}),
+    };
+    record(app, Some(&s.user), event).await;
+    Ok(())
+}
+
+pub fn me(ctx: &Ctx) -> Me {
+    Me {
+        user: UserView::brief(&ctx.session().user),
     }
-    Ok(resp)
 }
 
-pub fn me(ctx: &Ctx) -> Result<Response, ApiError> {
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({"user": user_view(&ctx.session().user)}),
-    ))
-}
-
-pub async fn password(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiError> {
-    let b: PasswordChange = body(req)?;
-    password::check_length(b.new_password.expose())
+/// Changes the caller's password and ends every other session of theirs.
+pub async fn change_password(app: &App, ctx: &Ctx, input: PasswordChange) -> Result<(), ApiError> {
+    password::check_length(input.new_password.expose())
         .map_err(|e| ApiError::invalid("new_password", e))?;
-    if b.current_password.expose().len() > password::MAX_LEN {
+    if input.current_password.expose().len() > password::MAX_LEN {
         return Err(ApiError::invalid(
             "current_password",
             "must be at most 1024 bytes",
@@ -221,7 +197,7 @@ pub async fn password(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, A
             .await?
             .ok_or_else(ApiError::unauthorized)?;
         app.hasher
-            .verify(b.current_password, stored)
+            .verify(input.current_password, stored)
             .await
             .map_err(hash_error)
     }
@@ -237,20 +213,22 @@ pub async fn password(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, A
             "current_password is wrong",
         ));
     }
-    let hash = app.hasher.hash(b.new_password).await.map_err(hash_error)?;
+    let hash = app
+        .hasher
+        .hash(input.new_password)
+        .await
+        .map_err(hash_error)?;
     users::set_password(&app.pool, s.user.id, &hash, s.id).await?;
     let (uid, keep) = (s.user.id, s.id);
     app.sessions
         .evict_where(|o| o.user.id == uid && o.id != keep);
-    record(
-        app,
-        Some(&s.user),
-        s.user.org_id,
-        "auth.password",
-        "user",
-        Some(uid.to_string()),
-        serde_json::json!({}),
-    )
-    .await;
-    Ok(no_content())
+    let event = Event {
+        org: s.user.org_id,
+        action: "auth.password",
+        target_type: "user",
+        target_id: Some(uid.to_string()),
+        detail: serde_json::json!({}),
+    };
+    record(app, Some(&s.user), event).await;
+    Ok(())
 }

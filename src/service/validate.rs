@@ -4,8 +4,28 @@ use super::error::ApiError;
 use crate::keys::PublicKey;
 use crate::overlay::Ipv4Cidr;
 use crate::policy::valid_tag;
+use serde::Deserialize;
 
 pub const MAX_TAGS: usize = 32;
+
+/// For an optional field that may be left out but not be `null`: the document gives it a type,
+/// not null, and `"name": null` must be a 400, not a silent "unchanged".
+pub fn non_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// `Some(None)` for an explicit `null` (clears the field), `None` when the field is absent.
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
 
 /// Characters that would let text break out of a line or disguise itself.
 fn forbidden(c: char) -> bool {

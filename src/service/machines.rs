@@ -1,0 +1,192 @@
+//! An org's machines: create (with a one-time config), list and get with the kernel's view of
+//! each peer (from the read model), rename or retag, delete. A server-made private key appears
+//! in the creation's answer only and is stored nowhere.
+
+use super::access::{active_org, require_write};
+use super::audit::{actor, record_by};
+use super::page::{self, DEFAULT_LIMIT, PageRequest};
+use super::reads::Model;
+use super::validate::{self, non_null};
+use super::views::MachineView;
+use super::{ApiError, App, Ctx};
+use crate::actors::CoreError;
+use crate::controller::Audit;
+use crate::db::machines::{self, Machine, NewMachine};
+use crate::db::orgs::OrgState;
+use crate::keys::PrivateKey;
+use crate::secret::Secret;
+use crate::wgconfig::{MachineConfig, render};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use uuid::Uuid;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineCreate {
+    pub name: String,
+    pub public_key: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachinePatch {
+    #[serde(default, deserialize_with = "non_null")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub tags: Option<Vec<String>>,
+}
+
+/// A new machine with its wg-quick config (holding the private key if the server made it) and
+/// the config as a QR code. Renderers must not keep copies: see `http::secret_json`.
+#[derive(Serialize)]
+pub struct Created {
+    pub machine: MachineView,
+    #[serde(serialize_with = "expose")]
+    pub config: Secret<String>,
+    #[serde(serialize_with = "expose")]
+    pub config_qr_svg: Secret<String>,
+}
+
+fn expose<S: serde::Serializer>(s: &Secret<String>, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.expose())
+}
+
+/// The page of machines a request asks for (`limit`, `cursor`).
+pub fn page(limit: Option<&str>, cursor: Option<&str>) -> Result<PageRequest<Ipv4Addr>, ApiError> {
+    page::request(limit, cursor, DEFAULT_LIMIT)
+}
+
+/// The config as a QR code (it encodes the private key too).
+fn qr_svg(text: &Secret<String>) -> Result<Secret<String>, ApiError> {
+    let code = qrcode::QrCode::new(text.expose().as_bytes()).map_err(ApiError::internal)?;
+    Ok(Secret::new(
+        code.render::<qrcode::render::svg::Color>()
+            .min_dimensions(256, 256)
+            .build(),
+    ))
+}
+
+/// `POST /orgs/{org}/machines`: answered once the peer is live in the hub, confirmed and
+/// audited (or abandoned).
+pub async fn create(app: &App, ctx: &Ctx, input: MachineCreate) -> Result<Created, ApiError> {
+    require_write(ctx)?;
+    let name = validate::name("name", &input.name)?;
+    let tags = validate::tags(&input.tags)?;
+    let supplied = input
+        .public_key
+        .as_deref()
+        .map(validate::public_key)
+        .transpose()?;
+    let org = active_org(app, ctx).await?;
+    let generated = supplied.is_none().then(PrivateKey::generate);
+    let public_key =
+        supplied.unwrap_or_else(|| generated.as_ref().expect("generated").public_key());
+    if public_key == org.hub_public_key {
+        return Err(ApiError::invalid("public_key", "is the hub's own key"));
+    }
+    let key = if generated.is_some() {
+        "server-generated"
+    } else {
+        "supplied"
+    };
+    // Audited by the controller, in the transaction that confirms the machine.
+    let audit = Audit {
+        actor: actor(ctx),
+        detail: Box::new(
+            move |m: &Machine| serde_json::json!({"name": m.name, "address": m.address.to_string(), "key": key}),
+        ),
+    };
+    let new = NewMachine {
+        id: Uuid::new_v4(),
+        name,
+        public_key,
+        tags,
+    };
+    let m = app.ctl.add_machine_by(org.id, new, audit).await?;
+    app.reads.wrote(org.id);
+    let config = render(&MachineConfig {
+        machine_name: &m.name,
+        address: m.address,
+        cidr: org.cidr,
+        private_key: generated.as_ref(),
+        org_name: &org.name,
+        hub_public_key: &org.hub_public_key,
+        endpoint: &app.config.public_endpoint,
+        listen_port: org.listen_port,
+    });
+    let config_qr_svg = qr_svg(&config)?;
+    Ok(Created {
+        machine: MachineView::of(&m),
+        config,
+        config_qr_svg,
+    })
+}
+
+/// The org's machines as the read model has them (the list and single reads share it).
+pub async fn model(app: &App, ctx: &Ctx) -> Result<Arc<Model>, ApiError> {
+    match app.reads.machines(app, ctx.org()).await? {
+        Some(m) if m.rows.org.state == OrgState::Active => Ok(m),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+/// `GET /orgs/{org}/machines/{id}`.
+pub async fn get(app: &App, ctx: &Ctx) -> Result<MachineView, ApiError> {
+    model(app, ctx)
+        .await?
+        .machine(ctx.id())
+        .cloned()
+        .ok_or_else(ApiError::not_found)
+}
+
+/// `PATCH /orgs/{org}/machines/{id}`: a change of tags is answered once the kernel's tag sets
+/// follow it.
+pub async fn update(app: &App, ctx: &Ctx, input: MachinePatch) -> Result<MachineView, ApiError> {
+    require_write(ctx)?;
+    let name = input
+        .name
+        .as_deref()
+        .map(|n| validate::name("name", n))
+        .transpose()?;
+    let tags = input.tags.as_deref().map(validate::tags).transpose()?;
+    active_org(app, ctx).await?;
+    let m = machines::update(
+        &app.pool,
+        ctx.org(),
+        ctx.id(),
+        name.as_deref(),
+        tags.as_deref(),
+    )
+    .await?
+    .ok_or_else(ApiError::not_found)?;
+    app.reads.wrote(ctx.org());
+    // Saved either way: audited either way.
+    let applied = match tags {
+        Some(_) => app.ctl.apply_saved(ctx.org()).await,
+        None => Ok(()),
+    };
+    let detail = serde_json::json!({"name": m.name, "tags": m.tags});
+    record_by(app, ctx, "machine.update", "machine", m.id, detail).await;
+    applied?;
+    Ok(MachineView::of(&m))
+}
+
+/// `DELETE /orgs/{org}/machines/{id}`: answered once the peer is gone from the hub.
+pub async fn delete(app: &App, ctx: &Ctx) -> Result<(), ApiError> {
+    require_write(ctx)?;
+    active_org(app, ctx).await?;
+    let removed = match app.ctl.remove_machine(ctx.org(), ctx.id()).await {
+        Ok(()) => Ok(()),
+        // The row is gone, so the deletion is audited; the reconciler removes the peer.
+        Err(e @ CoreError::NotConfirmed(_)) => Err(e),
+        Err(e) => return Err(e.into()),
+    };
+    app.reads.wrote(ctx.org());
+    let detail = serde_json::json!({});
+    record_by(app, ctx, "machine.delete", "machine", ctx.id(), detail).await;
+    removed?;
+    Ok(())
+}

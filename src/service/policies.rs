@@ -1,0 +1,219 @@
+//! An org's policies: every change is answered once the kernel enforces it; reads carry the
+//! kernel's rule counters (read at the time of the request).
+
+use super::access::{active_org, require_write};
+use super::audit::{actor, record_by};
+use super::page::{self, DEFAULT_LIMIT, Page, PageRequest, PolicyKey};
+use super::validate::{self, non_null, present};
+use super::views::PolicyView;
+use super::{ApiError, App, Ctx};
+use crate::controller::Audit;
+use crate::db::orgs::Org;
+use crate::db::policies::{self, PolicyFields};
+use crate::kernel::RuleObserved;
+use crate::policy::{Policy, PortRange, Protocol, Selector, Verdict, valid_tag};
+use serde::Deserialize;
+use uuid::Uuid;
+
+const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = 0..=1_000_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyCreate {
+    #[serde(default, deserialize_with = "non_null")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub priority: Option<i32>,
+    pub action: Verdict,
+    pub src: Selector,
+    pub dst: Selector,
+    #[serde(default, deserialize_with = "non_null")]
+    pub protocol: Option<Protocol>,
+    pub ports: Option<PortRange>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyPatch {
+    #[serde(default, deserialize_with = "non_null")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub priority: Option<i32>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub action: Option<Verdict>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub src: Option<Selector>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub dst: Option<Selector>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub protocol: Option<Protocol>,
+    /// `Some(None)`: an explicit `null` clears the ports.
+    #[serde(default, deserialize_with = "present")]
+    pub ports: Option<Option<PortRange>>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub enabled: Option<bool>,
+}
+
+/// The page of policies a request asks for (`limit`, `cursor`).
+pub fn page(limit: Option<&str>, cursor: Option<&str>) -> Result<PageRequest<PolicyKey>, ApiError> {
+    page::request(limit, cursor, DEFAULT_LIMIT)
+}
+
+async fn check_selector(app: &App, org: &Org, field: &str, s: &Selector) -> Result<(), ApiError> {
+    match s {
+        Selector::Any => Ok(()),
+        Selector::Tag(t) if valid_tag(t) => Ok(()),
+        Selector::Tag(_) => Err(ApiError::invalid(
+            field,
+            "a tag is 1 to 64 letters, digits or -_.:",
+        )),
+        Selector::Cidr(c) if org.cidr.contains_cidr(c) => Ok(()),
+        Selector::Cidr(_) => Err(ApiError::invalid(
+            field,
+            format!("cidr must lie inside the org network {}", org.cidr),
+        )),
+        Selector::Machine(id) => match crate::db::machines::get(&app.pool, org.id, *id).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::invalid(field, "no such machine in this org")),
+        },
+    }
+}
+
+async fn validated(app: &App, org: &Org, f: PolicyFields) -> Result<PolicyFields, ApiError> {
+    let name = validate::optional_name("name", &f.name)?;
+    if !PRIORITY_RANGE.contains(&f.priority) {
+        return Err(ApiError::invalid(
+            "priority",
+            "must be between 0 and 1000000",
+        ));
+    }
+    if f.ports.is_some() && !matches!(f.protocol, Protocol::Tcp | Protocol::Udp) {
+        return Err(ApiError::invalid("ports", "only with protocol tcp or udp"));
+    }
+    check_selector(app, org, "src", &f.src).await?;
+    check_selector(app, org, "dst", &f.dst).await?;
+    Ok(PolicyFields { name, ..f })
+}
+
+/// The tenant's rules with counters read from the kernel now (none if it cannot be read).
+async fn rules(app: &App, org: Uuid) -> Vec<RuleObserved> {
+    app.ctl
+        .status(org)
+        .await
+        .map(|s| s.rules)
+        .unwrap_or_default()
+}
+
+/// `POST /orgs/{org}/policies`: enforced, confirmed and audited in one go, or abandoned.
+pub async fn create(app: &App, ctx: &Ctx, input: PolicyCreate) -> Result<PolicyView, ApiError> {
+    require_write(ctx)?;
+    let org = active_org(app, ctx).await?;
+    let fields = PolicyFields {
+        name: input.name.unwrap_or_default(),
+        priority: input.priority.unwrap_or(100),
+        action: input.action,
+        src: input.src,
+        dst: input.dst,
+        protocol: input.protocol.unwrap_or(Protocol::Any),
+        ports: input.ports,
+        enabled: input.enabled.unwrap_or(true),
+    };
+    let fields = validated(app, &org, fields).await?;
+    let audit = Audit {
+        actor: actor(ctx),
+        detail: Box::new(|p: &Policy| {
+            serde_json::to_value(PolicyView::of(p, &[])).unwrap_or_default()
+        }),
+    };
+    let p = app.ctl.add_policy_by(org.id, fields, audit).await?;
+    app.reads.wrote(org.id);
+    Ok(PolicyView::of(&p, &[]))
+}
+
+/// `GET /orgs/{org}/policies`: in evaluation order (priority, creation, id).
+pub async fn list(
+    app: &App,
+    ctx: &Ctx,
+    req: PageRequest<PolicyKey>,
+) -> Result<Page<PolicyView>, ApiError> {
+    active_org(app, ctx).await?;
+    let after = req.after.map(|k| (k.priority, k.created_at, k.id));
+    let rows = policies::list_page(&app.pool, ctx.org(), after, req.limit as i64 + 1).await?;
+    let page = Page::of(rows, req.limit, |p| PolicyKey {
+        priority: p.priority,
+        created_at: p.created_at,
+        id: p.id,
+    });
+    let rules = rules(app, ctx.org()).await;
+    Ok(page.map(|p| PolicyView::of(&p, &rules)))
+}
+
+pub async fn get(app: &App, ctx: &Ctx) -> Result<PolicyView, ApiError> {
+    active_org(app, ctx).await?;
+    let p = policies::get(&app.pool, ctx.org(), ctx.id())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(PolicyView::of(&p, &rules(app, ctx.org()).await))
+}
+
+/// `PATCH /orgs/{org}/policies/{id}`: answered once the kernel enforces the change.
+pub async fn update(app: &App, ctx: &Ctx, input: PolicyPatch) -> Result<PolicyView, ApiError> {
+    require_write(ctx)?;
+    let org = active_org(app, ctx).await?;
+    let old = policies::get(&app.pool, org.id, ctx.id())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let cur = PolicyFields::of(&old);
+    let protocol = input.protocol.unwrap_or(cur.protocol);
+    // Changing to a protocol without ports drops ports that no longer apply.
+    let ports = match input.ports {
+        Some(p) => p,
+        None if matches!(protocol, Protocol::Tcp | Protocol::Udp) => cur.ports,
+        None => None,
+    };
+    let fields = PolicyFields {
+        name: input.name.unwrap_or(cur.name),
+        priority: input.priority.unwrap_or(cur.priority),
+        action: input.action.unwrap_or(cur.action),
+        src: input.src.unwrap_or(cur.src),
+        dst: input.dst.unwrap_or(cur.dst),
+        protocol,
+        ports,
+        enabled: input.enabled.unwrap_or(cur.enabled),
+    };
+    let fields = validated(app, &org, fields).await?;
+    let p = policies::update(&app.pool, org.id, old.id, &fields)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    app.reads.wrote(org.id);
+    // Saved either way: audited either way, and a kernel that did not confirm is reported.
+    let applied = app.ctl.apply_saved(org.id).await;
+    let view = PolicyView::of(&p, &rules(app, org.id).await);
+    let detail = serde_json::to_value(&view).unwrap_or_default();
+    record_by(app, ctx, "policy.update", "policy", p.id, detail).await;
+    applied?;
+    Ok(view)
+}
+
+pub async fn delete(app: &App, ctx: &Ctx) -> Result<(), ApiError> {
+    require_write(ctx)?;
+    active_org(app, ctx).await?;
+    if !policies::delete(&app.pool, ctx.org(), ctx.id()).await? {
+        return Err(ApiError::not_found());
+    }
+    app.reads.wrote(ctx.org());
+    let applied = app.ctl.apply_saved(ctx.org()).await;
+    record_by(
+        app,
+        ctx,
+        "policy.delete",
+        "policy",
+        ctx.id(),
+        serde_json::json!({}),
+    )
+    .await;
+    applied?;
+    Ok(())
+}
