@@ -1,7 +1,8 @@
 //! The read path of the API (root): pages with cursors in a stable order on every list, a bad
 //! `limit` or `cursor` refused with a 400 that names it, entity tags and `304 Not Modified`
 //! until something changes, reads that see the caller's own writes at once and other
-//! processes' writes soon after, and per-org quotas that parallel creations cannot exceed.
+//! processes' writes soon after, per-org quotas that parallel creations cannot exceed, and
+//! reads that answer while the tenant's actor is stuck in a reconcile.
 
 mod common;
 
@@ -462,5 +463,63 @@ fn api_parallel_creations_never_exceed_the_org_quotas() {
             .await;
         assert_eq!(d.status, 204);
         api.machine(&op, &id, "again").await;
+    });
+}
+
+#[test]
+fn api_reads_answer_while_the_tenant_is_stuck_in_a_reconcile() {
+    if backend() != Backend::Userspace {
+        eprintln!("the kernel backend has no daemon to stop; nothing to test");
+        return;
+    }
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let op = api.operator().await;
+        let (id, admin) = api.org_with_admin(&op, "Busy", "10.67.0.0/24").await;
+        api.machine(&admin, &id, "first").await;
+        let org = meshwg::db::orgs::get(&h.pool, id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let pid = daemon_pid(&h, &h.names(&org)).to_string();
+        let base = format!("/api/v1/orgs/{id}");
+
+        // The hub's daemon stops answering: the tenant's next reconcile (a machine added)
+        // waits on it for seconds. Reads of that tenant must not wait with it.
+        sh(&["kill", "-STOP", &pid]);
+        let adding = {
+            let (api, admin, path) = (api.clone(), admin.clone(), format!("{base}/machines"));
+            tokio::spawn(async move {
+                api.call("POST", &path, Some(&admin), Some(json!({"name": "second"})))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !adding.is_finished(),
+            "the addition waits for the stopped hub"
+        );
+        for path in ["machines", "status", "policies", "audit"] {
+            let r = api
+                .call("GET", &format!("{base}/{path}"), Some(&admin), None)
+                .await;
+            assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+        }
+        let status = api
+            .call("GET", &format!("{base}/status"), Some(&admin), None)
+            .await;
+        assert!(
+            !adding.is_finished(),
+            "every read answered while the reconcile was still waiting on the hub"
+        );
+        assert!(status.body["peers"].is_array(), "{:?}", status.body);
+        sh(&["kill", "-CONT", &pid]);
+        let added = adding.await.unwrap();
+        assert!(
+            [201, 503].contains(&added.status.as_u16()),
+            "{}: {:?}",
+            added.status,
+            added.body
+        );
     });
 }
