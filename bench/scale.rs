@@ -1,4 +1,5 @@
-//! The scale ladder (needs root; bench/run.sh or `cargo bench --bench scale`): 100 → 250 → 500
+//! The scale ladder (needs root and a PostgreSQL: `. scripts/pg-throwaway.sh; cargo bench
+//! --bench scale`): 100 → 250 → 500
 //! → 1,000 idle tenants, each with 10 machines and 5 tag policies and a real wireguard-go daemon,
 //! under the production detection settings (events, a 1.5 s cheap poll, a 60 s full check).
 //! Per rung, over an idle window: controller CPU (its threads and the commands it waited for;
