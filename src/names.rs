@@ -13,8 +13,8 @@ const IFNAMSIZ_MAX: usize = 15;
 /// The interface name inside every tenant namespace.
 pub const TENANT_IFACE: &str = "wg0";
 
-/// The tenant's ACL chain in its namespace's filter table.
-pub const ACL_CHAIN: &str = "MWG-ACL";
+/// The tenant's ACL chain in its namespace's filter table (named where it is rendered).
+pub use crate::policy::render::ACL_CHAIN;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct KernelPrefix(String);

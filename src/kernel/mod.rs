@@ -276,13 +276,8 @@ pub struct FlowKey {
     pub dport: Option<u16>,
 }
 
-/// The rendered firewall a tenant should have (see `policy::render`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FirewallRules {
-    /// Rules of the ACL chain exactly as `iptables-save` prints them (`-A MWG-ACL …`).
-    pub acl: Vec<String>,
-    pub sets: BTreeMap<String, BTreeSet<Ipv4Addr>>,
-}
+/// The rendered firewall a tenant should have (made by `policy::render`, which owns the type).
+pub use crate::policy::render::FirewallRules;
 
 #[async_trait::async_trait]
 pub trait Firewall: Send + Sync {

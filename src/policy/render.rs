@@ -8,12 +8,21 @@
 //! packet however many machines carry the tag.
 
 use super::{Policy, Protocol, Selector, Verdict};
-use crate::kernel::FirewallRules;
-use crate::names::ACL_CHAIN;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use uuid::Uuid;
+
+/// The tenant's ACL chain in its namespace's filter table (FORWARD jumps to it for wg0 → wg0).
+pub const ACL_CHAIN: &str = "MWG-ACL";
+
+/// The rendered firewall a tenant should have.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FirewallRules {
+    /// Rules of the ACL chain exactly as `iptables-save` prints them (`-A MWG-ACL …`).
+    pub acl: Vec<String>,
+    pub sets: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+}
 
 /// What the renderer needs to know of a machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
