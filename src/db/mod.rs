@@ -201,16 +201,22 @@ pub fn listen_config(url: &Secret<String>) -> Result<tokio_postgres::Config, DbE
 /// Connections in the pool: a burst of requests (each a few short queries, creations holding
 /// one while they wait for their org's row lock) must queue, not fail.
 pub const POOL_SIZE: u32 = 32;
+/// Connections kept open while idle. Opening one costs PostgreSQL a backend start; a burst
+/// that found the pool cold would spend its wait on those (on a slow machine, all of it) and
+/// be told the database is unavailable while it is merely busy starting backends.
+pub const POOL_WARM: u32 = POOL_SIZE / 2;
 /// How long a request waits for a pooled connection before it is told the database is
 /// unavailable.
 const POOL_WAIT: Duration = Duration::from_secs(5);
 
-/// A pool that does not connect until first use, so the caller decides how to wait.
+/// A pool that does not wait for a connection when it is made, so the caller decides how to
+/// wait; it opens [`POOL_WARM`] connections in the background and keeps them.
 pub fn pool(url: &Secret<String>) -> Result<Pool, DbError> {
     let config = config(url)?;
     let manager = Manager(PostgresConnectionManager::new(config, NoTls));
     Ok(bb8::Pool::builder()
         .max_size(POOL_SIZE)
+        .min_idle(Some(POOL_WARM))
         .connection_timeout(POOL_WAIT)
         .build_unchecked(manager))
 }
