@@ -66,7 +66,7 @@ done
 want() { local p; for p in "${PARTS[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 
 MEM=${KVM_MEM:-3072}
-TIMEOUT_TESTS=${KVM_TIMEOUT_TESTS:-1500}
+TIMEOUT_TESTS=${KVM_TIMEOUT_TESTS:-2100}
 TIMEOUT_SYSTEMD=${KVM_TIMEOUT_SYSTEMD:-480}
 E2E_PHASES=${KVM_E2E_PHASES:-all}
 # TCG runs CPU-bound code ~30x and a process start ~10x slower than the host: deadlines of the
@@ -358,7 +358,7 @@ if want tests || want e2e || want bench; then
     echo "backend $BACKEND"
     echo "threads $THREADS"
     echo "bin_timeout 600"
-    echo "e2e_timeout 1200"
+    echo "e2e_timeout 1500"
     echo "slowdown $SLOWDOWN"
     echo "e2e_reconcile_interval $E2E_RECONCILE_INTERVAL"
     echo "meshwg $MESHWG"
