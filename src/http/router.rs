@@ -328,7 +328,10 @@ pub const ROUTES: &[Route] = &[
 ];
 
 /// Matches `path` against a pattern; returns the raw `{org}` and `{id}` segments.
-fn matches<'a>(pattern: &str, path: &'a str) -> Option<(Option<&'a str>, Option<&'a str>)> {
+pub(crate) fn matches<'a>(
+    pattern: &str,
+    path: &'a str,
+) -> Option<(Option<&'a str>, Option<&'a str>)> {
     let mut pat = pattern.trim_end_matches('/').split('/');
     let mut segs = path.trim_end_matches('/').split('/');
     let (mut org, mut id) = (None, None);

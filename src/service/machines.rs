@@ -133,6 +133,20 @@ pub async fn model(app: &App, ctx: &Ctx) -> Result<Arc<Model>, ApiError> {
     }
 }
 
+/// `GET /orgs/{org}/machines`: a page of machines in address order, with the kernel's view.
+pub async fn list(
+    app: &App,
+    ctx: &Ctx,
+    req: PageRequest<Ipv4Addr>,
+) -> Result<page::Page<MachineView>, ApiError> {
+    let model = model(app, ctx).await?;
+    let (items, next_cursor) = model.page(&req);
+    Ok(page::Page {
+        items: items.to_vec(),
+        next_cursor,
+    })
+}
+
 /// `GET /orgs/{org}/machines/{id}`.
 pub async fn get(app: &App, ctx: &Ctx) -> Result<MachineView, ApiError> {
     model(app, ctx)

@@ -1,0 +1,399 @@
+//! The dashboard's pages through the real router (root: a real controller, kernel and
+//! PostgreSQL behind it), without a browser: the session and CSRF checks in the API's order,
+//! the security headers on every page, escaping, a member's forged write, another tenant's ids.
+//! The browser drives the same pages in `ui_browser.rs`.
+
+mod common;
+
+use common::api::{Api, Client, OPERATOR, PASSWORD};
+use common::*;
+use meshwg::http::ui::page::CSP;
+use warp::http::StatusCode;
+
+const XSS: &str = "\"><img src=x onerror=alert(1)></script>";
+
+/// A page request as a browser on this origin sends it.
+async fn get(api: &Api, path: &str, who: Option<&Client>) -> common::api::Reply {
+    let mut r = warp::test::request()
+        .method("GET")
+        .path(path)
+        .header("host", "localhost")
+        .remote_addr("192.0.2.30:40000".parse().unwrap());
+    if let Some(c) = who {
+        r = r.header("cookie", &c.cookie);
+    }
+    api.raw(r).await
+}
+
+/// A form post from this origin (`site` is the `Sec-Fetch-Site` a browser would send).
+async fn post(
+    api: &Api,
+    path: &str,
+    who: Option<&Client>,
+    fields: &[(&str, &str)],
+    site: &str,
+) -> common::api::Reply {
+    let mut r = warp::test::request()
+        .method("POST")
+        .path(path)
+        .header("host", "localhost")
+        .header("sec-fetch-site", site)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .remote_addr("192.0.2.30:40000".parse().unwrap())
+        .body(serde_urlencoded::to_string(fields).unwrap());
+    if let Some(c) = who {
+        r = r.header("cookie", &c.cookie);
+    }
+    api.raw(r).await
+}
+
+fn text(r: &common::api::Reply) -> String {
+    String::from_utf8_lossy(&r.raw).into_owned()
+}
+
+fn location(r: &common::api::Reply) -> String {
+    r.headers["location"].to_str().unwrap().to_string()
+}
+
+/// The headers every page carries, and nothing inline a strict CSP would block.
+fn assert_page(r: &common::api::Reply, authed: bool) {
+    let h = &r.headers;
+    assert_eq!(h["content-security-policy"], CSP);
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["cross-origin-opener-policy"], "same-origin");
+    assert_eq!(h["cross-origin-resource-policy"], "same-origin");
+    if authed {
+        assert_eq!(h["cache-control"], "no-store");
+    }
+    let body = text(r);
+    for bad in [" style=", "<style", "javascript:", " hx-on", " onclick="] {
+        assert!(!body.contains(bad), "{bad} in {body}");
+    }
+    for tag in body.split("<script").skip(1) {
+        assert!(tag.trim_start().starts_with("src="), "inline script: {tag}");
+    }
+}
+
+#[test]
+fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        // No session: to the login page, coming back afterwards.
+        let r = get(&api, "/orgs/x/machines", None).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        assert_eq!(location(&r), "/login?next=%2Forgs%2Fx%2Fmachines");
+        let r = get(&api, "/login", None).await;
+        assert_eq!(r.status, 200);
+        assert_page(&r, true);
+
+        // A login form posted from another site is refused; a wrong password says only that.
+        let creds = [("email", OPERATOR), ("password", PASSWORD), ("next", "")];
+        let r = post(&api, "/login", None, &creds, "cross-site").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let wrong = [("email", OPERATOR), ("password", "wrong guess")];
+        let r = post(&api, "/login", None, &wrong, "same-origin").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert!(text(&r).contains("Wrong email or password."));
+
+        // `next` only ever leads to a local path.
+        let evil = [
+            ("email", OPERATOR),
+            ("password", PASSWORD),
+            ("next", "//evil.example/"),
+        ];
+        let r = post(&api, "/login", None, &evil, "same-origin").await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        assert_eq!(location(&r), "/operator");
+        let cookies: Vec<&str> = r
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        let session = cookies
+            .iter()
+            .find(|c| c.starts_with("__Host-meshwg_session="))
+            .expect("session cookie");
+        for attr in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+            assert!(session.contains(attr), "{attr} missing: {session}");
+        }
+        let op = api.operator().await;
+
+        // The operator makes an org in the console.
+        let r = post(
+            &api,
+            "/operator/orgs",
+            Some(&op),
+            &[
+                ("csrf_token", &op.csrf),
+                ("name", "Acme"),
+                ("cidr", "10.100.0.0/16"),
+            ],
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", text(&r));
+        let org_path = location(&r);
+        let org = org_path.trim_start_matches("/orgs/").to_string();
+
+        // Writes need the session's CSRF token and a form body.
+        let form = [("name", "laptop"), ("tags", "staff")];
+        let r = post(
+            &api,
+            &format!("{org_path}/machines"),
+            Some(&op),
+            &form,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let wrong = [("csrf_token", "nope"), ("name", "laptop")];
+        let r = post(
+            &api,
+            &format!("{org_path}/machines"),
+            Some(&op),
+            &wrong,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let r = api
+            .raw(
+                warp::test::request()
+                    .method("POST")
+                    .path(&format!("{org_path}/machines"))
+                    .header("cookie", &op.cookie)
+                    .header("sec-fetch-site", "same-origin")
+                    .header("x-csrf-token", &op.csrf)
+                    .header("content-type", "application/json")
+                    .body(r#"{"name":"laptop"}"#),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let listed = api
+            .call(
+                "GET",
+                &format!("/api/v1/orgs/{org}/machines"),
+                Some(&op),
+                None,
+            )
+            .await;
+        assert_eq!(listed.body["machines"].as_array().unwrap().len(), 0);
+
+        // A machine named like an attack: its config is shown once and the name stays text.
+        let form = [
+            ("csrf_token", op.csrf.as_str()),
+            ("name", XSS),
+            ("tags", "staff ops"),
+        ];
+        let r = post(
+            &api,
+            &format!("{org_path}/machines"),
+            Some(&op),
+            &form,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", text(&r));
+        assert_page(&r, true);
+        let body = text(&r);
+        assert!(body.contains("[Interface]") && body.contains("PrivateKey "));
+        assert!(body.contains("<svg"), "QR code inline");
+        assert!(body.contains("data:text/plain;charset=utf-8;base64,"));
+        assert!(!body.contains("<img src=x") && !body.contains("</script>\""));
+        let machine = api
+            .call(
+                "GET",
+                &format!("/api/v1/orgs/{org}/machines"),
+                Some(&op),
+                None,
+            )
+            .await
+            .body["machines"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+        // A policy through the form, then every page renders with its headers.
+        let form = [
+            ("csrf_token", op.csrf.as_str()),
+            ("name", XSS),
+            ("action", "deny"),
+            ("src", "tag:staff"),
+            ("dst", "any"),
+            ("protocol", "tcp"),
+            ("ports", "22"),
+        ];
+        let r = post(
+            &api,
+            &format!("{org_path}/policies"),
+            Some(&op),
+            &form,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", text(&r));
+        for path in [
+            "/operator".to_string(),
+            org_path.clone(),
+            format!("{org_path}/machines"),
+            format!("{org_path}/machines/new"),
+            format!("{org_path}/machines/{machine}"),
+            format!("{org_path}/policies"),
+            format!("{org_path}/users"),
+            format!("{org_path}/audit"),
+            format!("{org_path}/settings"),
+            "/account".to_string(),
+        ] {
+            let r = get(&api, &path, Some(&op)).await;
+            assert_eq!(r.status, 200, "{path}: {}", text(&r));
+            assert_page(&r, true);
+            let body = text(&r);
+            assert!(
+                !body.contains("<img src=x"),
+                "{path} renders the name as markup"
+            );
+            if path.ends_with("/machines") || path.ends_with("/policies") {
+                assert!(body.contains("&#34;&#62;&#60;img src=x"), "{path}: {body}");
+            }
+        }
+        let r = get(&api, &format!("{org_path}/policies"), Some(&op)).await;
+        let body = text(&r);
+        assert!(
+            body.contains("tag staff") && body.contains(">default<"),
+            "{body}"
+        );
+
+        // Assets are served under their hashed names only, for a year.
+        let css = body
+            .split("href=\"")
+            .find_map(|s| s.strip_prefix("/assets/").and_then(|s| s.split('"').next()))
+            .unwrap();
+        let r = get(&api, &format!("/assets/{css}"), None).await;
+        assert_eq!(r.status, 200);
+        assert!(
+            r.headers["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("immutable")
+        );
+
+        // Sign out ends the session.
+        let r = post(
+            &api,
+            "/logout",
+            Some(&op),
+            &[("csrf_token", &op.csrf)],
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        let r = get(&api, "/operator", Some(&op)).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        assert!(location(&r).starts_with("/login"));
+    });
+}
+
+#[test]
+fn ui_members_cannot_write_and_other_tenants_are_not_found() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let op = api.operator().await;
+        let (a, admin_a) = api.org_with_admin(&op, "Alpha", "10.100.0.0/16").await;
+        let (b, admin_b) = api.org_with_admin(&op, "Beta", "10.100.0.0/16").await;
+        let member = api.user(&admin_a, &a, "member@alpha.test", "member").await;
+        let mb = api.machine(&admin_b, &b, "beta-box").await;
+        let mb = mb["machine"]["id"].as_str().unwrap();
+
+        // A member sees no write controls ...
+        for path in ["machines", "policies", "users", "settings"] {
+            let r = get(&api, &format!("/orgs/{a}/{path}"), Some(&member)).await;
+            assert_eq!(r.status, 200);
+            let body = text(&r);
+            for control in ["Add machine", "Create policy", "Add user", ">Save<"] {
+                assert!(!body.contains(control), "{control} on {path}");
+            }
+        }
+        // ... and a forged write gets 403 with nothing changed.
+        let forged = [("csrf_token", member.csrf.as_str()), ("name", "sneaky")];
+        let r = post(
+            &api,
+            &format!("/orgs/{a}/machines"),
+            Some(&member),
+            &forged,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let forged = [
+            ("csrf_token", member.csrf.as_str()),
+            ("name", "Renamed"),
+            ("default_action", "deny"),
+        ];
+        let r = post(
+            &api,
+            &format!("/orgs/{a}/settings"),
+            Some(&member),
+            &forged,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let listed = api
+            .call(
+                "GET",
+                &format!("/api/v1/orgs/{a}/machines"),
+                Some(&admin_a),
+                None,
+            )
+            .await;
+        assert_eq!(listed.body["machines"].as_array().unwrap().len(), 0);
+        let org = api
+            .call("GET", &format!("/api/v1/orgs/{a}"), Some(&admin_a), None)
+            .await;
+        assert_eq!(org.body["name"], "Alpha");
+        assert_eq!(org.body["default_action"], "allow");
+
+        // Another tenant's pages and ids are simply not found, also for writes.
+        for path in [
+            format!("/orgs/{b}"),
+            format!("/orgs/{b}/machines"),
+            format!("/orgs/{b}/machines/{mb}"),
+            format!("/orgs/{a}/machines/{mb}"),
+            format!("/orgs/{b}/policies"),
+            format!("/orgs/{b}/audit"),
+            "/orgs/not-an-id/machines".to_string(),
+        ] {
+            let r = get(&api, &path, Some(&admin_a)).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+            assert_page(&r, true);
+            assert!(text(&r).contains("There is nothing here"));
+        }
+        let del = [
+            ("csrf_token", admin_a.csrf.as_str()),
+            ("confirm", "beta-box"),
+        ];
+        let r = post(
+            &api,
+            &format!("/orgs/{b}/machines/{mb}/delete"),
+            Some(&admin_a),
+            &del,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let listed = api
+            .call(
+                "GET",
+                &format!("/api/v1/orgs/{b}/machines"),
+                Some(&admin_b),
+                None,
+            )
+            .await;
+        assert_eq!(listed.body["machines"].as_array().unwrap().len(), 1);
+        // The operator console is the operator's.
+        let r = get(&api, "/operator", Some(&admin_a)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+    });
+}
