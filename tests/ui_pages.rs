@@ -397,3 +397,144 @@ fn ui_members_cannot_write_and_other_tenants_are_not_found() {
         assert_eq!(r.status, StatusCode::FORBIDDEN);
     });
 }
+
+/// The `data-machine` names of a machines page, in order.
+fn machine_names(r: &common::api::Reply) -> Vec<String> {
+    text(r)
+        .split("data-machine=\"")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap().replace("&#61;", "="))
+        .collect()
+}
+
+#[test]
+fn ui_machines_filter_sort_and_export_and_the_audit_log_filters_and_exports() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let op = api.operator().await;
+        let (org, admin) = api.org_with_admin(&op, "Acme", "10.100.0.0/16").await;
+        let (other, _) = api.org_with_admin(&op, "Other", "10.100.0.0/16").await;
+        for (name, tags) in [
+            ("alpha", vec!["staff"]),
+            ("beta", vec!["ci", "staff"]),
+            ("=evil", vec![]),
+        ] {
+            let r = api
+                .call(
+                    "POST",
+                    &format!("/api/v1/orgs/{org}/machines"),
+                    Some(&admin),
+                    Some(serde_json::json!({"name": name, "tags": tags})),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{:?}", r.body);
+        }
+        let base = format!("/orgs/{org}/machines");
+
+        // The filter grammar and the sort live in the URL.
+        let r = get(
+            &api,
+            &format!("{base}?q=tag%3Astaff+-tag%3Aci"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(machine_names(&r), ["alpha"]);
+        let r = get(&api, &format!("{base}?sort=name&dir=desc"), Some(&admin)).await;
+        assert_eq!(machine_names(&r), ["beta", "alpha", "=evil"]);
+        assert!(text(&r).contains("aria-sort=\"descending\""));
+        let r = get(
+            &api,
+            &format!("{base}?q=is%3Anever+name%3AAL"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(machine_names(&r), ["alpha"]);
+        let r = get(&api, &format!("{base}?q=is%3Asleepy"), Some(&admin)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_page(&r, true);
+
+        // Exports of the current filter: CSV (no cell a spreadsheet would run) and JSON.
+        let r = get(
+            &api,
+            &format!("{base}/export.csv?q=tag%3Astaff"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.headers["content-type"], "text/csv; charset=utf-8");
+        assert_eq!(r.headers["cache-control"], "no-store");
+        assert!(
+            r.headers["content-disposition"]
+                .to_str()
+                .unwrap()
+                .starts_with("attachment")
+        );
+        let csv = text(&r);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert!(lines[0].starts_with("name,address,tags,status"));
+        assert_eq!(lines.len(), 3, "{csv}");
+        let r = get(&api, &format!("{base}/export.csv"), Some(&admin)).await;
+        assert!(text(&r).contains("\"'=evil\""), "{}", text(&r));
+        let r = get(&api, &format!("{base}/export.json?sort=name"), Some(&admin)).await;
+        let v: serde_json::Value = serde_json::from_slice(&r.raw).unwrap();
+        let names: Vec<&str> = v["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["=evil", "alpha", "beta"]);
+        let r = get(
+            &api,
+            &format!("/orgs/{other}/machines/export.csv"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+        // The audit log filters by action prefix, actor and target, and exports what it shows.
+        let audit = format!("/orgs/{org}/audit");
+        let r = get(&api, &format!("{audit}?action=machine."), Some(&admin)).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(text(&r).matches(">machine.create<").count(), 3);
+        assert!(!text(&r).contains(">user.create<"));
+        let r = get(
+            &api,
+            &format!("{audit}?actor=nobody%40example.com"),
+            Some(&admin),
+        )
+        .await;
+        assert!(text(&r).contains("Nothing recorded that matches"));
+        let r = get(
+            &api,
+            &format!("{audit}/export.jsonl?action=machine.create"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let entries: Vec<serde_json::Value> = text(&r)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(entries.len(), 3);
+        assert!(entries.iter().all(|e| e["action"] == "machine.create"));
+        let target = entries[0]["target_id"].as_str().unwrap();
+        let r = get(
+            &api,
+            &format!("{audit}/export.csv?target={target}"),
+            Some(&admin),
+        )
+        .await;
+        let csv = text(&r);
+        assert_eq!(csv.lines().count(), 2, "{csv}");
+        assert!(csv.starts_with("id,at,actor,action,target_type,target_id,detail"));
+        let r = get(
+            &api,
+            &format!("/orgs/{other}/audit/export.jsonl"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+    });
+}

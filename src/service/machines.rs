@@ -147,6 +147,18 @@ pub async fn list(
     })
 }
 
+/// The org's machines that match a filter, in its order (the whole list: the read model has it
+/// in memory).
+pub async fn query(
+    app: &App,
+    ctx: &Ctx,
+    q: &super::machine_query::MachineQuery,
+) -> Result<Vec<MachineView>, ApiError> {
+    let model = model(app, ctx).await?;
+    let now = chrono::Utc::now();
+    Ok(q.apply(&model.machines, now).into_iter().cloned().collect())
+}
+
 /// `GET /orgs/{org}/machines/{id}`.
 pub async fn get(app: &App, ctx: &Ctx) -> Result<MachineView, ApiError> {
     model(app, ctx)

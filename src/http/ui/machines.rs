@@ -6,6 +6,7 @@ use super::form::{Form, tags};
 use super::page::{Chrome, after_change, html, secret_html};
 use crate::http::error::ApiError;
 use crate::http::{App, Request, Response};
+use crate::service::machine_query::{self, MachineQuery, SortKey};
 use crate::service::views::{MachineView, OrgView, Presence};
 use crate::service::{Ctx, machines, orgs};
 use askama::Template;
@@ -53,33 +54,193 @@ impl Row {
     }
 }
 
+/// A sortable column's header: its link and `aria-sort`.
+pub struct Column {
+    pub label: &'static str,
+    pub href: String,
+    pub aria_sort: &'static str,
+    pub num: bool,
+}
+
 #[derive(Template)]
 #[template(path = "machines.html")]
 struct ListPage {
     chrome: Chrome,
     org: OrgView,
     rows: Vec<Row>,
-    next: Option<String>,
+    columns: Vec<Column>,
+    q: String,
+    matched: usize,
     here: String,
+    prev: Option<String>,
+    next: Option<String>,
+    all: Option<String>,
+    csv: String,
+    json: String,
+}
+
+const PER_PAGE: usize = 100;
+
+/// The list's parameters: filter, order and page, from the query string.
+struct ListParams {
+    q: String,
+    query: MachineQuery,
+    page: usize,
+    all: bool,
+}
+
+fn params(req: &Request) -> Result<ListParams, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&req.query)
+        .map_err(|_| ApiError::bad_request("the query string could not be read"))?;
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let q = get("q").unwrap_or("").to_string();
+    let query = MachineQuery {
+        terms: machine_query::parse(&q)?,
+        sort: get("sort")
+            .map(SortKey::parse)
+            .transpose()?
+            .unwrap_or_default(),
+        descending: get("dir") == Some("desc"),
+    };
+    let page = match get("page") {
+        None => 0,
+        Some(p) => p
+            .parse::<usize>()
+            .map_err(|_| ApiError::invalid("page", "must be a number"))?,
+    };
+    Ok(ListParams {
+        q,
+        query,
+        page,
+        all: get("all") == Some("1"),
+    })
+}
+
+/// The list's URL with these parameters.
+fn link(base: &str, q: &str, sort: SortKey, desc: bool, extra: &[(&str, &str)]) -> String {
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    if !q.is_empty() {
+        pairs.push(("q", q));
+    }
+    if sort != SortKey::default() {
+        pairs.push(("sort", sort.as_str()));
+    }
+    if desc {
+        pairs.push(("dir", "desc"));
+    }
+    pairs.extend_from_slice(extra);
+    match serde_urlencoded::to_string(&pairs) {
+        Ok(s) if !s.is_empty() => format!("{base}?{s}"),
+        _ => base.to_string(),
+    }
 }
 
 pub async fn list(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiError> {
     let org = orgs::get(app, ctx).await?;
-    let want = machines::page(Some("100"), req.query_param("cursor"))?;
-    let page = machines::list(app, ctx, want).await?;
+    let p = params(req)?;
+    let found = machines::query(app, ctx, &p.query).await?;
     let now = Utc::now();
-    let here = match req.query.is_empty() {
-        true => req.path.clone(),
-        false => format!("{}?{}", req.path, req.query),
+    let base = format!("/orgs/{}/machines", org.id);
+    let (q, sort, desc) = (&p.q, p.query.sort, p.query.descending);
+    let columns = [
+        ("Name", SortKey::Name, false),
+        ("Address", SortKey::Address, false),
+        ("Status", SortKey::Status, false),
+        ("Last handshake", SortKey::Handshake, false),
+        ("Received", SortKey::Received, true),
+        ("Sent", SortKey::Sent, true),
+        ("Created", SortKey::Created, false),
+    ]
+    .into_iter()
+    .map(|(label, key, num)| Column {
+        label,
+        href: link(&base, q, key, key == sort && !desc, &[]),
+        aria_sort: match (key == sort, desc) {
+            (false, _) => "none",
+            (true, false) => "ascending",
+            (true, true) => "descending",
+        },
+        num,
+    })
+    .collect();
+    let start = if p.all { 0 } else { p.page * PER_PAGE };
+    let end = if p.all {
+        found.len()
+    } else {
+        (start + PER_PAGE).min(found.len())
     };
+    let shown = found.get(start..end).unwrap_or_default();
+    let page_link = |n: usize| link(&base, q, sort, desc, &[("page", &n.to_string())]);
+    let more = !p.all && end < found.len();
+    let here = link(&base, q, sort, desc, &[]);
     let page = ListPage {
         chrome: Chrome::of(req, ctx, Some(org.clone()), "Machines"),
+        rows: shown.iter().map(|m| Row::of(m, now)).collect(),
+        columns,
+        q: q.clone(),
+        matched: found.len(),
+        prev: (!p.all && p.page > 0).then(|| page_link(p.page - 1)),
+        next: more.then(|| page_link(p.page + 1)),
+        all: (more || p.page > 0).then(|| link(&base, q, sort, desc, &[("all", "1")])),
+        csv: link(&format!("{base}/export.csv"), q, sort, desc, &[]),
+        json: link(&format!("{base}/export.json"), q, sort, desc, &[]),
+        here: if p.all || p.page > 0 {
+            match req.query.is_empty() {
+                true => base.clone(),
+                false => format!("{base}?{}", req.query),
+            }
+        } else {
+            here
+        },
         org,
-        rows: page.items.iter().map(|m| Row::of(m, now)).collect(),
-        next: page.next_cursor,
-        here,
     };
     Ok(html(StatusCode::OK, &page, true))
+}
+
+/// A CSV field: quoted, and never read as a formula by a spreadsheet.
+pub fn csv_field(s: &str) -> String {
+    let s = match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
+        _ => s.to_string(),
+    };
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `GET …/machines/export.csv|json`: the current filter and order, every match.
+pub async fn export(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiError> {
+    let p = params(req)?;
+    let found = machines::query(app, ctx, &p.query).await?;
+    let (body, mime, name) = if req.path.ends_with(".json") {
+        let body = serde_json::to_vec(&serde_json::json!({ "machines": found }))
+            .map_err(ApiError::internal)?;
+        (body, "application/json", "machines.json")
+    } else {
+        let mut out = String::from(
+            "name,address,tags,status,last_handshake_at,endpoint,rx_bytes,tx_bytes,public_key,created_at\r\n",
+        );
+        let now = Utc::now();
+        for m in &found {
+            let stats = m.stats.clone().unwrap_or_default();
+            let seen = stats.last_handshake_at;
+            let fields = [
+                m.name.clone(),
+                m.address.to_string(),
+                m.tags.join(" "),
+                Presence::of(seen, now).word().to_string(),
+                seen.map(iso).unwrap_or_default(),
+                stats.endpoint.unwrap_or_default(),
+                stats.rx_bytes.map(|n| n.to_string()).unwrap_or_default(),
+                stats.tx_bytes.map(|n| n.to_string()).unwrap_or_default(),
+                m.public_key.clone(),
+                iso(m.created_at),
+            ];
+            let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+            out.push_str(&line.join(","));
+            out.push_str("\r\n");
+        }
+        (out.into_bytes(), "text/csv; charset=utf-8", "machines.csv")
+    };
+    Ok(super::page::download(body, mime, name))
 }
 
 #[derive(Template)]
@@ -225,4 +386,27 @@ pub async fn delete(
     }
     let to = format!("/orgs/{}/machines", ctx.org());
     after_change(machines::delete(app, ctx).await, &to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_never_formulas() {
+        assert_eq!(csv_field("laptop"), "\"laptop\"");
+        assert_eq!(csv_field("a\"b,c"), "\"a\"\"b,c\"");
+        assert_eq!(csv_field("=cmd|' /C calc'!A0"), "\"'=cmd|' /C calc'!A0\"");
+        assert_eq!(csv_field("-1+1"), "\"'-1+1\"");
+    }
+
+    #[test]
+    fn list_links_keep_the_filter_and_order() {
+        let base = "/orgs/o/machines";
+        assert_eq!(link(base, "", SortKey::Address, false, &[]), base);
+        assert_eq!(
+            link(base, "tag:a b", SortKey::Name, true, &[("page", "2")]),
+            "/orgs/o/machines?q=tag%3Aa+b&sort=name&dir=desc&page=2"
+        );
+    }
 }

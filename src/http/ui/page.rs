@@ -189,6 +189,17 @@ pub fn secret_html(status: StatusCode, t: &impl Template) -> Response {
     secure(crate::http::with_wiped_body(resp, buf), true)
 }
 
+/// A file to download (an export), never stored.
+pub fn download(body: Vec<u8>, mime: &'static str, name: &'static str) -> Response {
+    let mut resp = Response::new(body.into());
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    secure(resp, true)
+}
+
 /// `303 See Other` to a local path (after a form, or to the login page).
 pub fn redirect(to: &str) -> Response {
     let mut resp = Response::new(Vec::new().into());
@@ -253,4 +264,30 @@ pub fn error_page(chrome: Chrome, e: &ApiError) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_the_hub_has_not_confirmed_leads_to_the_amber_banner() {
+        let ok = after_change(Ok(()), "/orgs/o/policies").unwrap();
+        assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+        assert_eq!(ok.headers()["location"], "/orgs/o/policies");
+        let e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_confirmed", "saved");
+        let r = after_change(Err(e), "/orgs/o/machines?page=2").unwrap();
+        assert_eq!(
+            r.headers()["location"],
+            "/orgs/o/machines?page=2&saved=unconfirmed"
+        );
+        let e = ApiError::forbidden("no");
+        assert_eq!(after_change(Err(e), "/x").unwrap_err().status, 403);
+        for (k, v) in [
+            ("content-security-policy", CSP),
+            ("cache-control", "no-store"),
+        ] {
+            assert_eq!(ok.headers()[k], v);
+        }
+    }
 }
