@@ -226,11 +226,12 @@ impl Ui {
         }
     }
 
-    /// axe-core on the page in light and dark, at desktop and phone size; screenshots of each.
+    /// axe-core on the page in light, dark and high contrast, at desktop and phone size;
+    /// screenshots of each.
     async fn audit(&self, name: &str) {
         for (w, hgt) in [(1280, 800), (390, 844)] {
             self.b.set_window_size(w, hgt).await.unwrap();
-            for theme in ["light", "dark"] {
+            for theme in ["light", "dark", "contrast"] {
                 self.b
                     .execute(
                         "document.documentElement.setAttribute('data-theme', arguments[0])",
@@ -353,6 +354,22 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
     ui.go("/").await;
     assert_eq!(ui.path().await, "/login");
     ui.audit("login").await;
+    // Negative control: axe does see a violation when there is one (grey on white, set
+    // through the CSSOM, which the CSP allows).
+    let seen = ui
+        .b
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const p = document.createElement('p'); p.textContent = 'faint';
+             p.style.color = '#dddddd'; p.style.background = '#ffffff';
+             document.querySelector('main').append(p);
+             axe.run(document, {runOnly: {type: 'tag', values: ['wcag2aa']}})
+               .then(r => { p.remove(); done(r.violations.map(v => v.id)); });",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen, json!(["color-contrast"]), "axe must catch the control");
     ui.fill("#email", OPERATOR).await;
     ui.fill("#password", PASSWORD).await;
     ui.el("form[action='/login'] button")

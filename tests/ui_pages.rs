@@ -215,6 +215,37 @@ fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
             .unwrap()
             .to_string();
 
+        // A form posted from another site is refused even with the right token.
+        let form = [("csrf_token", op.csrf.as_str()), ("name", "from-elsewhere")];
+        let r = post(
+            &api,
+            &format!("{org_path}/machines"),
+            Some(&op),
+            &form,
+            "cross-site",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let listed = api
+            .call(
+                "GET",
+                &format!("/api/v1/orgs/{org}/machines"),
+                Some(&op),
+                None,
+            )
+            .await;
+        assert_eq!(listed.body["machines"].as_array().unwrap().len(), 1);
+        // The machine's page tells its history; the console shows the host.
+        let r = get(&api, &format!("{org_path}/machines/{machine}"), Some(&op)).await;
+        assert!(text(&r).contains(">machine.create<"), "{}", text(&r));
+        assert!(text(&r).contains("waiting for the first handshake"));
+        let r = get(&api, "/operator", Some(&op)).await;
+        assert!(
+            text(&r).contains("PostgreSQL</dt><dd>reachable ("),
+            "{}",
+            text(&r)
+        );
+
         // A policy through the form, then every page renders with its headers.
         let form = [
             ("csrf_token", op.csrf.as_str()),

@@ -62,3 +62,37 @@ pub async fn orgs(app: &App, ctx: &Ctx) -> Result<Vec<OrgSummary>, ApiError> {
     }
     Ok(out)
 }
+
+/// The host as the operator's console shows it (like `meshwg doctor`, from the running
+/// controller).
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub version: &'static str,
+    /// PostgreSQL answered, and how fast.
+    pub database: Option<std::time::Duration>,
+    /// `meshwg_egress_guard`: a tenant namespace was found with a way out (and it was removed).
+    pub egress_tripped: bool,
+    /// `net.ipv4.ip_forward` in the controller's namespace (the hubs forward in their own).
+    pub ip_forward: Option<bool>,
+}
+
+pub async fn host(app: &App, ctx: &Ctx) -> Result<Host, ApiError> {
+    require_operator(ctx)?;
+    let started = std::time::Instant::now();
+    let ping = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        crate::db::ping(&app.pool),
+    )
+    .await
+    .unwrap_or(false);
+    let ip_forward = tokio::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .await
+        .ok()
+        .map(|v| v.trim() == "1");
+    Ok(Host {
+        version: env!("CARGO_PKG_VERSION"),
+        database: ping.then(|| started.elapsed()),
+        egress_tripped: app.ctl.deps().telemetry.egress_tripped(),
+        ip_forward,
+    })
+}

@@ -248,6 +248,7 @@ pub async fn export(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, Api
 struct NewPage<'a> {
     chrome: Chrome,
     org: OrgView,
+    known_tags: Vec<String>,
     error: Option<String>,
     name: &'a str,
     tags: &'a str,
@@ -261,7 +262,11 @@ pub async fn new(
     failed: Option<(&ApiError, &Form)>,
 ) -> Result<Response, ApiError> {
     let org = orgs::get(app, ctx).await?;
+    let model = machines::model(app, ctx).await?;
+    let known: std::collections::BTreeSet<&String> =
+        model.machines.iter().flat_map(|m| &m.tags).collect();
     let page = NewPage {
+        known_tags: known.into_iter().cloned().collect(),
         chrome: Chrome::of(req, ctx, Some(org.clone()), "Machines"),
         org,
         error: failed.map(|(e, _)| e.message.clone()),
@@ -332,6 +337,7 @@ struct DetailPage {
     org: OrgView,
     m: Row,
     error: Option<String>,
+    history: Vec<super::org::AuditRow>,
 }
 
 pub async fn detail(
@@ -342,11 +348,19 @@ pub async fn detail(
 ) -> Result<Response, ApiError> {
     let org = orgs::get(app, ctx).await?;
     let m = machines::get(app, ctx).await?;
+    let id = m.id.to_string();
+    let q = crate::service::audit::AuditQuery::parse(Some("20"), None, None)?.filtered(
+        None,
+        None,
+        Some(&id),
+    )?;
+    let history = super::org::audit_rows(crate::service::audit::list(app, ctx, q).await?.items);
     let page = DetailPage {
         chrome: Chrome::of(req, ctx, Some(org.clone()), "Machines"),
         org,
         m: Row::of(&m, Utc::now()),
         error: failed.map(|e| e.message.clone()),
+        history,
     };
     let status = failed.map_or(StatusCode::OK, |e| e.status);
     Ok(html(status, &page, true))

@@ -15,6 +15,7 @@ pub struct Row {
     pub name: String,
     pub state: &'static str,
     pub active: bool,
+    pub deleting: bool,
     pub cidr: String,
     pub hub: &'static str,
     pub port: u16,
@@ -31,6 +32,8 @@ pub struct Row {
 struct OperatorPage<'a> {
     chrome: Chrome,
     rows: Vec<Row>,
+    host: console::Host,
+    database: String,
     error: Option<String>,
     name: &'a str,
     cidr: &'a str,
@@ -50,6 +53,7 @@ pub async fn page(
             id: s.org.id.to_string(),
             active: s.org.state == "active",
             name: s.org.name,
+            deleting: s.org.state == "deleting",
             state: s.org.state,
             cidr: s.org.cidr,
             hub: match s.hub_up {
@@ -66,9 +70,15 @@ pub async fn page(
             last_error: s.last_error.unwrap_or_default(),
         })
         .collect();
+    let host = console::host(app, ctx).await?;
     let page = OperatorPage {
         chrome: Chrome::of(req, ctx, None, "Operator"),
         rows,
+        database: match host.database {
+            Some(d) => format!("reachable ({} ms)", d.as_millis()),
+            None => "unreachable".into(),
+        },
+        host,
         error: failed.map(|(e, _)| e.message.clone()),
         name: failed.map_or("", |(_, f)| f.text("name")),
         cidr: failed.map_or("10.100.0.0/16", |(_, f)| f.text("cidr")),
@@ -97,4 +107,10 @@ pub async fn create(
         }
         Err(e) => Err(e),
     }
+}
+
+/// `POST /operator/orgs/{org}/delete`: retries the deletion of an org left `deleting`.
+pub async fn retry_delete(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
+    orgs::delete(app, ctx).await?;
+    Ok(redirect("/operator"))
 }

@@ -37,7 +37,7 @@ pub struct AuditRow {
     pub detail: String,
 }
 
-fn audit_rows(records: Vec<crate::db::audit::Record>) -> Vec<AuditRow> {
+pub fn audit_rows(records: Vec<crate::db::audit::Record>) -> Vec<AuditRow> {
     let now = Utc::now();
     records
         .into_iter()
