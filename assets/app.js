@@ -23,8 +23,21 @@
     return m ? m.getAttribute("content") : "";
   }
 
+  // Polls send the entity tag of what they show; an unchanged fragment answers 304 (no swap).
+  var etags = {};
   document.addEventListener("htmx:configRequest", function (e) {
     e.detail.headers["X-CSRF-Token"] = csrf();
+    var elt = e.detail.elt;
+    if (elt && elt.id && elt.hasAttribute("data-poll") && etags[elt.id]) {
+      e.detail.headers["If-None-Match"] = etags[elt.id];
+    }
+  });
+  document.addEventListener("htmx:afterRequest", function (e) {
+    var elt = e.detail.elt;
+    var xhr = e.detail.xhr;
+    if (elt && elt.id && xhr && xhr.getResponseHeader("ETag")) {
+      etags[elt.id] = xhr.getResponseHeader("ETag");
+    }
   });
 
   // Polls (elements marked data-poll) wait while nobody looks.

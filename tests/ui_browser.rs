@@ -356,9 +356,8 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
     ui.audit("login").await;
     // Negative control: axe does see a violation when there is one (grey on white, set
     // through the CSSOM, which the CSP allows).
-    let seen = ui
-        .b
-        .execute_async(
+    let seen =
+        ui.b.execute_async(
             "const done = arguments[arguments.length - 1];
              const p = document.createElement('p'); p.textContent = 'faint';
              p.style.color = '#dddddd'; p.style.background = '#ffffff';
@@ -369,7 +368,11 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
         )
         .await
         .unwrap();
-    assert_eq!(seen, json!(["color-contrast"]), "axe must catch the control");
+    assert_eq!(
+        seen,
+        json!(["color-contrast"]),
+        "axe must catch the control"
+    );
     ui.fill("#email", OPERATOR).await;
     ui.fill("#password", PASSWORD).await;
     ui.el("form[action='/login'] button")

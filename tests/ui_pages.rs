@@ -96,6 +96,31 @@ fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         assert!(text(&r).contains("Wrong email or password."));
 
+        // The API's limiter: a client that keeps guessing gets 429 with the wait in words.
+        let mut limited = None;
+        for _ in 0..10 {
+            let r = api
+                .raw(
+                    warp::test::request()
+                        .method("POST")
+                        .path("/login")
+                        .header("host", "localhost")
+                        .header("sec-fetch-site", "same-origin")
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .remote_addr("198.51.100.7:1".parse().unwrap())
+                        .body("email=someone%40example.com&password=guess-guess"),
+                )
+                .await;
+            if r.status == StatusCode::TOO_MANY_REQUESTS {
+                limited = Some(r);
+                break;
+            }
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        }
+        let r = limited.expect("the login form is rate limited");
+        assert!(r.headers.contains_key("retry-after"));
+        assert!(text(&r).contains("Too many failed sign-ins. Try again in"));
+
         // `next` only ever leads to a local path.
         let evil = [
             ("email", OPERATOR),
@@ -523,6 +548,37 @@ fn ui_machines_filter_sort_and_export_and_the_audit_log_filters_and_exports() {
         )
         .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+        // htmx's poll gets the table alone, tagged; unchanged, it is a 304.
+        let poll = |path: String, tag: Option<String>| {
+            let api = api.clone();
+            let cookie = admin.cookie.clone();
+            async move {
+                let mut r = warp::test::request()
+                    .method("GET")
+                    .path(&path)
+                    .header("cookie", cookie)
+                    .header("hx-request", "true");
+                if let Some(t) = tag {
+                    r = r.header("if-none-match", t);
+                }
+                api.raw(r).await
+            }
+        };
+        for path in [format!("{base}?sort=name"), format!("/orgs/{org}/policies")] {
+            let r = poll(path.clone(), None).await;
+            assert_eq!(r.status, 200);
+            let body = text(&r);
+            assert!(
+                body.starts_with("<div id=") && !body.contains("<html"),
+                "{body}"
+            );
+            let tag = r.headers["etag"].to_str().unwrap().to_string();
+            let r = poll(path.clone(), Some(tag.clone())).await;
+            assert_eq!(r.status, StatusCode::NOT_MODIFIED, "{path}");
+            assert_eq!(r.headers["etag"].to_str().unwrap(), tag);
+            assert!(r.raw.is_empty());
+        }
 
         // The audit log filters by action prefix, actor and target, and exports what it shows.
         let audit = format!("/orgs/{org}/audit");

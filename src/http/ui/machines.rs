@@ -3,7 +3,7 @@
 
 use super::fmt::{ago, bytes, iso};
 use super::form::{Form, tags};
-use super::page::{Chrome, after_change, html, secret_html};
+use super::page::{Chrome, after_change, fragment, html, is_htmx, secret_html};
 use crate::http::error::ApiError;
 use crate::http::{App, Request, Response};
 use crate::service::machine_query::{self, MachineQuery, SortKey};
@@ -77,6 +77,17 @@ struct ListPage {
     all: Option<String>,
     csv: String,
     json: String,
+}
+
+/// The table alone, for htmx's poll.
+#[derive(Template)]
+#[template(path = "machines.html", block = "table")]
+struct ListTable<'a> {
+    org: &'a OrgView,
+    rows: &'a [Row],
+    columns: &'a [Column],
+    q: &'a str,
+    here: &'a str,
 }
 
 const PER_PAGE: usize = 100;
@@ -194,6 +205,16 @@ pub async fn list(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiEr
         },
         org,
     };
+    if is_htmx(req) {
+        let table = ListTable {
+            org: &page.org,
+            rows: &page.rows,
+            columns: &page.columns,
+            q: &page.q,
+            here: &page.here,
+        };
+        return Ok(fragment(req, &table));
+    }
     Ok(html(StatusCode::OK, &page, true))
 }
 
@@ -330,6 +351,14 @@ pub async fn create(
     Ok(resp)
 }
 
+/// The status line alone, for htmx's poll.
+#[derive(Template)]
+#[template(path = "machine.html", block = "status")]
+struct StatusLine<'a> {
+    org: &'a OrgView,
+    m: &'a Row,
+}
+
 #[derive(Template)]
 #[template(path = "machine.html")]
 struct DetailPage {
@@ -348,6 +377,10 @@ pub async fn detail(
 ) -> Result<Response, ApiError> {
     let org = orgs::get(app, ctx).await?;
     let m = machines::get(app, ctx).await?;
+    if is_htmx(req) && failed.is_none() {
+        let row = Row::of(&m, Utc::now());
+        return Ok(fragment(req, &StatusLine { org: &org, m: &row }));
+    }
     let id = m.id.to_string();
     let q = crate::service::audit::AuditQuery::parse(Some("20"), None, None)?.filtered(
         None,

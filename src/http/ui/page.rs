@@ -160,6 +160,37 @@ pub fn html(status: StatusCode, t: &impl Template, authed: bool) -> Response {
     }
 }
 
+/// Whether htmx asks (a poll or a swap): then a page answers with its fragment only.
+pub fn is_htmx(req: &Request) -> bool {
+    req.header("hx-request") == Some("true")
+}
+
+/// A fragment for htmx with an entity tag; `304` when the caller already has it (a poll that
+/// changed nothing costs no swap).
+pub fn fragment(req: &Request, t: &impl Template) -> Response {
+    let body = match t.render() {
+        Ok(b) => b,
+        Err(e) => return secure(ApiError::internal(e).into_response(), true),
+    };
+    let tag = format!("\"{}\"", &super::assets::sha256_hex(body.as_bytes())[..16]);
+    let mut resp = if req.header("if-none-match") == Some(tag.as_str()) {
+        let mut r = Response::new(Vec::new().into());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(body.into());
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        r
+    };
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    secure(resp, true)
+}
+
 /// [`html`] of a page that holds key material: rendered once into a buffer that is wiped when
 /// the response body is dropped. Rendered twice: first to learn the size, so that the buffer
 /// never grows (a reallocation would leave a copy behind).

@@ -4,7 +4,7 @@
 
 use super::fmt::bytes;
 use super::form::Form;
-use super::page::{Chrome, after_change, html, redirect};
+use super::page::{Chrome, after_change, fragment, html, is_htmx, redirect};
 use crate::http::error::ApiError;
 use crate::http::{App, Request, Response};
 use crate::overlay::Ipv4Cidr;
@@ -35,6 +35,15 @@ pub struct Row {
 pub struct Choice {
     pub value: String,
     pub label: String,
+}
+
+/// The table alone, for htmx's poll.
+#[derive(Template)]
+#[template(path = "policies.html", block = "table")]
+struct PoliciesTable<'a> {
+    chrome: &'a Chrome,
+    org: &'a OrgView,
+    rows: &'a [Row],
 }
 
 #[derive(Template)]
@@ -169,6 +178,14 @@ pub async fn list(
         error: failed.map(|(e, _)| e.message.clone()),
         name: failed.map_or("", |(_, f)| f.text("name")),
     };
+    if is_htmx(req) && failed.is_none() {
+        let table = PoliciesTable {
+            chrome: &page.chrome,
+            org: &page.org,
+            rows: &page.rows,
+        };
+        return Ok(fragment(req, &table));
+    }
     let status = failed.map_or(StatusCode::OK, |(e, _)| e.status);
     Ok(html(status, &page, true))
 }
