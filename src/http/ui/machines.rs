@@ -93,14 +93,14 @@ struct ListTable<'a> {
 const PER_PAGE: usize = 100;
 
 /// The list's parameters: filter, order and page, from the query string.
-struct ListParams {
+pub(super) struct ListParams {
     q: String,
-    query: MachineQuery,
+    pub query: MachineQuery,
     page: usize,
     all: bool,
 }
 
-fn params(req: &Request) -> Result<ListParams, ApiError> {
+pub(super) fn params(req: &Request) -> Result<ListParams, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&req.query)
         .map_err(|_| ApiError::bad_request("the query string could not be read"))?;
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -216,52 +216,6 @@ pub async fn list(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiEr
         return Ok(fragment(req, &table));
     }
     Ok(html(StatusCode::OK, &page, true))
-}
-
-/// A CSV field: quoted, and never read as a formula by a spreadsheet.
-pub fn csv_field(s: &str) -> String {
-    let s = match s.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
-        _ => s.to_string(),
-    };
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// `GET …/machines/export.csv|json`: the current filter and order, every match.
-pub async fn export(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiError> {
-    let p = params(req)?;
-    let found = machines::query(app, ctx, &p.query).await?;
-    let (body, mime, name) = if req.path.ends_with(".json") {
-        let body = serde_json::to_vec(&serde_json::json!({ "machines": found }))
-            .map_err(ApiError::internal)?;
-        (body, "application/json", "machines.json")
-    } else {
-        let mut out = String::from(
-            "name,address,tags,status,last_handshake_at,endpoint,rx_bytes,tx_bytes,public_key,created_at\r\n",
-        );
-        let now = Utc::now();
-        for m in &found {
-            let stats = m.stats.clone().unwrap_or_default();
-            let seen = stats.last_handshake_at;
-            let fields = [
-                m.name.clone(),
-                m.address.to_string(),
-                m.tags.join(" "),
-                Presence::of(seen, now).word().to_string(),
-                seen.map(iso).unwrap_or_default(),
-                stats.endpoint.unwrap_or_default(),
-                stats.rx_bytes.map(|n| n.to_string()).unwrap_or_default(),
-                stats.tx_bytes.map(|n| n.to_string()).unwrap_or_default(),
-                m.public_key.clone(),
-                iso(m.created_at),
-            ];
-            let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-            out.push_str(&line.join(","));
-            out.push_str("\r\n");
-        }
-        (out.into_bytes(), "text/csv; charset=utf-8", "machines.csv")
-    };
-    Ok(super::page::download(body, mime, name))
 }
 
 #[derive(Template)]
@@ -438,14 +392,6 @@ pub async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_and_never_formulas() {
-        assert_eq!(csv_field("laptop"), "\"laptop\"");
-        assert_eq!(csv_field("a\"b,c"), "\"a\"\"b,c\"");
-        assert_eq!(csv_field("=cmd|' /C calc'!A0"), "\"'=cmd|' /C calc'!A0\"");
-        assert_eq!(csv_field("-1+1"), "\"'-1+1\"");
-    }
 
     #[test]
     fn list_links_keep_the_filter_and_order() {

@@ -5,6 +5,7 @@
 
 mod account;
 pub mod assets;
+mod export;
 mod fmt;
 mod form;
 mod machines;

@@ -159,7 +159,7 @@ struct AuditPage {
 }
 
 /// The audit page's filter from the query string: (action, actor, target, cursor).
-fn audit_params(req: &Request) -> Result<[String; 4], ApiError> {
+pub(super) fn audit_params(req: &Request) -> Result<[String; 4], ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&req.query)
         .map_err(|_| ApiError::bad_request("the query string could not be read"))?;
     let get = |k: &str| {
@@ -171,7 +171,7 @@ fn audit_params(req: &Request) -> Result<[String; 4], ApiError> {
     Ok([get("action"), get("actor"), get("target"), get("cursor")])
 }
 
-fn audit_query(limit: &str, p: &[String; 4]) -> Result<AuditQuery, ApiError> {
+pub(super) fn audit_query(limit: &str, p: &[String; 4]) -> Result<AuditQuery, ApiError> {
     let cursor = (!p[3].is_empty()).then_some(p[3].as_str());
     AuditQuery::parse(Some(limit), cursor, None)?.filtered(Some(&p[0]), Some(&p[1]), Some(&p[2]))
 }
@@ -212,61 +212,6 @@ pub async fn audit(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiE
         target,
     };
     Ok(html(StatusCode::OK, &page, true))
-}
-
-/// At most this many entries per export.
-const EXPORT_MAX: usize = 10_000;
-
-/// `GET …/audit/export.csv|jsonl`: the filtered entries, newest first.
-pub async fn audit_export(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiError> {
-    let mut p = audit_params(req)?;
-    let mut records = Vec::new();
-    loop {
-        let list = audit::list(app, ctx, audit_query("1000", &p)?).await?;
-        records.extend(list.items);
-        match list.next_cursor {
-            Some(c) if records.len() < EXPORT_MAX => p[3] = c,
-            _ => break,
-        }
-    }
-    records.truncate(EXPORT_MAX);
-    let jsonl = req.path.ends_with(".jsonl");
-    let mut out = String::new();
-    if !jsonl {
-        out.push_str("id,at,actor,action,target_type,target_id,detail\r\n");
-    }
-    for r in &records {
-        if jsonl {
-            let line = serde_json::json!({
-                "id": r.id, "at": r.at, "actor_id": r.actor_id, "actor_email": r.actor_email,
-                "action": r.action, "target_type": r.target_type, "target_id": r.target_id,
-                "detail": r.detail,
-            });
-            out.push_str(&line.to_string());
-            out.push('\n');
-        } else {
-            let fields = [
-                r.id.to_string(),
-                iso(r.at),
-                r.actor_email.clone().unwrap_or_default(),
-                r.action.clone(),
-                r.target_type.clone(),
-                r.target_id.clone().unwrap_or_default(),
-                r.detail.to_string(),
-            ];
-            let line: Vec<String> = fields
-                .iter()
-                .map(|f| super::machines::csv_field(f))
-                .collect();
-            out.push_str(&line.join(","));
-            out.push_str("\r\n");
-        }
-    }
-    let (mime, name) = match jsonl {
-        true => ("application/jsonl", "audit.jsonl"),
-        false => ("text/csv; charset=utf-8", "audit.csv"),
-    };
-    Ok(super::page::download(out.into_bytes(), mime, name))
 }
 
 #[derive(Template)]

@@ -6,7 +6,7 @@
 
 use super::form::Form;
 use super::page::{Chrome, error_page, redirect};
-use super::{account, assets, machines, operator, org, policies};
+use super::{account, assets, export, machines, operator, org, policies};
 use crate::http::error::ApiError;
 use crate::http::router::matches;
 use crate::http::{App, Request, Response, session};
@@ -140,10 +140,23 @@ pub fn local_next(next: &str) -> Option<&str> {
     ok.then_some(next)
 }
 
-/// Serves one dashboard request; every outcome is a page, a redirect or an asset.
+/// Serves one dashboard request; every outcome is a page, a redirect or an asset. Counted like
+/// the API's requests, by route pattern (never by raw path).
 pub async fn dispatch(app: &App, req: Request) -> Response {
+    let started = std::time::Instant::now();
+    let method = crate::http::router::method_label(&req.method);
+    let (pattern, resp) = route(app, req).await;
+    let status = resp.status().as_str().to_string();
+    metrics::counter!("meshwg_http_requests_total", "route" => pattern, "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("meshwg_http_request_duration_seconds", "route" => pattern, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn route(app: &App, req: Request) -> (&'static str, Response) {
     if req.path.starts_with("/assets/") && req.method == GET {
-        return assets::serve(&req.path);
+        return ("/assets/{name}", assets::serve(&req.path));
     }
     let mut allowed = false;
     for (method, pattern, page) in ROUTES {
@@ -154,7 +167,7 @@ pub async fn dispatch(app: &App, req: Request) -> Response {
             allowed = true;
             continue;
         }
-        return match prepare(app, &req, *page, org, id).await {
+        let resp = match prepare(app, &req, *page, org, id).await {
             Ok((ctx, form)) => match run(app, &req, *page, &ctx, form).await {
                 Ok(resp) => resp,
                 Err(e) => failed(&req, Some(&ctx), &e),
@@ -162,13 +175,14 @@ pub async fn dispatch(app: &App, req: Request) -> Response {
             Err(Refused::SignIn) => sign_in(&req),
             Err(Refused::Error(e)) => failed(&req, None, &e),
         };
+        return (pattern, resp);
     }
     let e = if allowed {
         ApiError::method_not_allowed("GET, POST".into())
     } else {
         ApiError::not_found()
     };
-    failed(&req, None, &e)
+    ("unmatched", failed(&req, None, &e))
 }
 
 enum Refused {
@@ -248,7 +262,7 @@ async fn run(
         Page::OrgRetryDelete => operator::retry_delete(app, ctx).await,
         Page::Overview => org::overview(app, req, ctx).await,
         Page::Machines => machines::list(app, req, ctx).await,
-        Page::MachinesExport => machines::export(app, req, ctx).await,
+        Page::MachinesExport => export::machines(app, req, ctx).await,
         Page::MachineNew => machines::new(app, req, ctx, None).await,
         Page::MachineCreate => machines::create(app, req, ctx, &form).await,
         Page::Machine => machines::detail(app, req, ctx, None).await,
@@ -262,7 +276,7 @@ async fn run(
         Page::UserCreate => org::user_create(app, req, ctx, &form).await,
         Page::UserDelete => org::user_delete(app, ctx).await,
         Page::Audit => org::audit(app, req, ctx).await,
-        Page::AuditExport => org::audit_export(app, req, ctx).await,
+        Page::AuditExport => export::audit(app, req, ctx).await,
         Page::Settings => org::settings(app, req, ctx, None).await,
         Page::SettingsUpdate => org::settings_update(app, req, ctx, &form).await,
         Page::OrgDelete => org::delete(app, req, ctx, &form).await,
