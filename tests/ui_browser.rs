@@ -425,7 +425,11 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
         .await
         .unwrap();
     ui.wait_text("#users", ADMIN).await;
-    ui.el("header form button").await.click().await.unwrap();
+    ui.el("form[action='/logout'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
     ui.arrive("signed out", |p| p == "/login").await;
 
     // (h) Keyboard only: sign in as the admin, add a machine, leave its config page.
@@ -472,7 +476,19 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
 
     // (e) Back to the config page: no private key comes back.
     ui.js("history.back()").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Back at the address of the form's answer (restored from the back/forward cache, or
+    // Chromium's "confirm resubmission" page, since the answer was never stored).
+    let machines_path = format!("/orgs/{org}/machines");
+    let start = Instant::now();
+    while ui.path().await != machines_path {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "history.back() went nowhere"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    eprintln!("back at: {}", ui.js("return document.title").await);
     let html =
         ui.b.execute("return document.documentElement.outerHTML", vec![])
             .await
@@ -608,6 +624,33 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
         assert_eq!(ui.text("h1").await, "Not found", "{path}");
     }
     ui.audit("not-found").await;
+
+    // The header's theme menu: the server sets the chosen theme on the next page.
+    ui.go(&format!("/orgs/{org}/machines")).await;
+    ui.el("#theme-menu")
+        .await
+        .select_by_value("dark")
+        .await
+        .unwrap();
+    ui.el("form[action='/theme'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while ui
+        .js("return document.documentElement.getAttribute('data-theme')")
+        .await
+        != json!("dark")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "theme not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ui.path().await, format!("/orgs/{org}/machines"));
+    ui.clean("theme").await;
 
     // Every other page passes axe and is shot.
     for (name, path) in [

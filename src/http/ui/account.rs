@@ -154,14 +154,16 @@ pub async fn password(
     }
 }
 
-/// `POST /account/theme`: remembered in a cookie, so the server sets it and nothing flashes.
+/// `POST /theme` (the header's menu) and `/account/theme`: remembered in a cookie, so the
+/// server sets it and nothing flashes; back to `back` (a local path) or the account page.
 pub fn theme(form: &Form) -> Response {
     let chosen = form.text("theme");
     let theme = THEMES
         .iter()
         .find(|(k, _)| *k == chosen)
         .map_or("system", |(k, _)| k);
-    let mut resp = redirect("/account");
+    let back = local_next(form.text("back")).unwrap_or("/account");
+    let mut resp = redirect(back);
     let c = format!("{THEME_COOKIE}={theme}; Path=/; Max-Age=31536000; SameSite=Strict");
     if let Ok(v) = HeaderValue::from_str(&c) {
         resp.headers_mut().append(header::SET_COOKIE, v);

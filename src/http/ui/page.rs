@@ -57,6 +57,15 @@ pub fn theme(req: &Request) -> &'static str {
         .map_or("system", |(k, _)| k)
 }
 
+/// The page's own path and query; after a POST, the page the form belongs to is a GET away.
+fn here(req: &Request) -> String {
+    match (req.method == warp::http::Method::GET, req.query.is_empty()) {
+        (true, true) => req.path.clone(),
+        (true, false) => format!("{}?{}", req.path, req.query),
+        (false, _) => req.path.clone(),
+    }
+}
+
 /// A navigation entry of the left bar.
 pub struct NavItem {
     pub href: String,
@@ -68,6 +77,9 @@ pub struct NavItem {
 pub struct Chrome {
     pub assets: Urls,
     pub theme: &'static str,
+    pub themes: &'static [(&'static str, &'static str)],
+    /// This page's path and query (where the theme menu comes back to).
+    pub here: String,
     pub csrf: String,
     pub email: String,
     pub signed_in: bool,
@@ -85,6 +97,8 @@ impl Chrome {
         Chrome {
             assets: assets::urls(),
             theme: theme(req),
+            themes: &THEMES,
+            here: here(req),
             csrf: String::new(),
             email: String::new(),
             signed_in: false,
@@ -132,6 +146,8 @@ impl Chrome {
         Chrome {
             assets: assets::urls(),
             theme: theme(req),
+            themes: &THEMES,
+            here: here(req),
             csrf: s.csrf_token.clone(),
             email: s.user.email.clone(),
             signed_in: true,

@@ -22,6 +22,7 @@ pub enum Page {
     Account,
     AccountPassword,
     AccountTheme,
+    Theme,
     Operator,
     OrgCreate,
     OrgRetryDelete,
@@ -59,6 +60,7 @@ pub const ROUTES: &[(Method, &str, Page)] = &[
     (GET, "/account", Page::Account),
     (POST, "/account/password", Page::AccountPassword),
     (POST, "/account/theme", Page::AccountTheme),
+    (POST, "/theme", Page::Theme),
     (GET, "/operator", Page::Operator),
     (POST, "/operator/orgs", Page::OrgCreate),
     (POST, "/operator/orgs/{org}/delete", Page::OrgRetryDelete),
@@ -100,7 +102,7 @@ pub const ROUTES: &[(Method, &str, Page)] = &[
 
 /// Whether a path is the dashboard's (everything else is the API's).
 pub fn is_ui(path: &str) -> bool {
-    let exact = ["/", "/login", "/logout", "/account", "/operator"];
+    let exact = ["/", "/login", "/logout", "/theme", "/account", "/operator"];
     exact.contains(&path)
         || ["/account/", "/operator/", "/orgs/", "/assets/"]
             .iter()
@@ -218,7 +220,8 @@ async fn prepare(
     } else {
         Form::empty()
     };
-    if matches!(page, Page::Login | Page::LoginSubmit) {
+    // Signing in and choosing a theme need no session (the theme is a cookie of the browser's).
+    if matches!(page, Page::Login | Page::LoginSubmit | Page::Theme) {
         if post && !same_origin(req) {
             return Err(ApiError::forbidden("the form came from another site").into());
         }
@@ -256,7 +259,7 @@ async fn run(
         Page::Logout => account::logout(app, ctx).await,
         Page::Account => account::page(req, ctx, None),
         Page::AccountPassword => account::password(app, req, ctx, &form).await,
-        Page::AccountTheme => Ok(account::theme(&form)),
+        Page::AccountTheme | Page::Theme => Ok(account::theme(&form)),
         Page::Operator => operator::page(app, req, ctx, None).await,
         Page::OrgCreate => operator::create(app, req, ctx, &form).await,
         Page::OrgRetryDelete => operator::retry_delete(app, ctx).await,
