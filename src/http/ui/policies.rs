@@ -27,6 +27,8 @@ pub struct Row {
     pub ports: String,
     pub enabled: bool,
     pub implicit: bool,
+    pub first: bool,
+    pub last: bool,
     pub packets: u64,
     pub bytes: String,
 }
@@ -98,6 +100,7 @@ pub async fn list(
     let all = policies::list(app, ctx, policies::page(Some("1000"), None)?).await?;
     let machines: Vec<MachineView> = machines::model(app, ctx).await?.machines.clone();
     let names: HashMap<Uuid, String> = machines.iter().map(|m| (m.id, m.name.clone())).collect();
+    let count = all.items.len();
     let mut rows: Vec<Row> = all
         .items
         .iter()
@@ -115,6 +118,8 @@ pub async fn list(
                 ports: p.ports.map(|r| r.to_string()).unwrap_or_default(),
                 enabled: p.enabled,
                 implicit: false,
+                first: i == 0,
+                last: i + 1 == count,
                 packets: v.packets,
                 bytes: bytes(v.bytes),
             }
@@ -142,6 +147,8 @@ pub async fn list(
         ports: String::new(),
         enabled: true,
         implicit: true,
+        first: false,
+        last: false,
         packets,
         bytes: bytes(b),
     };
@@ -266,6 +273,17 @@ pub async fn enabled(app: &App, ctx: &Ctx, form: &Form) -> Result<Response, ApiE
     };
     let to = format!("/orgs/{}/policies", ctx.org());
     after_change(policies::update(app, ctx, input).await.map(|_| ()), &to)
+}
+
+/// `POST …/policies/{id}/move`: one place up or down.
+pub async fn reorder(app: &App, ctx: &Ctx, form: &Form) -> Result<Response, ApiError> {
+    let way = match form.text("way") {
+        "up" => policies::Move::Up,
+        "down" => policies::Move::Down,
+        _ => return Err(ApiError::invalid("way", "up or down")),
+    };
+    let to = format!("/orgs/{}/policies", ctx.org());
+    after_change(policies::reorder(app, ctx, way).await, &to)
 }
 
 pub async fn delete(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
