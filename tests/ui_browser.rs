@@ -652,6 +652,23 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
     assert_eq!(ui.path().await, format!("/orgs/{org}/machines"));
     ui.clean("theme").await;
 
+    // A policy's own page.
+    ui.go(&format!("/orgs/{org}/policies")).await;
+    let href = ui
+        .js("return document.querySelector('tr[data-policy] td a').getAttribute('href')")
+        .await;
+    ui.go(href.as_str().unwrap()).await;
+    assert_eq!(
+        ui.el("#p-name")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("no ping to phone")
+    );
+    ui.audit("policy").await;
+
     // Every other page passes axe and is shot.
     for (name, path) in [
         ("overview", org_path.clone()),

@@ -33,6 +33,76 @@ pub struct Row {
     pub bytes: String,
 }
 
+/// What the policy form shows: a policy's fields as form values (or what was typed).
+pub struct Fields {
+    pub name: String,
+    pub action: String,
+    pub src: String,
+    pub dst: String,
+    pub src_other: String,
+    pub dst_other: String,
+    pub protocol: String,
+    pub ports: String,
+    pub priority: String,
+}
+
+/// A selector as the form's picker value and free-text field.
+fn picked(s: &Selector) -> (String, String) {
+    match s {
+        Selector::Any => ("any".into(), String::new()),
+        Selector::Machine(id) => (format!("machine:{id}"), String::new()),
+        Selector::Tag(t) => (format!("tag:{t}"), String::new()),
+        Selector::Cidr(c) => ("any".into(), c.to_string()),
+    }
+}
+
+impl Fields {
+    fn blank() -> Fields {
+        Fields {
+            name: String::new(),
+            action: "allow".into(),
+            src: "any".into(),
+            dst: "any".into(),
+            src_other: String::new(),
+            dst_other: String::new(),
+            protocol: "any".into(),
+            ports: String::new(),
+            priority: String::new(),
+        }
+    }
+
+    fn of(p: &crate::policy::Policy) -> Fields {
+        let (src, src_other) = picked(&p.src);
+        let (dst, dst_other) = picked(&p.dst);
+        Fields {
+            name: p.name.clone(),
+            action: p.action.as_str().into(),
+            src,
+            dst,
+            src_other,
+            dst_other,
+            protocol: p.protocol.as_str().into(),
+            ports: p.ports.map(|r| r.to_string()).unwrap_or_default(),
+            priority: p.priority.to_string(),
+        }
+    }
+
+    fn typed(f: &Form) -> Fields {
+        let t = |k: &str| f.text(k).to_string();
+        Fields {
+            name: t("name"),
+            action: t("action"),
+            src: t("src"),
+            dst: t("dst"),
+            src_other: t("src_other"),
+            dst_other: t("dst_other"),
+            protocol: t("protocol"),
+            ports: t("ports"),
+            priority: t("priority"),
+        }
+    }
+}
+
 /// A choice of the src/dst pickers: its form value and its label.
 pub struct Choice {
     pub value: String,
@@ -50,13 +120,15 @@ struct PoliciesTable<'a> {
 
 #[derive(Template)]
 #[template(path = "policies.html")]
-struct PoliciesPage<'a> {
+struct PoliciesPage {
     chrome: Chrome,
     org: OrgView,
     rows: Vec<Row>,
     choices: Vec<Choice>,
     error: Option<String>,
-    name: &'a str,
+    f: Fields,
+    form_action: String,
+    submit: &'static str,
 }
 
 fn describe(s: &Selector, names: &HashMap<Uuid, String>) -> String {
@@ -164,6 +236,31 @@ pub async fn list(
         org.default_action.as_str(),
         counted("default"),
     ));
+    let choices = choices(&machines);
+    let page = PoliciesPage {
+        chrome: Chrome::of(req, ctx, Some(org.clone()), "Policies"),
+        form_action: format!("/orgs/{}/policies", org.id),
+        org,
+        rows,
+        choices,
+        error: failed.map(|(e, _)| e.message.clone()),
+        f: failed.map_or_else(Fields::blank, |(_, f)| Fields::typed(f)),
+        submit: "Create policy",
+    };
+    if is_htmx(req) && failed.is_none() {
+        let table = PoliciesTable {
+            chrome: &page.chrome,
+            org: &page.org,
+            rows: &page.rows,
+        };
+        return Ok(fragment(req, &table));
+    }
+    let status = failed.map_or(StatusCode::OK, |(e, _)| e.status);
+    Ok(html(status, &page, true))
+}
+
+/// The pickers' choices: any machine, each machine, each tag in use.
+fn choices(machines: &[MachineView]) -> Vec<Choice> {
     let tags: BTreeSet<&String> = machines.iter().flat_map(|m| &m.tags).collect();
     let mut choices = vec![Choice {
         value: "any".into(),
@@ -177,24 +274,91 @@ pub async fn list(
         value: format!("tag:{t}"),
         label: format!("tag {t}"),
     }));
-    let page = PoliciesPage {
+    choices
+}
+
+#[derive(Template)]
+#[template(path = "policy.html")]
+struct PolicyPage {
+    chrome: Chrome,
+    org: OrgView,
+    number: usize,
+    packets: u64,
+    bytes: String,
+    src_text: String,
+    dst_text: String,
+    choices: Vec<Choice>,
+    error: Option<String>,
+    f: Fields,
+    form_action: String,
+    submit: &'static str,
+}
+
+/// `GET …/policies/{id}`: one policy, its counters, and (for writers) its form.
+pub async fn detail(
+    app: &App,
+    req: &Request,
+    ctx: &Ctx,
+    failed: Option<(&ApiError, &Form)>,
+) -> Result<Response, ApiError> {
+    let org = orgs::get(app, ctx).await?;
+    let v = policies::get(app, ctx).await?;
+    let all = policies::list(app, ctx, policies::page(Some("1000"), None)?).await?;
+    let number = all
+        .items
+        .iter()
+        .position(|p| p.policy.id == v.policy.id)
+        .map_or(0, |i| i + 1);
+    let machines: Vec<MachineView> = machines::model(app, ctx).await?.machines.clone();
+    let names: HashMap<Uuid, String> = machines.iter().map(|m| (m.id, m.name.clone())).collect();
+    let page = PolicyPage {
         chrome: Chrome::of(req, ctx, Some(org.clone()), "Policies"),
+        form_action: format!("/orgs/{}/policies/{}", org.id, v.policy.id),
         org,
-        rows,
-        choices,
+        number,
+        packets: v.packets,
+        bytes: bytes(v.bytes),
+        src_text: describe(&v.policy.src, &names),
+        dst_text: describe(&v.policy.dst, &names),
+        choices: choices(&machines),
         error: failed.map(|(e, _)| e.message.clone()),
-        name: failed.map_or("", |(_, f)| f.text("name")),
+        f: failed.map_or_else(|| Fields::of(&v.policy), |(_, f)| Fields::typed(f)),
+        submit: "Save policy",
     };
-    if is_htmx(req) && failed.is_none() {
-        let table = PoliciesTable {
-            chrome: &page.chrome,
-            org: &page.org,
-            rows: &page.rows,
-        };
-        return Ok(fragment(req, &table));
-    }
     let status = failed.map_or(StatusCode::OK, |(e, _)| e.status);
     Ok(html(status, &page, true))
+}
+
+/// `POST …/policies/{id}`: every field of the form; the operation checks them.
+pub async fn update(
+    app: &App,
+    req: &Request,
+    ctx: &Ctx,
+    form: &Form,
+) -> Result<Response, ApiError> {
+    let to = format!("/orgs/{}/policies", ctx.org());
+    let result = match create_input(form) {
+        Ok(c) => {
+            let input = policies::PolicyPatch {
+                name: Some(c.name.unwrap_or_default()),
+                priority: c.priority,
+                action: Some(c.action),
+                src: Some(c.src),
+                dst: Some(c.dst),
+                protocol: c.protocol,
+                ports: Some(c.ports),
+                enabled: None,
+            };
+            policies::update(app, ctx, input).await.map(|_| ())
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.status == StatusCode::BAD_REQUEST => {
+            detail(app, req, ctx, Some((&e, form))).await
+        }
+        r => after_change(r, &to),
+    }
 }
 
 /// The picker, unless the free-text field next to it says otherwise.
