@@ -451,6 +451,119 @@ fn ui_members_cannot_write_and_other_tenants_are_not_found() {
         // The operator console is the operator's.
         let r = get(&api, "/operator", Some(&admin_a)).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+        // The member changes their password on the account page (the current one is checked).
+        let wrong = [
+            ("csrf_token", member.csrf.as_str()),
+            ("current_password", "not it at all"),
+            ("new_password", "a new long password"),
+        ];
+        let r = post(
+            &api,
+            "/account/password",
+            Some(&member),
+            &wrong,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert!(text(&r).contains("current_password is wrong"));
+        let right = [
+            ("csrf_token", member.csrf.as_str()),
+            ("current_password", PASSWORD),
+            ("new_password", "a new long password"),
+        ];
+        let r = post(
+            &api,
+            "/account/password",
+            Some(&member),
+            &right,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        assert_eq!(location(&r), "/account?changed=1");
+        let r = api
+            .try_login(
+                "member@alpha.test",
+                "a new long password",
+                "192.0.2.40:1".parse().unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+
+        // The admin deletes the member: their session ends at once.
+        let users = api
+            .call(
+                "GET",
+                &format!("/api/v1/orgs/{a}/users"),
+                Some(&admin_a),
+                None,
+            )
+            .await;
+        let member_id = users.body["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["email"] == "member@alpha.test")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let del = [("csrf_token", admin_a.csrf.as_str())];
+        let r = post(
+            &api,
+            &format!("/orgs/{a}/users/{member_id}/delete"),
+            Some(&admin_a),
+            &del,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        let r = get(&api, &format!("/orgs/{a}"), Some(&member)).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        assert!(location(&r).starts_with("/login?next="));
+
+        // The operator deletes an org from its settings, only with its name typed.
+        let del = [("csrf_token", op.csrf.as_str()), ("confirm", "beta")];
+        let r = post(
+            &api,
+            &format!("/orgs/{b}/delete"),
+            Some(&op),
+            &del,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        let r = get(&api, &format!("/orgs/{b}/settings"), Some(&op)).await;
+        assert_eq!(r.status, 200, "still there");
+        let forged = [("csrf_token", admin_b.csrf.as_str()), ("confirm", "Beta")];
+        let r = post(
+            &api,
+            &format!("/orgs/{b}/delete"),
+            Some(&admin_b),
+            &forged,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "only the operator deletes orgs"
+        );
+        let del = [("csrf_token", op.csrf.as_str()), ("confirm", "Beta")];
+        let r = post(
+            &api,
+            &format!("/orgs/{b}/delete"),
+            Some(&op),
+            &del,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", text(&r));
+        assert_eq!(location(&r), "/operator");
+        let r = get(&api, &format!("/orgs/{b}"), Some(&op)).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
     });
 }
 
