@@ -36,6 +36,7 @@ pub enum Op {
     PolicyGet,
     PolicyPatch,
     PolicyDelete,
+    PolicyMove,
     Status,
     Audit,
 }
@@ -304,6 +305,15 @@ pub const ROUTES: &[Route] = &[
         Op::PolicyDelete,
         "Delete a policy; answered once the kernel no longer has it",
         None,
+        204,
+        None,
+    ),
+    r(
+        POST,
+        "/api/v1/orgs/{org}/policies/{id}/move",
+        Op::PolicyMove,
+        "Move a policy one place up or down the evaluation order (priorities are renumbered 10, 20, …); answered once the kernel enforces it",
+        Some("PolicyMove"),
         204,
         None,
     ),
