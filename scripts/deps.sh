@@ -24,6 +24,9 @@ need=(
   ca-certificates:update-ca-certificates
   gcc:cc
   pkg-config:pkg-config
+  # The dashboard's browser tests (tests/ui_browser.rs): Chromium driven over WebDriver.
+  chromium:chromium
+  chromium-driver:chromedriver
   # The guest test tier (scripts/test-kernel-vm.sh): Debian's stock kernel under QEMU/TCG.
   qemu-system-x86:qemu-system-x86_64
   busybox-static:busybox

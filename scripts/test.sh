@@ -2,7 +2,8 @@
 # Runs every MeshWG test, as root on a Debian/Ubuntu host:
 #   1. installs what is missing (scripts/deps.sh),
 #   2. makes a throw-away PostgreSQL cluster reachable only over a private Unix socket,
-#   3. cargo clippy, unit and kernel integration tests against it,
+#   3. cargo clippy, unit and kernel integration tests against it (with the dashboard's browser
+#      test tests/ui_browser.rs, which drives the Chromium that deps.sh installs),
 #   4. API fuzzing with Schemathesis (scripts/fuzz-api.sh, its own controller and PostgreSQL),
 #   5. the end-to-end harness e2e/run.sh (it makes its own PostgreSQL),
 #   6. the guest tier scripts/test-kernel-vm.sh: kernel WireGuard and the systemd unit inside a

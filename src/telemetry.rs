@@ -122,6 +122,13 @@ impl Telemetry {
         });
     }
 
+    /// Repairs and actor restarts of a tenant since this controller started.
+    pub fn repairs_and_restarts(&self, org: Uuid) -> (u64, u64) {
+        let map = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&org)
+            .map_or((0, 0), |t| (t.repairs.values().sum(), t.restarts))
+    }
+
     /// Kernel numbers read by a poll (no reconcile ran).
     pub fn kernel_facts(&self, org: Uuid, f: KernelFacts) {
         self.with(org, |t| {

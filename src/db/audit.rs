@@ -86,19 +86,41 @@ pub struct Record {
     pub detail: serde_json::Value,
 }
 
-/// The newest entries of an org, newest first, older than `before` (an entry id) if given.
+/// Which entries a reader wants: an action prefix (`machine.` or `machine.create`), an actor's
+/// email, a target id. Unset fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    pub target: Option<String>,
+}
+
+/// The newest entries of an org that pass `filter`, newest first, older than `before` (an entry
+/// id) if given.
 pub async fn list(
     pool: &Pool,
     org_id: Uuid,
     limit: i64,
     before: Option<i64>,
+    filter: &Filter,
 ) -> Result<Vec<Record>, DbError> {
     let conn = pool.get().await?;
     Ok(conn
         .query_cached(
             "SELECT id, at, actor_id, actor_email, action, target_type, target_id, detail FROM audit_log \
-             WHERE org_id = $1 AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $2",
-            &[&org_id, &limit, &before],
+             WHERE org_id = $1 AND ($3::bigint IS NULL OR id < $3) \
+             AND ($4::text IS NULL OR left(action, length($4)) = $4) \
+             AND ($5::text IS NULL OR actor_email = $5) \
+             AND ($6::text IS NULL OR target_id = $6) \
+             ORDER BY id DESC LIMIT $2",
+            &[
+                &org_id,
+                &limit,
+                &before,
+                &filter.action,
+                &filter.actor,
+                &filter.target,
+            ],
         )
         .await?
         .iter()

@@ -243,6 +243,30 @@ pub async fn update(
     .transpose()
 }
 
+/// Gives the org's confirmed policies these priorities (one statement, so all or none); returns
+/// how many rows took one.
+pub async fn set_priorities(
+    pool: &Pool,
+    org_id: Uuid,
+    priorities: &[(Uuid, i32)],
+) -> Result<u64, DbError> {
+    let conn = pool.get().await?;
+    let ids: Vec<Uuid> = priorities.iter().map(|(id, _)| *id).collect();
+    let values: Vec<i32> = priorities.iter().map(|(_, p)| *p).collect();
+    Ok(conn
+        .execute(
+            &format!(
+                "UPDATE policies SET priority = v.priority, updated_at = now() \
+                 FROM unnest($2::uuid[], $3::int[]) AS v(id, priority) \
+                 WHERE policies.org_id = $1 AND policies.id = v.id AND policies.priority <> v.priority \
+                 AND {}",
+                pending::CONFIRMED
+            ),
+            &[&org_id, &ids, &values],
+        )
+        .await?)
+}
+
 pub async fn delete(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<bool, DbError> {
     let conn = pool.get().await?;
     Ok(conn

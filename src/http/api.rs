@@ -107,6 +107,25 @@ pub async fn run(app: &App, req: &Request, op: Op, ctx: Ctx) -> Result<Response,
         }
         Op::PolicyGet => json(OK, &policies::get(app, ctx).await?),
         Op::PolicyPatch => json(OK, &policies::update(app, ctx, body(req)?).await?),
+        Op::PolicyMove => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct PolicyMove {
+                way: Way,
+            }
+            #[derive(serde::Deserialize)]
+            #[serde(rename_all = "lowercase")]
+            enum Way {
+                Up,
+                Down,
+            }
+            let way = match body::<PolicyMove>(req)?.way {
+                Way::Up => policies::Move::Up,
+                Way::Down => policies::Move::Down,
+            };
+            policies::reorder(app, ctx, way).await?;
+            no_content()
+        }
         Op::PolicyDelete => {
             policies::delete(app, ctx).await?;
             no_content()
@@ -117,11 +136,27 @@ pub async fn run(app: &App, req: &Request, op: Op, ctx: Ctx) -> Result<Response,
         }
         Op::Audit => {
             let (limit, cursor) = paging(req);
-            let q = AuditQuery::parse(limit, cursor, req.query_param("before"))?;
+            let q = AuditQuery::parse(limit, cursor, req.query_param("before"))?.filtered(
+                decoded(req, "action")?.as_deref(),
+                decoded(req, "actor")?.as_deref(),
+                decoded(req, "target")?.as_deref(),
+            )?;
             let list = crate::service::audit::list(app, ctx, q).await?;
             page(req, "entries", &list)
         }
     })
+}
+
+/// A query parameter, percent-decoded (an email carries `%40`).
+fn decoded(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
+    let Some(raw) = req.query_param(name) else {
+        return Ok(None);
+    };
+    serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={raw}"))
+        .ok()
+        .and_then(|mut v| v.pop())
+        .map(|(_, v)| Some(v))
+        .ok_or_else(|| ApiError::invalid(name, "could not be read"))
 }
 
 async fn login(app: &App, req: &Request) -> Result<Response, ApiError> {

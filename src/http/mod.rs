@@ -10,6 +10,7 @@ pub mod error;
 pub mod openapi;
 pub mod router;
 pub mod session;
+pub mod ui;
 
 pub use crate::service::{ApiConfig, App};
 use bytes::{Bytes, BytesMut};
@@ -165,6 +166,12 @@ pub fn secret_json(status: StatusCode, value: &impl serde::Serialize) -> Respons
     resp
 }
 
+/// `resp` with `buf` as its body, wiped when the body is dropped (it holds key material).
+pub(crate) fn with_wiped_body(mut resp: Response, buf: Vec<u8>) -> Response {
+    *resp.body_mut() = Bytes::from_owner(Wiped(buf)).into();
+    resp
+}
+
 pub fn no_content() -> Response {
     let mut resp = Response::new(Vec::new().into());
     *resp.status_mut() = StatusCode::NO_CONTENT;
@@ -237,9 +244,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
                     // halfway (after the database, before the kernel or the audit log). A read
                     // changes nothing, so it may simply stop with its client.
                     if req.method == Method::GET {
-                        return router::dispatch(&app, req).await;
+                        return handle(&app, req).await;
                     }
-                    tokio::spawn(async move { router::dispatch(&app, req).await })
+                    tokio::spawn(async move { handle(&app, req).await })
                         .await
                         .unwrap_or_else(|e| ApiError::internal(e).into_response())
                 }
@@ -249,6 +256,15 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
             Ok::<_, Infallible>(ApiError::bad_request("malformed request").into_response())
         })
         .unify()
+}
+
+/// The dashboard's paths go to its pages, everything else to the API.
+async fn handle(app: &App, req: Request) -> Response {
+    if ui::is_ui(&req.path) {
+        ui::dispatch(app, req).await
+    } else {
+        router::dispatch(app, req).await
+    }
 }
 
 /// `GET /metrics` (Prometheus text) and nothing else, for the `METRICS_ADDR` listener.

@@ -77,6 +77,7 @@ fn schemas() -> Value {
     m.insert("Selector".into(), json!(selector));
     m.insert("Policy".into(), json!(policy));
     m.insert("PolicyCreate".into(), json!({"type": "object", "required": ["action", "src", "dst"], "additionalProperties": false, "properties": {"name": {"type": "string", "maxLength": 64}, "priority": {"type": "integer", "minimum": 0, "maximum": 1000000, "default": 100, "description": "lower first; first match wins"}, "action": action, "src": {"$ref": "#/components/schemas/Selector"}, "dst": {"$ref": "#/components/schemas/Selector"}, "protocol": protocol, "ports": ports, "enabled": {"type": "boolean", "default": true}}}));
+    m.insert("PolicyMove".into(), json!({"type": "object", "additionalProperties": false, "required": ["way"], "properties": {"way": {"type": "string", "enum": ["up", "down"]}}}));
     m.insert("PolicyPatch".into(), json!({"type": "object", "additionalProperties": false, "properties": {"name": {"type": "string"}, "priority": {"type": "integer"}, "action": action, "src": {"$ref": "#/components/schemas/Selector"}, "dst": {"$ref": "#/components/schemas/Selector"}, "protocol": protocol, "ports": ports, "enabled": {"type": "boolean"}}}));
     m.insert(
         "PolicyList".into(),
@@ -181,6 +182,16 @@ pub fn document(cookie_secure: bool) -> Value {
         }
         if r.op == Op::Audit {
             params.push(json!({"name": "before", "in": "query", "schema": {"type": "integer"}, "description": "entries older than this id (instead of cursor)"}));
+            for (name, what) in [
+                (
+                    "action",
+                    "only entries whose action starts with this (`machine.` or `machine.create`)",
+                ),
+                ("actor", "only entries by this email"),
+                ("target", "only entries about this target id"),
+            ] {
+                params.push(json!({"name": name, "in": "query", "schema": {"type": "string", "maxLength": 256}, "description": what}));
+            }
         }
         if tagged(r.op) {
             params.push(json!({"name": "If-None-Match", "in": "header", "schema": {"type": "string"}, "description": "an ETag of an earlier answer: 304 if it is still current"}));

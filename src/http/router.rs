@@ -36,6 +36,7 @@ pub enum Op {
     PolicyGet,
     PolicyPatch,
     PolicyDelete,
+    PolicyMove,
     Status,
     Audit,
 }
@@ -308,6 +309,15 @@ pub const ROUTES: &[Route] = &[
         None,
     ),
     r(
+        POST,
+        "/api/v1/orgs/{org}/policies/{id}/move",
+        Op::PolicyMove,
+        "Move a policy one place up or down the evaluation order (priorities are renumbered 10, 20, …); answered once the kernel enforces it",
+        Some("PolicyMove"),
+        204,
+        None,
+    ),
+    r(
         GET,
         "/api/v1/orgs/{org}/status",
         Op::Status,
@@ -328,7 +338,10 @@ pub const ROUTES: &[Route] = &[
 ];
 
 /// Matches `path` against a pattern; returns the raw `{org}` and `{id}` segments.
-fn matches<'a>(pattern: &str, path: &'a str) -> Option<(Option<&'a str>, Option<&'a str>)> {
+pub(crate) fn matches<'a>(
+    pattern: &str,
+    path: &'a str,
+) -> Option<(Option<&'a str>, Option<&'a str>)> {
     let mut pat = pattern.trim_end_matches('/').split('/');
     let mut segs = path.trim_end_matches('/').split('/');
     let (mut org, mut id) = (None, None);

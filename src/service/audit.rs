@@ -61,10 +61,12 @@ pub async fn record_by(
     record(app, Some(&ctx.session().user), event).await;
 }
 
-/// Which entries: a page by cursor, or (the older way) those before an entry id.
+/// Which entries: a page by cursor, or (the older way) those before an entry id; and which of
+/// them (action prefix, actor email, target id).
 pub struct AuditQuery {
     pub page: PageRequest<AuditKey>,
     pub before: Option<i64>,
+    pub filter: audit::Filter,
 }
 
 impl AuditQuery {
@@ -87,7 +89,36 @@ impl AuditQuery {
                 "give either cursor or before, not both",
             ));
         }
-        Ok(AuditQuery { page, before })
+        Ok(AuditQuery {
+            page,
+            before,
+            filter: audit::Filter::default(),
+        })
+    }
+
+    /// Only entries with this action prefix, actor email and target id (empty: any); each at
+    /// most 256 bytes.
+    pub fn filtered(
+        mut self,
+        action: Option<&str>,
+        actor: Option<&str>,
+        target: Option<&str>,
+    ) -> Result<AuditQuery, ApiError> {
+        let field = |name: &str, v: Option<&str>| -> Result<Option<String>, ApiError> {
+            match v.map(str::trim) {
+                None | Some("") => Ok(None),
+                Some(v) if v.len() > 256 || v.chars().any(char::is_control) => Err(
+                    ApiError::invalid(name, "must be at most 256 printable bytes"),
+                ),
+                Some(v) => Ok(Some(v.to_string())),
+            }
+        };
+        self.filter = audit::Filter {
+            action: field("action", action)?,
+            actor: field("actor", actor)?,
+            target: field("target", target)?,
+        };
+        Ok(self)
     }
 }
 
@@ -96,6 +127,6 @@ pub async fn list(app: &App, ctx: &Ctx, q: AuditQuery) -> Result<Page<Record>, A
     active_org(app, ctx).await?;
     let before = q.page.after.map(|k| k.0).or(q.before);
     let limit = q.page.limit;
-    let rows = audit::list(&app.pool, ctx.org(), limit as i64 + 1, before).await?;
+    let rows = audit::list(&app.pool, ctx.org(), limit as i64 + 1, before, &q.filter).await?;
     Ok(Page::of(rows, limit, |r| AuditKey(r.id)))
 }

@@ -133,6 +133,32 @@ pub async fn model(app: &App, ctx: &Ctx) -> Result<Arc<Model>, ApiError> {
     }
 }
 
+/// `GET /orgs/{org}/machines`: a page of machines in address order, with the kernel's view.
+pub async fn list(
+    app: &App,
+    ctx: &Ctx,
+    req: PageRequest<Ipv4Addr>,
+) -> Result<page::Page<MachineView>, ApiError> {
+    let model = model(app, ctx).await?;
+    let (items, next_cursor) = model.page(&req);
+    Ok(page::Page {
+        items: items.to_vec(),
+        next_cursor,
+    })
+}
+
+/// The org's machines that match a filter, in its order (the whole list: the read model has it
+/// in memory).
+pub async fn query(
+    app: &App,
+    ctx: &Ctx,
+    q: &super::machine_query::MachineQuery,
+) -> Result<Vec<MachineView>, ApiError> {
+    let model = model(app, ctx).await?;
+    let now = chrono::Utc::now();
+    Ok(q.apply(&model.machines, now).into_iter().cloned().collect())
+}
+
 /// `GET /orgs/{org}/machines/{id}`.
 pub async fn get(app: &App, ctx: &Ctx) -> Result<MachineView, ApiError> {
     model(app, ctx)

@@ -13,7 +13,9 @@
 pub mod access;
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod error;
+pub mod machine_query;
 pub mod machines;
 pub mod orgs;
 pub mod page;

@@ -197,6 +197,58 @@ pub async fn update(app: &App, ctx: &Ctx, input: PolicyPatch) -> Result<PolicyVi
     Ok(view)
 }
 
+/// Which way a policy moves in the evaluation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    Up,
+    Down,
+}
+
+/// The priorities that put `order` (ids in evaluation order) into effect: 10, 20, 30, …
+/// (room to insert between), with the policy at `index` swapped with its neighbour. `None` when
+/// there is no neighbour that way.
+pub fn renumbered(order: &[Uuid], index: usize, way: Move) -> Option<Vec<(Uuid, i32)>> {
+    let other = match way {
+        Move::Up => index.checked_sub(1)?,
+        Move::Down => Some(index + 1).filter(|i| *i < order.len())?,
+    };
+    let mut order = order.to_vec();
+    order.swap(index, other);
+    let step = (*PRIORITY_RANGE.end() / (order.len() as i32 + 1)).clamp(1, 10);
+    Some(
+        order
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| (id, (i as i32 + 1) * step))
+            .collect(),
+    )
+}
+
+/// Moves a policy one place up or down the evaluation order by renumbering the org's
+/// priorities in one statement; answered once the kernel enforces the new order.
+pub async fn reorder(app: &App, ctx: &Ctx, way: Move) -> Result<(), ApiError> {
+    require_write(ctx)?;
+    let org = active_org(app, ctx).await?;
+    let mut all = policies::list(&app.pool, org.id).await?;
+    all.sort_by_key(|p| (p.priority, p.created_at, p.id));
+    let order: Vec<Uuid> = all.iter().map(|p| p.id).collect();
+    let index = order
+        .iter()
+        .position(|id| *id == ctx.id())
+        .ok_or_else(ApiError::not_found)?;
+    let Some(priorities) = renumbered(&order, index, way) else {
+        return Ok(());
+    };
+    policies::set_priorities(&app.pool, org.id, &priorities).await?;
+    app.reads.wrote(org.id);
+    let applied = app.ctl.apply_saved(org.id).await;
+    let position = priorities.iter().position(|(id, _)| *id == ctx.id());
+    let detail = serde_json::json!({"from": index + 1, "to": position.map(|p| p + 1)});
+    record_by(app, ctx, "policy.move", "policy", ctx.id(), detail).await;
+    applied?;
+    Ok(())
+}
+
 pub async fn delete(app: &App, ctx: &Ctx) -> Result<(), ApiError> {
     require_write(ctx)?;
     active_org(app, ctx).await?;
@@ -216,4 +268,23 @@ pub async fn delete(app: &App, ctx: &Ctx) -> Result<(), ApiError> {
     .await;
     applied?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moving_swaps_neighbours_and_renumbers_in_steps() {
+        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        let up = renumbered(&ids, 2, Move::Up).unwrap();
+        assert_eq!(up, [(ids[0], 10), (ids[2], 20), (ids[1], 30)]);
+        let down = renumbered(&ids, 0, Move::Down).unwrap();
+        assert_eq!(down, [(ids[1], 10), (ids[0], 20), (ids[2], 30)]);
+        assert_eq!(renumbered(&ids, 0, Move::Up), None);
+        assert_eq!(renumbered(&ids, 2, Move::Down), None);
+        let many: Vec<Uuid> = (0..200_000).map(|_| Uuid::nil()).collect();
+        let last = renumbered(&many, 1, Move::Up).unwrap().last().unwrap().1;
+        assert!(PRIORITY_RANGE.contains(&last), "{last}");
+    }
 }

@@ -102,6 +102,50 @@ impl PeerStats {
     }
 }
 
+/// A machine's connection in words, from its last handshake with the hub. The hub's 25 s
+/// keepalive makes a live peer handshake again within about 2 minutes, so 180 s is *online*.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    Online,
+    Idle,
+    Stale,
+    Never,
+}
+
+impl Presence {
+    pub const ONLINE_SECS: i64 = 180;
+    pub const STALE_SECS: i64 = 30 * 86400;
+
+    pub fn of(last_handshake: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Presence {
+        match last_handshake.map(|t| (now - t).num_seconds()) {
+            None => Presence::Never,
+            Some(s) if s <= Self::ONLINE_SECS => Presence::Online,
+            Some(s) if s <= Self::STALE_SECS => Presence::Idle,
+            Some(_) => Presence::Stale,
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Presence::Online => "online",
+            Presence::Idle => "idle",
+            Presence::Stale => "stale",
+            Presence::Never => "never connected",
+        }
+    }
+
+    /// The CSS class of its dot.
+    pub fn class(self) -> &'static str {
+        match self {
+            Presence::Online => "st-online",
+            Presence::Idle => "st-idle",
+            Presence::Stale => "st-stale",
+            Presence::Never => "st-never",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MachineView {
     pub id: Uuid,
@@ -365,6 +409,19 @@ mod tests {
         other.peers = Arc::new(StatusPeers::new(view.peers.views.clone(), "p2".into()));
         assert_ne!(other.json().1, tag, "new peers move the tag");
         assert_eq!(view.clone().json().1, tag);
+    }
+
+    #[test]
+    fn presence_words() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let ago = |s| Some(now - chrono::Duration::seconds(s));
+        assert_eq!(Presence::of(None, now), Presence::Never);
+        assert_eq!(Presence::of(ago(0), now), Presence::Online);
+        assert_eq!(Presence::of(ago(180), now), Presence::Online);
+        assert_eq!(Presence::of(ago(181), now), Presence::Idle);
+        assert_eq!(Presence::of(ago(30 * 86400), now), Presence::Idle);
+        assert_eq!(Presence::of(ago(30 * 86400 + 1), now), Presence::Stale);
+        assert_eq!(Presence::Never.word(), "never connected");
     }
 
     #[test]

@@ -1,0 +1,740 @@
+//! The dashboard's pages through the real router (root: a real controller, kernel and
+//! PostgreSQL behind it), without a browser: the session and CSRF checks in the API's order,
+//! the security headers on every page, escaping, a member's forged write, another tenant's ids.
+//! The browser drives the same pages in `ui_browser.rs`.
+
+mod common;
+
+use common::api::{Api, Client, OPERATOR, PASSWORD};
+use common::*;
+use meshwg::http::ui::page::CSP;
+use warp::http::StatusCode;
+
+const XSS: &str = "\"><img src=x onerror=alert(1)></script>";
+
+/// A page request as a browser on this origin sends it.
+async fn get(api: &Api, path: &str, who: Option<&Client>) -> common::api::Reply {
+    let mut r = warp::test::request()
+        .method("GET")
+        .path(path)
+        .header("host", "localhost")
+        .remote_addr("192.0.2.30:40000".parse().unwrap());
+    if let Some(c) = who {
+        r = r.header("cookie", &c.cookie);
+    }
+    api.raw(r).await
+}
+
+/// A form post from this origin (`site` is the `Sec-Fetch-Site` a browser would send).
+async fn post(
+    api: &Api,
+    path: &str,
+    who: Option<&Client>,
+    fields: &[(&str, &str)],
+    site: &str,
+) -> common::api::Reply {
+    let mut r = warp::test::request()
+        .method("POST")
+        .path(path)
+        .header("host", "localhost")
+        .header("sec-fetch-site", site)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .remote_addr("192.0.2.30:40000".parse().unwrap())
+        .body(serde_urlencoded::to_string(fields).unwrap());
+    if let Some(c) = who {
+        r = r.header("cookie", &c.cookie);
+    }
+    api.raw(r).await
+}
+
+fn text(r: &common::api::Reply) -> String {
+    String::from_utf8_lossy(&r.raw).into_owned()
+}
+
+fn location(r: &common::api::Reply) -> String {
+    r.headers["location"].to_str().unwrap().to_string()
+}
+
+/// The headers every page carries, and nothing inline a strict CSP would block.
+fn assert_page(r: &common::api::Reply, authed: bool) {
+    let h = &r.headers;
+    assert_eq!(h["content-security-policy"], CSP);
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["cross-origin-opener-policy"], "same-origin");
+    assert_eq!(h["cross-origin-resource-policy"], "same-origin");
+    if authed {
+        assert_eq!(h["cache-control"], "no-store");
+    }
+    let body = text(r);
+    for bad in [" style=", "<style", "javascript:", " hx-on", " onclick="] {
+        assert!(!body.contains(bad), "{bad} in {body}");
+    }
+    for tag in body.split("<script").skip(1) {
+        assert!(tag.trim_start().starts_with("src="), "inline script: {tag}");
+    }
+}
+
+#[test]
+fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        // No session: to the login page, coming back afterwards.
+        let r = get(&api, "/orgs/x/machines", None).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        assert_eq!(location(&r), "/login?next=%2Forgs%2Fx%2Fmachines");
+        let r = get(&api, "/login", None).await;
+        assert_eq!(r.status, 200);
+        assert_page(&r, true);
+
+        // A login form posted from another site is refused; a wrong password says only that.
+        let creds = [("email", OPERATOR), ("password", PASSWORD), ("next", "")];
+        let r = post(&api, "/login", None, &creds, "cross-site").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let wrong = [("email", OPERATOR), ("password", "wrong guess")];
+        let r = post(&api, "/login", None, &wrong, "same-origin").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert!(text(&r).contains("Wrong email or password."));
+
+        // The API's limiter: a client that keeps guessing gets 429 with the wait in words.
+        let mut limited = None;
+        for _ in 0..10 {
+            let r = api
+                .raw(
+                    warp::test::request()
+                        .method("POST")
+                        .path("/login")
+                        .header("host", "localhost")
+                        .header("sec-fetch-site", "same-origin")
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .remote_addr("198.51.100.7:1".parse().unwrap())
+                        .body("email=someone%40example.com&password=guess-guess"),
+                )
+                .await;
+            if r.status == StatusCode::TOO_MANY_REQUESTS {
+                limited = Some(r);
+                break;
+            }
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        }
+        let r = limited.expect("the login form is rate limited");
+        assert!(r.headers.contains_key("retry-after"));
+        assert!(text(&r).contains("Too many failed sign-ins. Try again in"));
+
+        // `next` only ever leads to a local path.
+        let evil = [
+            ("email", OPERATOR),
+            ("password", PASSWORD),
+            ("next", "//evil.example/"),
+        ];
+        let r = post(&api, "/login", None, &evil, "same-origin").await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        assert_eq!(location(&r), "/operator");
+        let cookies: Vec<&str> = r
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        let session = cookies
+            .iter()
+            .find(|c| c.starts_with("__Host-meshwg_session="))
+            .expect("session cookie");
+        for attr in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+            assert!(session.contains(attr), "{attr} missing: {session}");
+        }
+        let op = api.operator().await;
+
+        // The operator makes an org in the console.
+        let r = post(
+            &api,
+            "/operator/orgs",
+            Some(&op),
+            &[
+                ("csrf_token", &op.csrf),
+                ("name", "Acme"),
+                ("cidr", "10.100.0.0/16"),
+            ],
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", text(&r));
+        let org_path = location(&r);
+        let org = org_path.trim_start_matches("/orgs/").to_string();
+
+        // Writes need the session's CSRF token and a form body.
+        let form = [("name", "laptop"), ("tags", "staff")];
+        let r = post(
+            &api,
+            &format!("{org_path}/machines"),
+            Some(&op),
+            &form,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let wrong = [("csrf_token", "nope"), ("name", "laptop")];
+        let r = post(
+            &api,
+            &format!("{org_path}/machines"),
+            Some(&op),
+            &wrong,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let r = api
+            .raw(
+                warp::test::request()
+                    .method("POST")
+                    .path(&format!("{org_path}/machines"))
+                    .header("cookie", &op.cookie)
+                    .header("sec-fetch-site", "same-origin")
+                    .header("x-csrf-token", &op.csrf)
+                    .header("content-type", "application/json")
+                    .body(r#"{"name":"laptop"}"#),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let listed = api
+            .call(
+                "GET",
+                &format!("/api/v1/orgs/{org}/machines"),
+                Some(&op),
+                None,
+            )
+            .await;
+        assert_eq!(listed.body["machines"].as_array().unwrap().len(), 0);
+
+        // A machine named like an attack: its config is shown once and the name stays text.
+        let form = [
+            ("csrf_token", op.csrf.as_str()),
+            ("name", XSS),
+            ("tags", "staff ops"),
+        ];
+        let r = post(
+            &api,
+            &format!("{org_path}/machines"),
+            Some(&op),
+            &form,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", text(&r));
+        assert_page(&r, true);
+        let body = text(&r);
+        assert!(body.contains("[Interface]") && body.contains("PrivateKey "));
+        assert!(body.contains("<svg"), "QR code inline");
+        assert!(body.contains("data:text/plain;charset=utf-8;base64,"));
+        assert!(!body.contains("<img src=x") && !body.contains("</script>\""));
+        let machine = api
+            .call(
+                "GET",
+                &format!("/api/v1/orgs/{org}/machines"),
+                Some(&op),
+                None,
+            )
+            .await
+            .body["machines"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+        // A form posted from another site is refused even with the right token.
+        let form = [("csrf_token", op.csrf.as_str()), ("name", "from-elsewhere")];
+        let r = post(
+            &api,
+            &format!("{org_path}/machines"),
+            Some(&op),
+            &form,
+            "cross-site",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let listed = api
+            .call(
+                "GET",
+                &format!("/api/v1/orgs/{org}/machines"),
+                Some(&op),
+                None,
+            )
+            .await;
+        assert_eq!(listed.body["machines"].as_array().unwrap().len(), 1);
+        // The machine's page tells its history; the console shows the host.
+        let r = get(&api, &format!("{org_path}/machines/{machine}"), Some(&op)).await;
+        assert!(text(&r).contains(">machine.create<"), "{}", text(&r));
+        assert!(text(&r).contains("waiting for the first handshake"));
+        let r = get(&api, "/operator", Some(&op)).await;
+        assert!(
+            text(&r).contains("PostgreSQL</dt><dd>reachable ("),
+            "{}",
+            text(&r)
+        );
+
+        // A policy through the form, then every page renders with its headers.
+        let form = [
+            ("csrf_token", op.csrf.as_str()),
+            ("name", XSS),
+            ("action", "deny"),
+            ("src", "tag:staff"),
+            ("dst", "any"),
+            ("protocol", "tcp"),
+            ("ports", "22"),
+        ];
+        let r = post(
+            &api,
+            &format!("{org_path}/policies"),
+            Some(&op),
+            &form,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", text(&r));
+        for path in [
+            "/operator".to_string(),
+            org_path.clone(),
+            format!("{org_path}/machines"),
+            format!("{org_path}/machines/new"),
+            format!("{org_path}/machines/{machine}"),
+            format!("{org_path}/policies"),
+            format!("{org_path}/users"),
+            format!("{org_path}/audit"),
+            format!("{org_path}/settings"),
+            "/account".to_string(),
+        ] {
+            let r = get(&api, &path, Some(&op)).await;
+            assert_eq!(r.status, 200, "{path}: {}", text(&r));
+            assert_page(&r, true);
+            let body = text(&r);
+            assert!(
+                !body.contains("<img src=x"),
+                "{path} renders the name as markup"
+            );
+            if path.ends_with("/machines") || path.ends_with("/policies") {
+                assert!(body.contains("&#34;&#62;&#60;img src=x"), "{path}: {body}");
+            }
+        }
+        let r = get(&api, &format!("{org_path}/policies"), Some(&op)).await;
+        let body = text(&r);
+        assert!(
+            body.contains("tag staff") && body.contains(">default<"),
+            "{body}"
+        );
+
+        // Assets are served under their hashed names only, for a year.
+        let css = body
+            .split("href=\"")
+            .find_map(|s| s.strip_prefix("/assets/").and_then(|s| s.split('"').next()))
+            .unwrap();
+        let r = get(&api, &format!("/assets/{css}"), None).await;
+        assert_eq!(r.status, 200);
+        assert!(
+            r.headers["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("immutable")
+        );
+
+        // Sign out ends the session.
+        let r = post(
+            &api,
+            "/logout",
+            Some(&op),
+            &[("csrf_token", &op.csrf)],
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        let r = get(&api, "/operator", Some(&op)).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        assert!(location(&r).starts_with("/login"));
+    });
+}
+
+#[test]
+fn ui_members_cannot_write_and_other_tenants_are_not_found() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let op = api.operator().await;
+        let (a, admin_a) = api.org_with_admin(&op, "Alpha", "10.100.0.0/16").await;
+        let (b, admin_b) = api.org_with_admin(&op, "Beta", "10.100.0.0/16").await;
+        let member = api.user(&admin_a, &a, "member@alpha.test", "member").await;
+        let mb = api.machine(&admin_b, &b, "beta-box").await;
+        let mb = mb["machine"]["id"].as_str().unwrap();
+
+        // A member sees no write controls ...
+        for path in ["machines", "policies", "users", "settings"] {
+            let r = get(&api, &format!("/orgs/{a}/{path}"), Some(&member)).await;
+            assert_eq!(r.status, 200);
+            let body = text(&r);
+            for control in ["Add machine", "Create policy", "Add user", ">Save<"] {
+                assert!(!body.contains(control), "{control} on {path}");
+            }
+        }
+        // ... and a forged write gets 403 with nothing changed.
+        let forged = [("csrf_token", member.csrf.as_str()), ("name", "sneaky")];
+        let r = post(
+            &api,
+            &format!("/orgs/{a}/machines"),
+            Some(&member),
+            &forged,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let forged = [
+            ("csrf_token", member.csrf.as_str()),
+            ("name", "Renamed"),
+            ("default_action", "deny"),
+        ];
+        let r = post(
+            &api,
+            &format!("/orgs/{a}/settings"),
+            Some(&member),
+            &forged,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let listed = api
+            .call(
+                "GET",
+                &format!("/api/v1/orgs/{a}/machines"),
+                Some(&admin_a),
+                None,
+            )
+            .await;
+        assert_eq!(listed.body["machines"].as_array().unwrap().len(), 0);
+        let org = api
+            .call("GET", &format!("/api/v1/orgs/{a}"), Some(&admin_a), None)
+            .await;
+        assert_eq!(org.body["name"], "Alpha");
+        assert_eq!(org.body["default_action"], "allow");
+
+        // Another tenant's pages and ids are simply not found, also for writes.
+        for path in [
+            format!("/orgs/{b}"),
+            format!("/orgs/{b}/machines"),
+            format!("/orgs/{b}/machines/{mb}"),
+            format!("/orgs/{a}/machines/{mb}"),
+            format!("/orgs/{b}/policies"),
+            format!("/orgs/{b}/audit"),
+            "/orgs/not-an-id/machines".to_string(),
+        ] {
+            let r = get(&api, &path, Some(&admin_a)).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+            assert_page(&r, true);
+            assert!(text(&r).contains("There is nothing here"));
+        }
+        let del = [
+            ("csrf_token", admin_a.csrf.as_str()),
+            ("confirm", "beta-box"),
+        ];
+        let r = post(
+            &api,
+            &format!("/orgs/{b}/machines/{mb}/delete"),
+            Some(&admin_a),
+            &del,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let listed = api
+            .call(
+                "GET",
+                &format!("/api/v1/orgs/{b}/machines"),
+                Some(&admin_b),
+                None,
+            )
+            .await;
+        assert_eq!(listed.body["machines"].as_array().unwrap().len(), 1);
+        // The operator console is the operator's.
+        let r = get(&api, "/operator", Some(&admin_a)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+        // The member changes their password on the account page (the current one is checked).
+        let wrong = [
+            ("csrf_token", member.csrf.as_str()),
+            ("current_password", "not it at all"),
+            ("new_password", "a new long password"),
+        ];
+        let r = post(
+            &api,
+            "/account/password",
+            Some(&member),
+            &wrong,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert!(text(&r).contains("current_password is wrong"));
+        let right = [
+            ("csrf_token", member.csrf.as_str()),
+            ("current_password", PASSWORD),
+            ("new_password", "a new long password"),
+        ];
+        let r = post(
+            &api,
+            "/account/password",
+            Some(&member),
+            &right,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        assert_eq!(location(&r), "/account?changed=1");
+        let r = api
+            .try_login(
+                "member@alpha.test",
+                "a new long password",
+                "192.0.2.40:1".parse().unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+
+        // The admin deletes the member: their session ends at once.
+        let users = api
+            .call(
+                "GET",
+                &format!("/api/v1/orgs/{a}/users"),
+                Some(&admin_a),
+                None,
+            )
+            .await;
+        let member_id = users.body["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["email"] == "member@alpha.test")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let del = [("csrf_token", admin_a.csrf.as_str())];
+        let r = post(
+            &api,
+            &format!("/orgs/{a}/users/{member_id}/delete"),
+            Some(&admin_a),
+            &del,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        let r = get(&api, &format!("/orgs/{a}"), Some(&member)).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        assert!(location(&r).starts_with("/login?next="));
+
+        // The operator deletes an org from its settings, only with its name typed.
+        let del = [("csrf_token", op.csrf.as_str()), ("confirm", "beta")];
+        let r = post(
+            &api,
+            &format!("/orgs/{b}/delete"),
+            Some(&op),
+            &del,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        let r = get(&api, &format!("/orgs/{b}/settings"), Some(&op)).await;
+        assert_eq!(r.status, 200, "still there");
+        let forged = [("csrf_token", admin_b.csrf.as_str()), ("confirm", "Beta")];
+        let r = post(
+            &api,
+            &format!("/orgs/{b}/delete"),
+            Some(&admin_b),
+            &forged,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "only the operator deletes orgs"
+        );
+        let del = [("csrf_token", op.csrf.as_str()), ("confirm", "Beta")];
+        let r = post(
+            &api,
+            &format!("/orgs/{b}/delete"),
+            Some(&op),
+            &del,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", text(&r));
+        assert_eq!(location(&r), "/operator");
+        let r = get(&api, &format!("/orgs/{b}"), Some(&op)).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+    });
+}
+
+/// The `data-machine` names of a machines page, in order.
+fn machine_names(r: &common::api::Reply) -> Vec<String> {
+    text(r)
+        .split("data-machine=\"")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap().replace("&#61;", "="))
+        .collect()
+}
+
+#[test]
+fn ui_machines_filter_sort_and_export_and_the_audit_log_filters_and_exports() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let op = api.operator().await;
+        let (org, admin) = api.org_with_admin(&op, "Acme", "10.100.0.0/16").await;
+        let (other, _) = api.org_with_admin(&op, "Other", "10.100.0.0/16").await;
+        for (name, tags) in [
+            ("alpha", vec!["staff"]),
+            ("beta", vec!["ci", "staff"]),
+            ("=evil", vec![]),
+        ] {
+            let r = api
+                .call(
+                    "POST",
+                    &format!("/api/v1/orgs/{org}/machines"),
+                    Some(&admin),
+                    Some(serde_json::json!({"name": name, "tags": tags})),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{:?}", r.body);
+        }
+        let base = format!("/orgs/{org}/machines");
+
+        // The filter grammar and the sort live in the URL.
+        let r = get(
+            &api,
+            &format!("{base}?q=tag%3Astaff+-tag%3Aci"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(machine_names(&r), ["alpha"]);
+        let r = get(&api, &format!("{base}?sort=name&dir=desc"), Some(&admin)).await;
+        assert_eq!(machine_names(&r), ["beta", "alpha", "=evil"]);
+        assert!(text(&r).contains("aria-sort=\"descending\""));
+        let r = get(
+            &api,
+            &format!("{base}?q=is%3Anever+name%3AAL"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(machine_names(&r), ["alpha"]);
+        let r = get(&api, &format!("{base}?q=is%3Asleepy"), Some(&admin)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_page(&r, true);
+
+        // Exports of the current filter: CSV (no cell a spreadsheet would run) and JSON.
+        let r = get(
+            &api,
+            &format!("{base}/export.csv?q=tag%3Astaff"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.headers["content-type"], "text/csv; charset=utf-8");
+        assert_eq!(r.headers["cache-control"], "no-store");
+        assert!(
+            r.headers["content-disposition"]
+                .to_str()
+                .unwrap()
+                .starts_with("attachment")
+        );
+        let csv = text(&r);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert!(lines[0].starts_with("name,address,tags,status"));
+        assert_eq!(lines.len(), 3, "{csv}");
+        let r = get(&api, &format!("{base}/export.csv"), Some(&admin)).await;
+        assert!(text(&r).contains("\"'=evil\""), "{}", text(&r));
+        let r = get(&api, &format!("{base}/export.json?sort=name"), Some(&admin)).await;
+        let v: serde_json::Value = serde_json::from_slice(&r.raw).unwrap();
+        let names: Vec<&str> = v["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["=evil", "alpha", "beta"]);
+        let r = get(
+            &api,
+            &format!("/orgs/{other}/machines/export.csv"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+        // htmx's poll gets the table alone, tagged; unchanged, it is a 304.
+        let poll = |path: String, tag: Option<String>| {
+            let api = api.clone();
+            let cookie = admin.cookie.clone();
+            async move {
+                let mut r = warp::test::request()
+                    .method("GET")
+                    .path(&path)
+                    .header("cookie", cookie)
+                    .header("hx-request", "true");
+                if let Some(t) = tag {
+                    r = r.header("if-none-match", t);
+                }
+                api.raw(r).await
+            }
+        };
+        for path in [format!("{base}?sort=name"), format!("/orgs/{org}/policies")] {
+            let r = poll(path.clone(), None).await;
+            assert_eq!(r.status, 200);
+            let body = text(&r);
+            assert!(
+                body.starts_with("<div id=") && !body.contains("<html"),
+                "{body}"
+            );
+            let tag = r.headers["etag"].to_str().unwrap().to_string();
+            let r = poll(path.clone(), Some(tag.clone())).await;
+            assert_eq!(r.status, StatusCode::NOT_MODIFIED, "{path}");
+            assert_eq!(r.headers["etag"].to_str().unwrap(), tag);
+            assert!(r.raw.is_empty());
+        }
+
+        // The audit log filters by action prefix, actor and target, and exports what it shows.
+        let audit = format!("/orgs/{org}/audit");
+        let r = get(&api, &format!("{audit}?action=machine."), Some(&admin)).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(text(&r).matches(">machine.create<").count(), 3);
+        assert!(!text(&r).contains(">user.create<"));
+        let r = get(
+            &api,
+            &format!("{audit}?actor=nobody%40example.com"),
+            Some(&admin),
+        )
+        .await;
+        assert!(text(&r).contains("Nothing recorded that matches"));
+        let r = get(
+            &api,
+            &format!("{audit}/export.jsonl?action=machine.create"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let entries: Vec<serde_json::Value> = text(&r)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(entries.len(), 3);
+        assert!(entries.iter().all(|e| e["action"] == "machine.create"));
+        let target = entries[0]["target_id"].as_str().unwrap();
+        let r = get(
+            &api,
+            &format!("{audit}/export.csv?target={target}"),
+            Some(&admin),
+        )
+        .await;
+        let csv = text(&r);
+        assert_eq!(csv.lines().count(), 2, "{csv}");
+        assert!(csv.starts_with("id,at,actor,action,target_type,target_id,detail"));
+        let r = get(
+            &api,
+            &format!("/orgs/{other}/audit/export.jsonl"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+    });
+}
