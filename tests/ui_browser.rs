@@ -598,6 +598,23 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     ui.audit("policies").await;
+    // The overview names the rule that dropped them, with the kernel's count, and the
+    // machines whose bytes went through the hub.
+    ui.go(&org_path).await;
+    assert_eq!(
+        ui.text("#drops tbody tr:first-child td:first-child").await,
+        "no ping to phone"
+    );
+    let dropped: u64 = ui
+        .text("#drops tbody tr:first-child td:nth-child(2)")
+        .await
+        .parse()
+        .unwrap();
+    assert!(
+        dropped >= SENT,
+        "overview shows {dropped} dropped, sent {SENT}"
+    );
+    assert!(ui.text("#talkers").await.contains("laptop"));
 
     // (c) A machine named like an attack is text everywhere.
     ui.add_machine(&org, XSS).await;

@@ -8,6 +8,7 @@ mod common;
 use common::api::{Api, Client, OPERATOR, PASSWORD};
 use common::*;
 use meshwg::http::ui::page::CSP;
+use std::time::Duration;
 use warp::http::StatusCode;
 
 const XSS: &str = "\"><img src=x onerror=alert(1)></script>";
@@ -736,5 +737,57 @@ fn ui_machines_filter_sort_and_export_and_the_audit_log_filters_and_exports() {
         )
         .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
+    });
+}
+
+#[test]
+fn ui_the_amber_banner_asks_until_the_hub_confirmed_the_change() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let op = api.operator().await;
+        let (a, admin) = api.org_with_admin(&op, "Amber", "10.100.0.0/16").await;
+        let (b, _) = api.org_with_admin(&op, "Other", "10.100.0.0/16").await;
+        api.machine(&admin, &a, "box").await;
+        let at = chrono::Utc::now().timestamp_millis();
+
+        // The page a not-confirmed change leads to carries the banner, polling its org.
+        let r = get(
+            &api,
+            &format!("/orgs/{a}/machines?saved=unconfirmed&at={at}"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert_page(&r, true);
+        let poll = format!("hx-get=\"/orgs/{a}/confirmed?at={at}\"");
+        assert!(text(&r).contains(&poll), "{}", text(&r));
+
+        // No reconcile since the change (one made an hour from now): still the banner,
+        // polling on.
+        let later = at + 3_600_000;
+        let r = get(
+            &api,
+            &format!("/orgs/{a}/confirmed?at={later}"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let body = text(&r);
+        assert!(body.contains(&format!("hx-get=\"/orgs/{a}/confirmed?at={later}\"")));
+        assert!(body.contains("has not confirmed it yet"), "{body}");
+
+        // A reconcile succeeds after it: the confirmation, which polls no more.
+        api.machine(&admin, &a, "another").await;
+        eventually(Duration::from_secs(20), "confirmation", || async {
+            let r = get(&api, &format!("/orgs/{a}/confirmed?at={at}"), Some(&admin)).await;
+            let body = text(&r);
+            (r.status == 200 && body.contains("Confirmed") && !body.contains("hx-get"))
+                .then_some(())
+        })
+        .await;
+
+        // Another tenant's banner is not there to ask about.
+        let r = get(&api, &format!("/orgs/{b}/confirmed?at={at}"), Some(&admin)).await;
+        assert_eq!(r.status, 404);
     });
 }

@@ -1,14 +1,15 @@
 //! An org's overview, users, audit log and settings.
 
-use super::fmt::{ago, iso};
+use super::fmt::{ago, bytes, iso};
 use super::form::Form;
-use super::page::{Chrome, after_change, html, redirect};
+use super::page::{Chrome, after_change, fragment, html, redirect};
 use crate::http::error::ApiError;
 use crate::http::{App, Request, Response};
+use crate::policy::Verdict;
 use crate::secret::Secret;
 use crate::service::audit::AuditQuery;
 use crate::service::views::{OrgView, Presence};
-use crate::service::{Ctx, audit, machines, orgs, status, users};
+use crate::service::{Ctx, audit, machines, orgs, policies, status, users};
 use askama::Template;
 use chrono::Utc;
 use warp::http::StatusCode;
@@ -26,7 +27,28 @@ struct Overview {
     observed: String,
     last_error: Option<String>,
     recent: Vec<AuditRow>,
+    talkers: Vec<Talker>,
+    drops: Vec<Drop>,
 }
+
+/// A machine among the org's busiest since its hub came up (the kernel's byte counters).
+struct Talker {
+    name: String,
+    rx: String,
+    tx: String,
+}
+
+/// A rule that dropped packets (a deny policy, or the default when it is deny).
+struct Drop {
+    name: String,
+    /// The policy's page; `None` for the default.
+    href: Option<String>,
+    packets: u64,
+    bytes: String,
+}
+
+/// How many rows the overview's top lists show.
+const TOP: usize = 5;
 
 pub struct AuditRow {
     pub at: String,
@@ -67,6 +89,60 @@ pub async fn overview(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, A
         }
     }
     let st = status::status(app, ctx).await.ok();
+    let mut talkers: Vec<&crate::service::views::PeerView> = st
+        .as_ref()
+        .map(|s| {
+            s.peers
+                .views
+                .iter()
+                .filter(|p| p.rx_bytes + p.tx_bytes > 0)
+                .collect()
+        })
+        .unwrap_or_default();
+    talkers.sort_by_key(|p| std::cmp::Reverse(p.rx_bytes + p.tx_bytes));
+    let talkers = talkers
+        .into_iter()
+        .take(TOP)
+        .map(|p| Talker {
+            name: p
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("key {}…", &p.public_key[..8])),
+            rx: bytes(p.rx_bytes),
+            tx: bytes(p.tx_bytes),
+        })
+        .collect();
+    let all = policies::list(app, ctx, policies::page(Some("1000"), None)?).await?;
+    let mut drops: Vec<Drop> = all
+        .items
+        .iter()
+        .filter(|p| p.policy.action == Verdict::Deny && p.packets > 0)
+        .map(|p| Drop {
+            name: if p.policy.name.is_empty() {
+                format!("unnamed deny, priority {}", p.policy.priority)
+            } else {
+                p.policy.name.clone()
+            },
+            href: Some(format!("/orgs/{}/policies/{}", org.id, p.policy.id)),
+            packets: p.packets,
+            bytes: bytes(p.bytes),
+        })
+        .collect();
+    if org.default_action == Verdict::Deny
+        && let Some(d) = st
+            .as_ref()
+            .and_then(|s| s.rules.iter().find(|r| r.kind == "default"))
+            .filter(|d| d.packets > 0)
+    {
+        drops.push(Drop {
+            name: "default (deny)".into(),
+            href: None,
+            packets: d.packets,
+            bytes: bytes(d.bytes),
+        });
+    }
+    drops.sort_by_key(|d| std::cmp::Reverse(d.packets));
+    drops.truncate(TOP);
     let q = AuditQuery::parse(Some("10"), None, None)?;
     let recent = audit_rows(audit::list(app, ctx, q).await?.items);
     let page = Overview {
@@ -83,8 +159,36 @@ pub async fn overview(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, A
             .unwrap_or_default(),
         last_error: st.and_then(|s| s.last_error),
         recent,
+        talkers,
+        drops,
     };
     Ok(html(StatusCode::OK, &page, true))
+}
+
+#[derive(Template)]
+#[template(path = "unconfirmed.html")]
+struct Unconfirmed {
+    o: OrgView,
+    at: i64,
+}
+
+#[derive(Template)]
+#[template(path = "confirmed.html")]
+struct Confirmed;
+
+/// The amber banner's poll: the banner again while no reconcile after the change (`at`, Unix
+/// ms) has succeeded, else the confirmation (which polls no more).
+pub async fn confirmed(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiError> {
+    let o = orgs::get(app, ctx).await?;
+    let at: i64 = req
+        .query_param("at")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let st = status::status(app, ctx).await?;
+    if st.last_error.is_none() && st.hub.up && st.observed_at.timestamp_millis() >= at {
+        return Ok(fragment(req, &Confirmed));
+    }
+    Ok(fragment(req, &Unconfirmed { o, at }))
 }
 
 #[derive(Template)]

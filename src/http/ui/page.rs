@@ -87,8 +87,9 @@ pub struct Chrome {
     pub operator: bool,
     pub org: Option<OrgView>,
     pub nav: Vec<NavItem>,
-    /// A 503 `not_confirmed` after a change: saved, not yet confirmed by the hub.
-    pub unconfirmed: bool,
+    /// A 503 `not_confirmed` after a change: saved, not yet confirmed by the hub; the time of
+    /// the change (Unix milliseconds), which the banner's poll asks about.
+    pub unconfirmed: Option<i64>,
 }
 
 impl Chrome {
@@ -106,7 +107,7 @@ impl Chrome {
             operator: false,
             org: None,
             nav: Vec::new(),
-            unconfirmed: false,
+            unconfirmed: None,
         }
     }
 
@@ -155,7 +156,11 @@ impl Chrome {
             operator,
             org,
             nav,
-            unconfirmed: req.query_param("saved") == Some("unconfirmed"),
+            unconfirmed: (req.query_param("saved") == Some("unconfirmed")).then(|| {
+                req.query_param("at")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0)
+            }),
         }
     }
 }
@@ -264,7 +269,8 @@ pub fn after_change(result: Result<(), ApiError>, to: &str) -> Result<Response, 
         Ok(()) => Ok(redirect(to)),
         Err(e) if e.code == "not_confirmed" => {
             let sep = if to.contains('?') { '&' } else { '?' };
-            Ok(redirect(&format!("{to}{sep}saved=unconfirmed")))
+            let at = chrono::Utc::now().timestamp_millis();
+            Ok(redirect(&format!("{to}{sep}saved=unconfirmed&at={at}")))
         }
         Err(e) => Err(e),
     }
@@ -324,10 +330,13 @@ mod tests {
         assert_eq!(ok.headers()["location"], "/orgs/o/policies");
         let e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_confirmed", "saved");
         let r = after_change(Err(e), "/orgs/o/machines?page=2").unwrap();
-        assert_eq!(
-            r.headers()["location"],
-            "/orgs/o/machines?page=2&saved=unconfirmed"
-        );
+        let to = r.headers()["location"].to_str().unwrap();
+        let at: i64 = to
+            .strip_prefix("/orgs/o/machines?page=2&saved=unconfirmed&at=")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((chrono::Utc::now().timestamp_millis() - at).abs() < 60_000);
         let e = ApiError::forbidden("no");
         assert_eq!(after_change(Err(e), "/x").unwrap_err().status, 403);
         for (k, v) in [
