@@ -271,6 +271,10 @@ fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
             "{}",
             text(&r)
         );
+        // The host panel says what `doctor` says: the backend and the limits.
+        let backend = backend().name();
+        assert!(text(&r).contains(&format!("WireGuard backend</dt><dd>{backend}<")));
+        assert!(text(&r).contains("open files limit"), "{}", text(&r));
 
         // A policy through the form, then every page renders with its headers.
         let form = [

@@ -74,6 +74,10 @@ pub struct Host {
     pub egress_tripped: bool,
     /// `net.ipv4.ip_forward` in the controller's namespace (the hubs forward in their own).
     pub ip_forward: Option<bool>,
+    /// The WireGuard backend the hubs run on.
+    pub backend: &'static str,
+    /// What `meshwg doctor` says of the limits, for the tenants present (this process's limits).
+    pub capacity: Vec<crate::capacity::Finding>,
 }
 
 pub async fn host(app: &App, ctx: &Ctx) -> Result<Host, ApiError> {
@@ -89,10 +93,23 @@ pub async fn host(app: &App, ctx: &Ctx) -> Result<Host, ApiError> {
         .await
         .ok()
         .map(|v| v.trim() == "1");
+    let deps = app.ctl.deps();
+    let backend = deps.kernel.wg.backend();
+    let present = orgs::list(&app.pool).await.map_or(0, |o| o.len() as u64);
+    let ports = u64::from(*deps.port_range.end() - *deps.port_range.start()) + 1;
+    let capacity = crate::capacity::judge(
+        present.max(1),
+        crate::capacity::Limits::here(),
+        backend == "userspace",
+        ports,
+        None,
+    );
     Ok(Host {
         version: env!("CARGO_PKG_VERSION"),
         database: ping.then(|| started.elapsed()),
-        egress_tripped: app.ctl.deps().telemetry.egress_tripped(),
+        egress_tripped: deps.telemetry.egress_tripped(),
         ip_forward,
+        backend,
+        capacity,
     })
 }
