@@ -4,7 +4,7 @@
 
 use super::conditional::{json_tagged, tagged};
 use super::error::ApiError;
-use super::router::{Op, body};
+use super::ops::{Op, body};
 use super::session::{cookie, login_cookies, logout_cookies, session_cookie};
 use super::{App, Request, Response, json, no_content, secret_json};
 use crate::service::audit::AuditQuery;

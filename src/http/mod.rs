@@ -8,6 +8,7 @@ mod api;
 pub mod conditional;
 pub mod error;
 pub mod openapi;
+mod ops;
 pub mod router;
 pub mod session;
 pub mod ui;

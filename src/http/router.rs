@@ -5,41 +5,10 @@
 //! The same table generates the OpenAPI document, so the document cannot drift from the routes.
 
 use super::error::ApiError;
+pub use super::ops::Op;
 use super::{App, Request, Response, session};
 use crate::service::Ctx;
 use warp::http::Method;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Healthz,
-    Readyz,
-    OpenApi,
-    Login,
-    Logout,
-    Me,
-    Password,
-    OrgCreate,
-    OrgList,
-    OrgGet,
-    OrgPatch,
-    OrgDelete,
-    UserCreate,
-    UserList,
-    UserDelete,
-    MachineCreate,
-    MachineList,
-    MachineGet,
-    MachinePatch,
-    MachineDelete,
-    PolicyCreate,
-    PolicyList,
-    PolicyGet,
-    PolicyPatch,
-    PolicyDelete,
-    PolicyMove,
-    Status,
-    Audit,
-}
 
 pub struct Route {
     pub method: Method,
@@ -360,27 +329,6 @@ fn is_json(req: &Request) -> bool {
     req.header("content-type")
         .and_then(|ct| ct.split(';').next())
         .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("application/json"))
-}
-
-/// Parses the JSON body into `T` (unknown fields are refused by `T`'s own serde attributes).
-pub fn body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
-    if req.body.is_empty() {
-        return Err(ApiError::bad_request("a JSON body is required"));
-    }
-    // Every body is an object: serde would also read a struct from an array of its fields
-    // (`[null, null]` is a valid, empty, OrgPatch), which the document does not allow.
-    if req.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::new(
-            warp::http::StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "the body must be a JSON object",
-        ));
-    }
-    serde_json::from_slice(&req.body).map_err(|e| {
-        let mut msg = e.to_string();
-        msg.truncate(300);
-        ApiError::new(warp::http::StatusCode::BAD_REQUEST, "invalid_body", msg)
-    })
 }
 
 /// The checks before any operation, in order: content type, session (and CSRF for

@@ -48,7 +48,7 @@ pub struct ApiConfig {
     pub public_endpoint: String,
     pub trusted_proxies: Vec<IpAddr>,
     pub session_ttl: Duration,
-    pub sessions: crate::http::session::SessionPolicy,
+    pub sessions: session::SessionPolicy,
     pub login_limits: Limits,
     /// Password hashes allowed to run at once (each takes 19 MiB and a core for ~30 ms). Half
     /// the cores by default, so that a flood of logins leaves the other half to everything else.
@@ -79,7 +79,7 @@ pub struct App {
     pub hasher: Hasher,
     pub limiter: LoginLimiter,
     pub password_changes: ChangeLimiter,
-    pub sessions: crate::http::session::SessionCache,
+    pub sessions: session::SessionCache,
     pub config: ApiConfig,
     /// Verified against when the email is unknown, so both cases cost the same.
     pub dummy_hash: String,
@@ -97,7 +97,7 @@ impl App {
             hasher: Hasher::new(config.concurrent_hashes),
             limiter: LoginLimiter::new(config.login_limits),
             password_changes: ChangeLimiter::default(),
-            sessions: crate::http::session::SessionCache::new(config.sessions),
+            sessions: session::SessionCache::new(config.sessions),
             dummy_hash: crate::auth::password::hash_blocking(&dummy)
                 .expect("hashing a random token"),
             config,
