@@ -29,10 +29,10 @@
 # kernel package's module tree is bound over /lib/modules/<kver>. The guest has no network
 # device: it uses its own loopback and its own namespaces only.
 #
-# e2e phases in the guest: all of them. Measured on 2 busy cores the whole harness takes ~11 min
-# in the guest (vs ~2.5 min on the host) and the whole tier ~19 min, which with the host run
-# (~7 min plus the build) keeps .ci/run well under 45 min, so no phase is left to the host
-# alone. The ones that do not depend on the WireGuard backend — 01 startup refusal, 02 auth
+# e2e phases in the guest: all of them. Measured on 2 cores the whole harness takes 6.5 min in
+# the guest when the host is otherwise idle (~11 min when it is busy; ~2.5 min on the host) and
+# the whole tier 11.5 min (~19 min busy), which with the host run (~10 min plus the build) keeps
+# .ci/run well under 45 min, so no phase is left to the host alone. The ones that do not depend on the WireGuard backend — 01 startup refusal, 02 auth
 # flow, 03 login rate limit (pure HTTP/auth, ~20 s together) — would be the first to drop
 # (KVM_E2E_PHASES="04 05 …") if the budget ever tightens; 06, 19 and 24 touch the hub only
 # through org and machine creation. KVM_E2E_PHASES narrows the list.
