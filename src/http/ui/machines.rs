@@ -366,10 +366,8 @@ pub async fn update(
     };
     let to = format!("/orgs/{}/machines/{}", ctx.org(), ctx.id());
     match machines::update(app, ctx, input).await {
-        Ok(_) => after_change(Ok(()), &to),
-        Err(e) if e.code == "not_confirmed" => after_change(Err(e), &to),
         Err(e) if e.status == StatusCode::BAD_REQUEST => detail(app, req, ctx, Some(&e)).await,
-        Err(e) => Err(e),
+        result => after_change(result.map(drop), &to),
     }
 }
 

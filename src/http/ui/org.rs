@@ -363,10 +363,8 @@ pub async fn settings_update(
     };
     let to = format!("/orgs/{}/settings", ctx.org());
     match orgs::update(app, ctx, input).await {
-        Ok(_) => Ok(redirect(&to)),
-        Err(e) if e.code == "not_confirmed" => after_change(Err(e), &to),
         Err(e) if e.status == StatusCode::BAD_REQUEST => settings(app, req, ctx, Some(&e)).await,
-        Err(e) => Err(e),
+        result => after_change(result.map(drop), &to),
     }
 }
 
