@@ -148,13 +148,25 @@ async fn poll_one(
     events: bool,
     counters: bool,
 ) -> Found {
+    // One `stat` of the path proves the held handles still name the live namespace, so
+    // nothing below needs to look again.
     if kernel.netns.identity(names) != Some(expect.inode) {
         return Found::Drift(Dirty::NETNS);
     }
-    // Namespace-wide switches: a few reads of held files (not all of them announce a change).
-    match kernel.netns.switches(names) {
-        Some(s) if s.ip_forward && s.ipv6_off && s.redirects_off => {}
-        _ => return Found::Drift(Dirty::SYSCTL),
+    let Some(handles) = kernel.namespaces.held(&names.netns, expect.inode) else {
+        return Found::Drift(Dirty::NETNS);
+    };
+    // Namespace-wide switches: a few reads of held files — those that announce no change (with
+    // events off, all of them).
+    let hold = if events {
+        handles.silent_switches_hold()
+    } else {
+        handles
+            .sysctls()
+            .map(|s| s.ip_forward && s.ipv6_off && s.redirects_off)
+    };
+    if !matches!(hold, Ok(true)) {
+        return Found::Drift(Dirty::SYSCTL);
     }
     if !events {
         match kernel.netns.glance(names).await {
@@ -166,19 +178,17 @@ async fn poll_one(
             _ => return Found::Drift(Dirty::FIREWALL),
         }
     } else if !expect.firewall.sets.is_empty() {
-        match kernel.firewall.sets(names).await {
+        match kernel.firewall.sets(&handles).await {
             Ok(sets) if sets == expect.firewall.sets => {}
             _ => return Found::Drift(Dirty::FIREWALL),
         }
     }
-    let device = match kernel.wg.observe(names).await {
-        Ok(DeviceState::Up(d)) => d,
+    let device = match kernel.wg.observe_unless(names, &expect.device).await {
+        Ok(None) => None,
+        Ok(Some(DeviceState::Up(d))) if same_shape(&d, &expect.device) => Some(d),
         // A slow daemon is an error, not a stale device: let the actor judge it.
         _ => return Found::Drift(Dirty::DEVICE),
     };
-    if !same_shape(&device, &expect.device) {
-        return Found::Drift(Dirty::DEVICE);
-    }
     let rules = if counters {
         match kernel.firewall.counters(names).await {
             Ok(Some(rules)) => Some(rules),
@@ -188,10 +198,13 @@ async fn poll_one(
     } else {
         None
     };
-    if device == expect.device && rules.is_none() {
-        return Found::Same;
+    match (device, rules) {
+        (None, None) => Found::Same,
+        (device, rules) => Found::Numbers(
+            Box::new(device.unwrap_or_else(|| expect.device.clone())),
+            rules,
+        ),
     }
-    Found::Numbers(Box::new(device), rules)
 }
 
 /// Polls every registered tenant once per `period`, spread over [`SLICES`] ticks; rule

@@ -227,6 +227,52 @@ impl Iptables {
         Ok(observed)
     }
 
+    /// After an in-place edit of the chain, read from `have`: if the ruleset generation moved
+    /// by exactly one since `have` was read, that one commit was ours, so the tables are `have`
+    /// with the chain as rendered — remembered as verified, and the next read needs no
+    /// `iptables-save` (counters still come from the kernel). Anything else is read back.
+    async fn trust_edit(
+        &self,
+        names: &TenantNames,
+        h: &NsHandles,
+        have: &FirewallObserved,
+        rules: &FirewallRules,
+    ) {
+        let Some(read_at) = have.generation else {
+            return;
+        };
+        let Ok(now) = nft::generation(&h.nfnl).await else {
+            return;
+        };
+        if now != read_at.wrapping_add(1) {
+            return;
+        }
+        let acl = rules
+            .acl
+            .iter()
+            .map(|rule| RuleObserved {
+                rule: rule.clone(),
+                packets: 0,
+                bytes: 0,
+            })
+            .collect();
+        self.lock().insert(
+            names.netns.clone(),
+            Verified {
+                inode: h.inode,
+                generation: now,
+                observed: FirewallObserved {
+                    forward_policy: have.forward_policy.clone(),
+                    forward: have.forward.clone(),
+                    acl: Some(acl),
+                    nat: have.nat.clone(),
+                    sets: rules.sets.clone(),
+                    generation: Some(now),
+                },
+            },
+        );
+    }
+
     async fn handles(&self, names: &TenantNames) -> KResult<Arc<NsHandles>> {
         self.namespaces
             .get(&names.netns)
@@ -283,7 +329,8 @@ impl Firewall for Iptables {
         let before = nft::ipsets(&h.nfnl)
             .await
             .map_err(|e| nl(&names.netns, e))?;
-        if !rules.sets.is_empty() {
+        // Sets already as wanted (a policy change that moves no tag) need no process.
+        if !rules.sets.is_empty() && before != rules.sets {
             Cmd::new("ipset")
                 .args(["-exist", "restore"])
                 .netns(&names.netns)
@@ -299,6 +346,7 @@ impl Firewall for Iptables {
                 fw.forward_policy.as_deref() == Some("DROP") && fw.forward == [forward_jump()];
             table_ok.then(|| edit_script(&acl, &rules.acl)).flatten()
         });
+        let edited = edit.is_some();
         let script = edit.unwrap_or_else(|| {
             let carry: BTreeMap<String, (u64, u64)> = have
                 .iter()
@@ -313,6 +361,9 @@ impl Firewall for Iptables {
             .stdin(script.into_bytes())
             .run()
             .await?;
+        if edited && let Some(have) = have {
+            self.trust_edit(names, &h, have, rules).await;
+        }
         // Sets no rule needs any more; only now unreferenced, so they can go.
         let stale: String = before
             .keys()
@@ -330,9 +381,8 @@ impl Firewall for Iptables {
         Ok(())
     }
 
-    async fn sets(&self, names: &TenantNames) -> KResult<BTreeMap<String, BTreeSet<Ipv4Addr>>> {
-        let h = self.handles(names).await?;
-        nft::ipsets(&h.nfnl).await.map_err(|e| nl(&names.netns, e))
+    async fn sets(&self, h: &NsHandles) -> KResult<BTreeMap<String, BTreeSet<Ipv4Addr>>> {
+        nft::ipsets(&h.nfnl).await.map_err(|e| nl(&h.netns, e))
     }
 
     async fn revoke(

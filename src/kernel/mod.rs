@@ -193,9 +193,6 @@ pub trait Netns: Send + Sync {
     async fn glance(&self, names: &TenantNames) -> KResult<Option<NetnsGlance>>;
     /// The identity (inode) of the namespace now, `None` if it does not exist; a `stat`.
     fn identity(&self, names: &TenantNames) -> Option<u64>;
-    /// The namespace-wide switches (`ip_forward`, IPv6, redirects) through open handles;
-    /// `None` if the namespace's handles are not open.
-    fn switches(&self, names: &TenantNames) -> Option<ns::Switches>;
     /// Is the birth link still in the controller namespace (a creation that stopped half-way)?
     async fn birth_link_in_host(&self, names: &TenantNames) -> KResult<bool>;
     async fn create(&self, names: &TenantNames) -> KResult<()>;
@@ -229,6 +226,19 @@ pub trait WireGuard: Send + Sync {
     /// `"userspace"` or `"kernel"`.
     fn backend(&self) -> &'static str;
     async fn observe(&self, names: &TenantNames) -> KResult<DeviceState>;
+    /// [`WireGuard::observe`], or `None` when the device is exactly `same` (the cheap poll's
+    /// question: a backend may answer it without building a copy).
+    async fn observe_unless(
+        &self,
+        names: &TenantNames,
+        same: &DeviceObserved,
+    ) -> KResult<Option<DeviceState>> {
+        let state = self.observe(names).await?;
+        Ok(match &state {
+            DeviceState::Up(d) if d == same => None,
+            _ => Some(state),
+        })
+    }
     /// Creates the device in the controller namespace under its birth name.
     async fn create(&self, names: &TenantNames) -> KResult<()>;
     async fn configure(&self, names: &TenantNames, key: &PrivateKey, port: u16) -> KResult<()>;
@@ -293,7 +303,7 @@ pub trait Firewall: Send + Sync {
         have: Option<&FirewallObserved>,
     ) -> KResult<()>;
     /// The ipsets and their members (what changes without any event).
-    async fn sets(&self, names: &TenantNames) -> KResult<BTreeMap<String, BTreeSet<Ipv4Addr>>>;
+    async fn sets(&self, h: &ns::NsHandles) -> KResult<BTreeMap<String, BTreeSet<Ipv4Addr>>>;
     /// Deletes the tracked flows `keep` rejects, so that a narrowed policy cuts flows the
     /// `ESTABLISHED` shortcut would keep alive; returns how many were cut.
     async fn revoke(

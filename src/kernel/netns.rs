@@ -167,10 +167,6 @@ impl Netns for NativeNetns {
         path_inode(&names.netns)
     }
 
-    fn switches(&self, names: &TenantNames) -> Option<super::ns::Switches> {
-        self.namespaces.cached(&names.netns)?.sysctls().ok()
-    }
-
     async fn birth_link_in_host(&self, names: &TenantNames) -> KResult<bool> {
         let sock = self.host.route().await.map_err(|e| nl("host", e))?;
         Ok(route::link(sock, &names.birth)

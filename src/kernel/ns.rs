@@ -80,6 +80,16 @@ impl NsHandles {
         })
     }
 
+    /// Are the switches that announce no change as they must be: IPv6 off and ICMP redirects
+    /// off, for all and for new interfaces? (`ip_forward` is announced by a netconf event, so
+    /// the cheap poll need not read it.)
+    pub fn silent_switches_hold(&self) -> io::Result<bool> {
+        Ok(read_flag(&self.ipv6_off_all)?
+            && read_flag(&self.ipv6_off_default)?
+            && !read_flag(&self.redirects_all)?
+            && !read_flag(&self.redirects_default)?)
+    }
+
     /// IPv6 and redirects off for new interfaces and all of them, then `ip_forward=1`.
     pub fn set_sysctls(&self) -> io::Result<()> {
         for f in [&self.redirects_default, &self.redirects_all] {
@@ -314,6 +324,12 @@ impl Namespaces {
             }
             None => None,
         }
+    }
+
+    /// The open handles of `netns` if they belong to the namespace with `inode` — no system
+    /// call: the caller has just checked that the path names that namespace.
+    pub fn held(&self, netns: &str, inode: u64) -> Option<Arc<NsHandles>> {
+        self.lock().get(netns).filter(|h| h.inode == inode).cloned()
     }
 
     /// Closes the handles of `netns` (gone, replaced, or about to be deleted).

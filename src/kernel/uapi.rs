@@ -115,17 +115,33 @@ impl Connection {
             .map_err(|_| UapiError::Malformed("not UTF-8".into()))
     }
 
-    pub async fn get(&mut self) -> Result<DeviceObserved, UapiError> {
+    /// Reads the device; an idle device answers the bytes it answered last time, which then
+    /// need no parsing.
+    async fn read(&mut self) -> Result<&DeviceObserved, UapiError> {
         let text = self.exchange(b"get=1\n\n").await?;
-        if let Some((t, dev)) = &self.last
-            && t.expose() == text.expose()
-        {
-            return Ok(dev.clone());
+        let fresh = !matches!(&self.last, Some((t, _)) if t.expose() == text.expose());
+        if fresh {
+            let mut dev = parse_get_with(text.expose(), &mut self.memo)?;
+            dev.pid = self.pid;
+            self.last = Some((text, dev));
         }
-        let mut dev = parse_get_with(text.expose(), &mut self.memo)?;
-        dev.pid = self.pid;
-        self.last = Some((text, dev.clone()));
-        Ok(dev)
+        match &self.last {
+            Some((_, dev)) => Ok(dev),
+            None => Err(UapiError::Malformed("no device".into())),
+        }
+    }
+
+    pub async fn get(&mut self) -> Result<DeviceObserved, UapiError> {
+        self.read().await.cloned()
+    }
+
+    /// The device, or `None` when it equals `same` (then without a copy).
+    pub async fn get_unless(
+        &mut self,
+        same: &DeviceObserved,
+    ) -> Result<Option<DeviceObserved>, UapiError> {
+        let dev = self.read().await?;
+        Ok((dev != same).then(|| dev.clone()))
     }
 
     /// Sends a `set=1` body (lines without the leading `set=1` and trailing blank line).

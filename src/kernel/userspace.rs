@@ -53,12 +53,11 @@ impl Userspace {
     }
 
     fn conn(&self, birth: &str) -> Conn {
-        self.conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(birth.to_string())
-            .or_default()
-            .clone()
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        match conns.get(birth) {
+            Some(c) => c.clone(),
+            None => conns.entry(birth.to_string()).or_default().clone(),
+        }
     }
 
     fn forget_conn(&self, birth: &str) {
@@ -109,6 +108,56 @@ impl Userspace {
             Err(e) => {
                 *slot = None;
                 Err(e)
+            }
+        }
+    }
+
+    /// Reads the device (`None`: it equals `same`), judging a failure: a missing socket, a
+    /// refusing one, or a slow or dead daemon.
+    async fn read(
+        &self,
+        names: &TenantNames,
+        same: Option<&DeviceObserved>,
+    ) -> KResult<Option<DeviceState>> {
+        let birth = &names.birth;
+        match self.exchange(birth, Op::Get(same)).await {
+            Ok(dev) => {
+                self.answered(birth);
+                Ok(dev.map(DeviceState::Up))
+            }
+            Err(UapiError::Missing) => {
+                self.answered(birth);
+                if self.daemons(birth).await.is_empty() {
+                    Ok(Some(DeviceState::Absent))
+                } else {
+                    Ok(Some(DeviceState::Stale("daemon without socket".into())))
+                }
+            }
+            // Nobody listens: the daemon is gone and left its socket behind.
+            Err(e @ UapiError::Refused) => {
+                self.answered(birth);
+                Ok(Some(DeviceState::Stale(e.to_string())))
+            }
+            // A timeout or an I/O error from a daemon that is alive is a slow daemon, not a
+            // dead one: replacing it would drop every machine of the tenant. Only a run of
+            // failures makes it hung.
+            Err(e) => {
+                if self.daemons(birth).await.is_empty() {
+                    self.answered(birth);
+                    return Ok(Some(DeviceState::Stale(format!("daemon gone: {e}"))));
+                }
+                let n = self.failed(birth);
+                if n >= HUNG_AFTER {
+                    self.answered(birth);
+                    Ok(Some(DeviceState::Stale(format!(
+                        "daemon did not answer {n} times in a row: {e}"
+                    ))))
+                } else {
+                    Err(KernelError::Device {
+                        device: birth.clone(),
+                        detail: format!("daemon slow to answer ({n} of {HUNG_AFTER}): {e}"),
+                    })
+                }
             }
         }
     }
@@ -166,14 +215,16 @@ impl Userspace {
 /// One UAPI operation: read the device, or apply a `set=1` body.
 #[derive(Clone, Copy)]
 enum Op<'a> {
-    Get,
+    /// Read the device; with a device to compare, `None` when it is that one.
+    Get(Option<&'a DeviceObserved>),
     Set(&'a Secret<String>),
 }
 
 impl Op<'_> {
-    async fn run(self, c: &mut uapi::Connection) -> Result<Option<DeviceObserved>, UapiError> {
+    async fn run(&self, c: &mut uapi::Connection) -> Result<Option<DeviceObserved>, UapiError> {
         match self {
-            Op::Get => c.get().await.map(Some),
+            Op::Get(None) => c.get().await.map(Some),
+            Op::Get(Some(same)) => c.get_unless(same).await,
             Op::Set(body) => c.set(body).await.map(|()| None),
         }
     }
@@ -243,49 +294,21 @@ impl WireGuard for Userspace {
     }
 
     async fn observe(&self, names: &TenantNames) -> KResult<DeviceState> {
-        let birth = &names.birth;
-        match self.exchange(birth, Op::Get).await {
-            Ok(dev) => {
-                self.answered(birth);
-                let dev = dev
-                    .ok_or_else(|| device_error(names, UapiError::Malformed("no device".into())))?;
-                Ok(DeviceState::Up(dev))
-            }
-            Err(UapiError::Missing) => {
-                self.answered(birth);
-                if self.daemons(birth).await.is_empty() {
-                    Ok(DeviceState::Absent)
-                } else {
-                    Ok(DeviceState::Stale("daemon without socket".into()))
-                }
-            }
-            // Nobody listens: the daemon is gone and left its socket behind.
-            Err(e @ UapiError::Refused) => {
-                self.answered(birth);
-                Ok(DeviceState::Stale(e.to_string()))
-            }
-            // A timeout or an I/O error from a daemon that is alive is a slow daemon, not a
-            // dead one: replacing it would drop every machine of the tenant. Only a run of
-            // failures makes it hung.
-            Err(e) => {
-                if self.daemons(birth).await.is_empty() {
-                    self.answered(birth);
-                    return Ok(DeviceState::Stale(format!("daemon gone: {e}")));
-                }
-                let n = self.failed(birth);
-                if n >= HUNG_AFTER {
-                    self.answered(birth);
-                    Ok(DeviceState::Stale(format!(
-                        "daemon did not answer {n} times in a row: {e}"
-                    )))
-                } else {
-                    Err(KernelError::Device {
-                        device: birth.clone(),
-                        detail: format!("daemon slow to answer ({n} of {HUNG_AFTER}): {e}"),
-                    })
-                }
-            }
+        match self.read(names, None).await? {
+            Some(state) => Ok(state),
+            None => Err(device_error(
+                names,
+                UapiError::Malformed("no device".into()),
+            )),
         }
+    }
+
+    async fn observe_unless(
+        &self,
+        names: &TenantNames,
+        same: &DeviceObserved,
+    ) -> KResult<Option<DeviceState>> {
+        self.read(names, Some(same)).await
     }
 
     async fn create(&self, names: &TenantNames) -> KResult<()> {
