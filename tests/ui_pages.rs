@@ -305,6 +305,8 @@ fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
             format!("{org_path}/users"),
             format!("{org_path}/audit"),
             format!("{org_path}/settings"),
+            format!("{org_path}/explain"),
+            format!("{org_path}/explain?src={machine}&dst_addr=10.100.0.9&proto=tcp&port=22"),
             "/account".to_string(),
         ] {
             let r = get(&api, &path, Some(&op)).await;
@@ -325,6 +327,45 @@ fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
             body.contains("tag staff") && body.contains(">default<"),
             "{body}"
         );
+        // Explain: the deny on ssh from staff decides, row by row, with a fix that pre-fills
+        // the policy form; a bad question is a 400 page that says why.
+        let r = get(
+            &api,
+            &format!("{org_path}/explain?src={machine}&dst_addr=10.100.0.9&proto=tcp&port=22"),
+            Some(&op),
+        )
+        .await;
+        let body = text(&r);
+        assert!(body.contains("Not reachable"), "{body}");
+        assert!(body.contains("id=\"trace-forward\"") && body.contains("id=\"trace-reply\""));
+        assert!(body.contains("carries tag staff"), "{body}");
+        assert!(body.contains("denied by policy #1"), "{body}");
+        let fix = body
+            .split("id=\"explain-fix\" href=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("a fix link")
+            .replace("&#38;", "&")
+            .replace("&amp;", "&")
+            .replace("&#47;", "/");
+        let fix = fix.split('#').next().unwrap().to_string();
+        assert!(
+            fix.contains("prefill=1") && fix.contains("priority=99"),
+            "{fix}"
+        );
+        let r = get(&api, &fix, Some(&op)).await;
+        let body = text(&r);
+        assert!(body.contains("value=\"10.100.0.9/32\""), "{body}");
+        assert!(body.contains("value=\"99\""), "{body}");
+        let r = get(
+            &api,
+            &format!("{org_path}/explain?src={machine}&dst_addr=10.200.0.9&proto=tcp&port=22"),
+            Some(&op),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_page(&r, true);
+        assert!(text(&r).contains("outside the org network"), "{}", text(&r));
 
         // Assets are served under their hashed names only, for a year.
         let css = body
@@ -368,7 +409,7 @@ fn ui_members_cannot_write_and_other_tenants_are_not_found() {
         let mb = mb["machine"]["id"].as_str().unwrap();
 
         // A member sees no write controls ...
-        for path in ["machines", "policies", "users", "settings"] {
+        for path in ["machines", "policies", "users", "settings", "explain"] {
             let r = get(&api, &format!("/orgs/{a}/{path}"), Some(&member)).await;
             assert_eq!(r.status, 200);
             let body = text(&r);
@@ -424,6 +465,8 @@ fn ui_members_cannot_write_and_other_tenants_are_not_found() {
             format!("/orgs/{a}/machines/{mb}"),
             format!("/orgs/{b}/policies"),
             format!("/orgs/{b}/audit"),
+            format!("/orgs/{b}/explain"),
+            format!("/orgs/{b}/explain?src={mb}&dst_addr=10.100.0.9&proto=icmp"),
             "/orgs/not-an-id/machines".to_string(),
         ] {
             let r = get(&api, &path, Some(&admin_a)).await;

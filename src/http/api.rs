@@ -144,6 +144,10 @@ pub async fn run(app: &App, req: &Request, op: Op, ctx: Ctx) -> Result<Response,
             let list = crate::service::audit::list(app, ctx, q).await?;
             page(req, "entries", &list)
         }
+        Op::Explain => {
+            let q = crate::service::explain::ExplainQuery::parse(&req.query)?;
+            json(OK, &crate::service::explain::explain(app, ctx, &q).await?)
+        }
     })
 }
 

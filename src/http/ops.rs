@@ -35,6 +35,7 @@ pub enum Op {
     PolicyMove,
     Status,
     Audit,
+    Explain,
 }
 
 /// Parses the JSON body into `T` (unknown fields are refused by `T`'s own serde attributes).

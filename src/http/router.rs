@@ -304,6 +304,15 @@ pub const ROUTES: &[Route] = &[
         200,
         Some("AuditList"),
     ),
+    r(
+        GET,
+        "/api/v1/orgs/{org}/explain",
+        Op::Explain,
+        "Why can (or can't) src reach dst: the policy chain walked row by row as the kernel has it, the reply direction, the deciding rule's counter, both peers' data plane and a fix for a denied path",
+        None,
+        200,
+        Some("Explain"),
+    ),
 ];
 
 /// Matches `path` against a pattern; returns the raw `{org}` and `{id}` segments.

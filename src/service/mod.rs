@@ -15,6 +15,7 @@ pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod error;
+pub mod explain;
 pub mod machine_query;
 pub mod machines;
 pub mod orgs;
