@@ -633,6 +633,37 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
     // The answer itself (below the form) for the reviewer: verdict, both traces, the facts.
     let shot = ui.el("#explain-answer").await.screenshot().await.unwrap();
     std::fs::write(ui.shots.join("explain-answer-1280.png"), shot).unwrap();
+    // (h) Keyboard only: watch this path; the panel counts the pings that reach the hub
+    // (and are dropped there) by itself, every 2 s.
+    ui.tab_to("#watch-button").await;
+    ui.key(Key::Enter).await;
+    ui.el("#watches").await;
+    assert!(ui.text("#watches").await.contains("deny by policy #1"));
+    assert!(
+        !vm1.ping(phone_addr, SENT as u32),
+        "still denied while watched"
+    );
+    let start = Instant::now();
+    loop {
+        let counted: u64 = ui
+            .text("#watches .watch-packets")
+            .await
+            .trim()
+            .parse()
+            .unwrap();
+        if counted >= SENT {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the watch panel shows {counted}, sent {SENT}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    ui.clean("watch panel").await;
+    ui.audit("explain-watch").await;
+    let shot = ui.el("#watch-panel").await.screenshot().await.unwrap();
+    std::fs::write(ui.shots.join("explain-watch-panel-1280.png"), shot).unwrap();
     // The other way round the first packet passes, but the deny drops its echo reply: the
     // reply direction decides, and the kernel agrees.
     ui.go(&format!(

@@ -366,6 +366,72 @@ fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
         assert_page(&r, true);
         assert!(text(&r).contains("outside the org network"), "{}", text(&r));
+        // Watch this path: three go, back to the question with the panel; a fourth says why.
+        let watch_form = [
+            ("csrf_token", op.csrf.as_str()),
+            ("src", machine.as_str()),
+            ("src_addr", ""),
+            ("dst", ""),
+            ("dst_addr", "10.100.0.9"),
+            ("proto", "tcp"),
+            ("port", "22"),
+        ];
+        let mut back = String::new();
+        for _ in 0..3 {
+            let r = post(
+                &api,
+                &format!("{org_path}/watch"),
+                Some(&op),
+                &watch_form,
+                "same-origin",
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", text(&r));
+            back = location(&r);
+            assert!(back.starts_with(&format!("{org_path}/explain?src={machine}")));
+        }
+        let r = get(&api, &back, Some(&op)).await;
+        assert_page(&r, true);
+        let body = text(&r);
+        assert_eq!(
+            body.matches("<td data-label=\"Path\">").count(),
+            3,
+            "{body}"
+        );
+        assert!(body.contains("deny by policy #1") && body.contains("hx-trigger=\"every 2s\""));
+        let r = post(
+            &api,
+            &format!("{org_path}/watch"),
+            Some(&op),
+            &watch_form,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CONFLICT);
+        assert_page(&r, true);
+        assert!(
+            text(&r).contains("Not watched: an org has at most 3 watches"),
+            "{}",
+            text(&r)
+        );
+        // The panel alone for htmx's poll.
+        let r = api
+            .raw(
+                warp::test::request()
+                    .method("GET")
+                    .path(&format!(
+                        "{org_path}/explain?src={machine}&dst_addr=10.100.0.9&proto=tcp&port=22"
+                    ))
+                    .header("cookie", &op.cookie)
+                    .header("hx-request", "true"),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        assert!(
+            text(&r).starts_with("<div id=\"watch-panel\""),
+            "{}",
+            text(&r)
+        );
 
         // Assets are served under their hashed names only, for a year.
         let css = body
@@ -413,11 +479,32 @@ fn ui_members_cannot_write_and_other_tenants_are_not_found() {
             let r = get(&api, &format!("/orgs/{a}/{path}"), Some(&member)).await;
             assert_eq!(r.status, 200);
             let body = text(&r);
-            for control in ["Add machine", "Create policy", "Add user", ">Save<"] {
+            for control in [
+                "Add machine",
+                "Create policy",
+                "Add user",
+                ">Save<",
+                "Watch this path",
+            ] {
                 assert!(!body.contains(control), "{control} on {path}");
             }
         }
         // ... and a forged write gets 403 with nothing changed.
+        let forged = [
+            ("csrf_token", member.csrf.as_str()),
+            ("src_addr", "10.100.0.2"),
+            ("dst_addr", "10.100.0.3"),
+            ("proto", "icmp"),
+        ];
+        let r = post(
+            &api,
+            &format!("/orgs/{a}/watch"),
+            Some(&member),
+            &forged,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
         let forged = [("csrf_token", member.csrf.as_str()), ("name", "sneaky")];
         let r = post(
             &api,

@@ -100,8 +100,39 @@ fn schemas() -> Value {
         "Explain".into(),
         explain_schema(&json!({"$ref": "#/components/schemas/Selector"})),
     );
+    let watch = watch_schema();
+    m.insert("WatchCreate".into(), json!({"type": "object", "required": ["src", "dst", "proto"], "additionalProperties": false, "properties": {
+        "src": {"type": "string", "minLength": 1, "description": "a machine's id or name, or an IPv4 address inside the org network"},
+        "dst": {"type": "string", "minLength": 1}, "proto": {"type": "string", "enum": ["tcp", "udp", "icmp"]},
+        "port": {"type": ["integer", "null"], "minimum": 1, "maximum": 65535, "description": "required with tcp and udp, refused with icmp"},
+        "ttl_secs": {"type": ["integer", "null"], "minimum": 1, "maximum": 120, "default": 60}}}));
+    m.insert(
+        "WatchList".into(),
+        json!({"type": "object", "required": ["watches", "max"], "properties": {"watches": {"type": "array", "items": watch.clone()}, "max": {"type": "integer"}}}),
+    );
+    m.insert("Watch".into(), watch);
     m.insert("AuditList".into(), json!({"type": "object", "required": ["entries", "next_cursor"], "properties": {"entries": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "integer"}, "at": time, "actor_id": {"type": ["string", "null"]}, "actor_email": {"type": ["string", "null"]}, "action": {"type": "string"}, "target_type": {"type": "string"}, "target_id": {"type": ["string", "null"]}, "detail": {"type": "object"}}}}, "next_cursor": next}}));
     Value::Object(m)
+}
+
+/// A watch as `POST`/`GET /orgs/{org}/watch` answer it.
+fn watch_schema() -> Value {
+    let time = json!({"type": "string", "format": "date-time"});
+    let end = json!({"type": "object", "required": ["address", "machine_id", "name"], "properties": {
+        "address": {"type": "string"}, "machine_id": {"type": ["string", "null"], "format": "uuid"},
+        "name": {"type": ["string", "null"]}}});
+    json!({"type": "object", "required": ["id", "src", "dst", "protocol", "port", "created_at", "expires_at", "expires_in_secs", "packets", "bytes", "verdict", "decided_by", "number", "reachable", "summary"], "properties": {
+        "id": {"type": "string", "format": "uuid"}, "src": end, "dst": end,
+        "protocol": {"type": "string", "enum": ["tcp", "udp", "icmp"]}, "port": {"type": ["integer", "null"]},
+        "created_at": time, "expires_at": time, "expires_in_secs": {"type": "integer"},
+        "packets": {"type": "integer", "description": "packets of the path that reached the hub since the watch began"},
+        "bytes": {"type": "integer"},
+        "verdict": {"type": "string", "enum": ["allow", "deny"]},
+        "decided_by": {"type": "object", "required": ["kind"], "properties": {
+            "kind": {"type": "string", "enum": ["policy", "established", "default"]},
+            "policy": {"type": "string", "format": "uuid"}}},
+        "number": {"type": ["integer", "null"], "description": "the deciding policy's number on the policies page"},
+        "reachable": {"type": "boolean"}, "summary": {"type": "string"}}})
 }
 
 /// `GET /orgs/{org}/explain`'s answer.
@@ -349,7 +380,7 @@ pub fn document(cookie_secure: bool) -> Value {
             responses.insert(
                 "409".into(),
                 error_response(
-                    "conflicts with existing state, or a per-org limit is reached (MAX_MACHINES_PER_ORG, MAX_POLICIES_PER_ORG, MAX_USERS_PER_ORG)",
+                    "conflicts with existing state, or a per-org limit is reached (MAX_MACHINES_PER_ORG, MAX_POLICIES_PER_ORG, MAX_USERS_PER_ORG, 3 live watches)",
                 ),
             );
         }

@@ -36,6 +36,8 @@ pub enum Op {
     Status,
     Audit,
     Explain,
+    WatchCreate,
+    WatchList,
 }
 
 /// Parses the JSON body into `T` (unknown fields are refused by `T`'s own serde attributes).

@@ -249,6 +249,43 @@ fn protocol(q: &ExplainQuery) -> Result<(Protocol, u8, Option<u16>), ApiError> {
     Ok((proto, number, port))
 }
 
+/// A question, checked: both ends, the protocol (and its number) and the port.
+pub(crate) struct Asked<'m> {
+    pub src: Ipv4Addr,
+    pub src_m: Option<&'m Machine>,
+    pub dst: Ipv4Addr,
+    pub dst_m: Option<&'m Machine>,
+    pub proto: Protocol,
+    pub number: u8,
+    pub port: Option<u16>,
+}
+
+/// Checks a question against the org (Explain and Watch ask the same way).
+pub(crate) fn asked<'m>(
+    q: &ExplainQuery,
+    org: &Org,
+    machines: &'m [Machine],
+) -> Result<Asked<'m>, ApiError> {
+    let (src, src_m) = resolve("src", q.src.as_deref(), org, machines)?;
+    let (dst, dst_m) = resolve("dst", q.dst.as_deref(), org, machines)?;
+    let (proto, number, port) = protocol(q)?;
+    if src == dst {
+        return Err(ApiError::invalid(
+            "dst",
+            "the same address as src: a machine's packets to itself never reach the hub",
+        ));
+    }
+    Ok(Asked {
+        src,
+        src_m,
+        dst,
+        dst_m,
+        proto,
+        number,
+        port,
+    })
+}
+
 /// The comment of the rule behind a row.
 fn comment_of(d: &Decider) -> String {
     match d {
@@ -381,15 +418,15 @@ pub async fn explain(app: &App, ctx: &Ctx, q: &ExplainQuery) -> Result<ExplainVi
         .await?
         .ok_or_else(ApiError::not_found)?;
     let machines = &model.rows.machines;
-    let (src_ip, src_m) = resolve("src", q.src.as_deref(), &org, machines)?;
-    let (dst_ip, dst_m) = resolve("dst", q.dst.as_deref(), &org, machines)?;
-    let (proto, number, port) = protocol(q)?;
-    if src_ip == dst_ip {
-        return Err(ApiError::invalid(
-            "dst",
-            "the same address as src: a machine's packets to itself never reach the hub",
-        ));
-    }
+    let Asked {
+        src: src_ip,
+        src_m,
+        dst: dst_ip,
+        dst_m,
+        proto,
+        number,
+        port,
+    } = asked(q, &org, machines)?;
     let policies = crate::db::policies::list(&app.pool, org.id).await?;
     let addrs: Vec<MachineAddr> = machines.iter().map(Machine::addr).collect();
     let names: BTreeMap<Uuid, String> = machines.iter().map(|m| (m.id, m.name.clone())).collect();

@@ -27,6 +27,7 @@ pub mod status;
 pub mod users;
 pub mod validate;
 pub mod views;
+pub mod watch;
 
 pub use access::Ctx;
 pub use error::ApiError;

@@ -2,7 +2,8 @@
 //! question is the URL, so it can be shared and bookmarked); the answer is the service's
 //! `explain::explain`, the same operation the API renders as JSON.
 
-use super::page::{Chrome, html};
+use super::form::Form;
+use super::page::{Chrome, after_change, fragment, html, is_htmx};
 use super::policies::Choice;
 use crate::http::error::ApiError;
 use crate::http::{App, Request, Response};
@@ -10,6 +11,7 @@ use crate::policy::evaluate::FieldWhy;
 use crate::policy::{Selector, Verdict};
 use crate::service::explain::{self, ExplainQuery, ExplainView, PeerFacts, TraceView};
 use crate::service::views::OrgView;
+use crate::service::watch::{self, WatchList};
 use crate::service::{Ctx, machines, orgs};
 use askama::Template;
 use warp::http::StatusCode;
@@ -292,39 +294,160 @@ fn answer(org: &OrgView, v: &ExplainView) -> Answer {
     }
 }
 
+/// A live watch as the panel shows it.
+pub struct WatchRow {
+    pub path: String,
+    pub packets: u64,
+    pub bytes: String,
+    pub verdict: String,
+    pub ends_in: String,
+}
+
+fn watch_rows(list: &WatchList) -> Vec<WatchRow> {
+    let end = |e: &explain::EndView| match &e.name {
+        Some(n) => format!("{n} ({})", e.address),
+        None => e.address.to_string(),
+    };
+    list.watches
+        .iter()
+        .map(|w| {
+            let what = match w.port {
+                Some(p) => format!("{} port {p}", w.protocol.as_str()),
+                None => w.protocol.as_str().to_string(),
+            };
+            let by = match (&w.decided_by, w.number) {
+                (_, Some(n)) => format!("policy #{n}"),
+                (crate::policy::evaluate::Decider::Established, _) => "the established row".into(),
+                _ => "the default row".into(),
+            };
+            WatchRow {
+                path: format!("{} → {}, {what}", end(&w.src), end(&w.dst)),
+                packets: w.packets,
+                bytes: super::fmt::bytes(w.bytes),
+                verdict: format!("{} by {by}", w.verdict.as_str()),
+                ends_in: format!("{} s", w.expires_in_secs),
+            }
+        })
+        .collect()
+}
+
+/// The watches panel alone, for htmx's poll.
+#[derive(Template)]
+#[template(path = "explain.html", block = "watches")]
+struct WatchPanel<'a> {
+    org: &'a OrgView,
+    watches: &'a [WatchRow],
+    poll: &'a str,
+}
+
 #[derive(Template)]
 #[template(path = "explain.html")]
 struct ExplainPage {
     chrome: Chrome,
     org: OrgView,
     choices: Vec<Choice>,
-    src: String,
-    src_addr: String,
-    dst: String,
-    dst_addr: String,
-    proto: String,
-    port: String,
+    p: Params,
     error: Option<String>,
     answer: Option<Answer>,
+    watches: Vec<WatchRow>,
+    watch_error: Option<String>,
+    /// This question's page, which the watches panel polls.
+    poll: String,
 }
 
-/// The machine picker's value, unless the address field next to it says otherwise.
-fn end(req: &Request, picker: &str, addr: &str) -> Option<String> {
-    let a = req_param(req, addr).filter(|a| !a.trim().is_empty());
-    a.or_else(|| req_param(req, picker))
+/// The question as the form has it (the query of a GET, the hidden fields of the watch POST).
+#[derive(Default)]
+pub struct Params {
+    pub src: String,
+    pub src_addr: String,
+    pub dst: String,
+    pub dst_addr: String,
+    pub proto: String,
+    pub port: String,
 }
 
-fn req_param(req: &Request, name: &str) -> Option<String> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(&req.query)
-        .ok()?
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
+impl Params {
+    fn from_pairs(get: impl Fn(&str) -> Option<String>) -> Params {
+        let t = |k: &str| get(k).unwrap_or_default();
+        Params {
+            src: t("src"),
+            src_addr: t("src_addr"),
+            dst: t("dst"),
+            dst_addr: t("dst_addr"),
+            proto: get("proto").unwrap_or_else(|| "tcp".into()),
+            port: t("port"),
+        }
+    }
+
+    fn of_query(req: &Request) -> Params {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(&req.query).unwrap_or_default();
+        Params::from_pairs(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    fn of_form(f: &Form) -> Params {
+        Params::from_pairs(|k| f.get(k).map(str::to_string))
+    }
+
+    /// Whether a question was asked (a GET of the bare page shows the form only).
+    fn asked(req: &Request) -> bool {
+        ["src", "src_addr", "dst", "dst_addr", "port"]
+            .iter()
+            .any(|k| req.query_param(k).is_some_and(|v| !v.is_empty()))
+    }
+
+    /// The machine picker's value, unless the address field next to it says otherwise.
+    fn end(picker: &str, addr: &str) -> Option<String> {
+        let v = if addr.trim().is_empty() { picker } else { addr };
+        (!v.trim().is_empty()).then(|| v.to_string())
+    }
+
+    fn query(&self) -> ExplainQuery {
+        let o = |s: &str| (!s.trim().is_empty()).then(|| s.to_string());
+        ExplainQuery {
+            src: Params::end(&self.src, &self.src_addr),
+            dst: Params::end(&self.dst, &self.dst_addr),
+            proto: o(&self.proto),
+            port: o(&self.port),
+        }
+    }
+
+    fn encoded(&self) -> String {
+        serde_urlencoded::to_string([
+            ("src", self.src.as_str()),
+            ("src_addr", self.src_addr.as_str()),
+            ("dst", self.dst.as_str()),
+            ("dst_addr", self.dst_addr.as_str()),
+            ("proto", self.proto.as_str()),
+            ("port", self.port.as_str()),
+        ])
+        .unwrap_or_default()
+    }
 }
 
-/// `GET /orgs/{org}/explain`: the form, and the answer when a question was asked.
-pub async fn page(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiError> {
+async fn render(
+    app: &App,
+    req: &Request,
+    ctx: &Ctx,
+    p: Params,
+    ask: bool,
+    watch_error: Option<&ApiError>,
+) -> Result<Response, ApiError> {
     let org = orgs::get(app, ctx).await?;
+    let poll = format!("/orgs/{}/explain?{}", org.id, p.encoded());
+    // The panel is a side show: a tenant being repaired still gets its answer.
+    let watches = watch::list(app, ctx)
+        .await
+        .map(|l| watch_rows(&l))
+        .unwrap_or_default();
+    if is_htmx(req) && watch_error.is_none() {
+        let panel = WatchPanel {
+            org: &org,
+            watches: &watches,
+            poll: &poll,
+        };
+        return Ok(fragment(req, &panel));
+    }
     let model = machines::model(app, ctx).await?;
     let choices = model
         .machines
@@ -334,36 +457,82 @@ pub async fn page(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiEr
             label: format!("{} ({})", m.name, m.address),
         })
         .collect();
-    let q = ExplainQuery {
-        src: end(req, "src", "src_addr"),
-        dst: end(req, "dst", "dst_addr"),
-        proto: req_param(req, "proto"),
-        port: req_param(req, "port"),
-    };
-    let (answer, error, status) = if q.is_empty() {
-        (None, None, StatusCode::OK)
-    } else {
-        match explain::explain(app, ctx, &q).await {
+    let (answer, error, mut status) = if ask {
+        match explain::explain(app, ctx, &p.query()).await {
             Ok(v) => (Some(answer(&org, &v)), None, StatusCode::OK),
             Err(e) if e.status == StatusCode::BAD_REQUEST => {
                 (None, Some(e.message.clone()), e.status)
             }
             Err(e) => return Err(e),
         }
+    } else {
+        (None, None, StatusCode::OK)
     };
-    let p = |k: &str| req_param(req, k).unwrap_or_default();
+    if let Some(e) = watch_error {
+        status = e.status;
+    }
     let page = ExplainPage {
         chrome: Chrome::of(req, ctx, Some(org.clone()), "Explain"),
         org,
         choices,
-        src: p("src"),
-        src_addr: p("src_addr"),
-        dst: p("dst"),
-        dst_addr: p("dst_addr"),
-        proto: req_param(req, "proto").unwrap_or_else(|| "tcp".into()),
-        port: p("port"),
+        p,
         error,
         answer,
+        watches,
+        watch_error: watch_error.map(|e| e.message.clone()),
+        poll,
     };
     Ok(html(status, &page, true))
+}
+
+/// `GET /orgs/{org}/explain`: the form, the answer when a question was asked, and the org's
+/// live watches (alone, for htmx's poll).
+pub async fn page(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiError> {
+    render(
+        app,
+        req,
+        ctx,
+        Params::of_query(req),
+        Params::asked(req),
+        None,
+    )
+    .await
+}
+
+/// `POST /orgs/{org}/watch`: "Watch this path for 60 s"; back to the question's page, where
+/// the panel shows the counts. A refused watch (a fourth, bad input) shows why on that page.
+pub async fn watch_path(
+    app: &App,
+    req: &Request,
+    ctx: &Ctx,
+    form: &Form,
+) -> Result<Response, ApiError> {
+    let p = Params::of_form(form);
+    let q = p.query();
+    let port = match q.port.as_deref().map(str::trim) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u32>()
+            .map(Some)
+            .map_err(|_| ApiError::invalid("port", "must be a number from 1 to 65535")),
+    };
+    let result = match port {
+        Ok(port) => {
+            let input = watch::WatchCreate {
+                src: q.src.clone().unwrap_or_default(),
+                dst: q.dst.clone().unwrap_or_default(),
+                proto: q.proto.clone().unwrap_or_default(),
+                port,
+                ttl_secs: None,
+            };
+            watch::create(app, ctx, input).await.map(|_| ())
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if matches!(e.status.as_u16(), 400 | 409) => {
+            render(app, req, ctx, p, true, Some(&e)).await
+        }
+        r => after_change(r, &format!("/orgs/{}/explain?{}", ctx.org(), p.encoded())),
+    }
 }

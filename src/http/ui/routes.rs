@@ -51,6 +51,7 @@ pub enum Page {
     SettingsUpdate,
     OrgDelete,
     Explain,
+    Watch,
 }
 
 const GET: Method = Method::GET;
@@ -107,6 +108,7 @@ pub const ROUTES: &[(Method, &str, Page)] = &[
     (POST, "/orgs/{org}/settings", Page::SettingsUpdate),
     (POST, "/orgs/{org}/delete", Page::OrgDelete),
     (GET, "/orgs/{org}/explain", Page::Explain),
+    (POST, "/orgs/{org}/watch", Page::Watch),
 ];
 
 /// Whether a path is the dashboard's (everything else is the API's).
@@ -297,6 +299,7 @@ async fn run(
         Page::SettingsUpdate => org::settings_update(app, req, ctx, &form).await,
         Page::OrgDelete => org::delete(app, req, ctx, &form).await,
         Page::Explain => explain::page(app, req, ctx).await,
+        Page::Watch => explain::watch_path(app, req, ctx, &form).await,
     }
 }
 
