@@ -95,7 +95,7 @@ fn kernel_watch_counts_the_probes_changes_no_verdict_and_expires() {
         let id = org.id.to_string();
         let names = h.names(&org);
         // Long enough for every step before the expiry, stretched on slow machines.
-        let ttl = (15 * u64::from(slowdown())).min(120);
+        let ttl = (15 * u64::from(slowdown())).min(60);
         let pair = h.pair(&org, [&[], &[]]).await;
         let (one, two) = (pair.m1.address, pair.m2.address);
         let r = api

@@ -674,7 +674,9 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
     assert!(verdict.contains("but the reply is denied"), "{verdict}");
     assert!(!vm2.ping("10.100.0.2", 2), "echo replies are dropped");
     // The fix pre-fills an allow above the deny in the policy form (not saved here).
-    ui.el("#explain-fix").await.click().await.unwrap();
+    ui.js("document.body.focus()").await;
+    ui.tab_to("#explain-fix").await;
+    ui.key(Key::Enter).await;
     ui.arrive("policy form", |p| p.ends_with("/policies")).await;
     let filled = ui
         .js(
