@@ -38,6 +38,14 @@ impl Watches {
         self.live.iter().any(|(_, until)| *until <= now)
     }
 
+    /// How long until the next watch's time is up (`None`: no watch).
+    pub fn next(&self, now: Instant) -> Option<Duration> {
+        self.live
+            .iter()
+            .map(|(_, until)| until.saturating_duration_since(now))
+            .min()
+    }
+
     /// A new watch for `ttl` (at most [`MAX_TTL`]); refused while [`MAX_WATCHES`] are live.
     pub fn add(
         &mut self,
@@ -111,6 +119,10 @@ mod tests {
         assert!(w.rules()[0].contains(&a.id.to_string()), "creation order");
         // The first ends at 10 s; the second was capped at 120 s.
         assert!(!w.due(t0 + Duration::from_secs(9)));
+        assert_eq!(
+            w.next(t0 + Duration::from_secs(9)),
+            Some(Duration::from_secs(1))
+        );
         assert!(w.due(t0 + Duration::from_secs(10)));
         assert!(w.prune(t0 + Duration::from_secs(10)));
         assert_eq!(w.list().len(), 2);
