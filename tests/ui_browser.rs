@@ -637,17 +637,22 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
     // (and are dropped there) by itself, every 2 s.
     ui.tab_to("#watch-button").await;
     ui.key(Key::Enter).await;
-    ui.el("#watches").await;
-    assert!(ui.text("#watches").await.contains("deny by policy #1"));
+    ui.wait_text("#watches", "deny by policy #1").await;
     assert!(
         !vm1.ping(phone_addr, SENT as u32),
         "still denied while watched"
     );
     let start = Instant::now();
     loop {
+        // Read in one step: the poll may swap the panel between a lookup and a read.
         let counted: u64 = ui
-            .text("#watches .watch-packets")
+            .js(
+                "const e = document.querySelector('#watches .watch-packets');
+                 return e ? e.innerText : '0';",
+            )
             .await
+            .as_str()
+            .unwrap_or("0")
             .trim()
             .parse()
             .unwrap();
