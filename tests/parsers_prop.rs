@@ -89,7 +89,7 @@ proptest! {
     ) {
         let carry: BTreeMap<String, (u64, u64)> =
             rules.iter().cloned().zip(counters.iter().copied()).collect();
-        let script = restore_script(&FirewallRules { acl: rules.clone(), sets: BTreeMap::new() }, &carry);
+        let script = restore_script(&FirewallRules { acl: rules.clone(), sets: BTreeMap::new(), watch: vec![] }, &carry);
         let obs = parse_save(&script);
         prop_assert_eq!(obs.forward_policy.as_deref(), Some("DROP"));
         prop_assert_eq!(obs.forward, vec![forward_jump()]);

@@ -305,6 +305,8 @@ fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
             format!("{org_path}/users"),
             format!("{org_path}/audit"),
             format!("{org_path}/settings"),
+            format!("{org_path}/explain"),
+            format!("{org_path}/explain?src={machine}&dst_addr=10.100.0.9&proto=tcp&port=22"),
             "/account".to_string(),
         ] {
             let r = get(&api, &path, Some(&op)).await;
@@ -324,6 +326,111 @@ fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
         assert!(
             body.contains("tag staff") && body.contains(">default<"),
             "{body}"
+        );
+        // Explain: the deny on ssh from staff decides, row by row, with a fix that pre-fills
+        // the policy form; a bad question is a 400 page that says why.
+        let r = get(
+            &api,
+            &format!("{org_path}/explain?src={machine}&dst_addr=10.100.0.9&proto=tcp&port=22"),
+            Some(&op),
+        )
+        .await;
+        let body = text(&r);
+        assert!(body.contains("Not reachable"), "{body}");
+        assert!(body.contains("id=\"trace-forward\"") && body.contains("id=\"trace-reply\""));
+        assert!(body.contains("carries tag staff"), "{body}");
+        assert!(body.contains("denied by policy #1"), "{body}");
+        let fix = body
+            .split("id=\"explain-fix\" href=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("a fix link")
+            .replace("&#38;", "&")
+            .replace("&amp;", "&")
+            .replace("&#47;", "/");
+        let fix = fix.split('#').next().unwrap().to_string();
+        assert!(
+            fix.contains("prefill=1") && fix.contains("priority=99"),
+            "{fix}"
+        );
+        let r = get(&api, &fix, Some(&op)).await;
+        let body = text(&r);
+        assert!(body.contains("value=\"10.100.0.9/32\""), "{body}");
+        assert!(body.contains("value=\"99\""), "{body}");
+        let r = get(
+            &api,
+            &format!("{org_path}/explain?src={machine}&dst_addr=10.200.0.9&proto=tcp&port=22"),
+            Some(&op),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_page(&r, true);
+        assert!(text(&r).contains("outside the org network"), "{}", text(&r));
+        // Watch this path: three go, back to the question with the panel; a fourth says why.
+        let watch_form = [
+            ("csrf_token", op.csrf.as_str()),
+            ("src", machine.as_str()),
+            ("src_addr", ""),
+            ("dst", ""),
+            ("dst_addr", "10.100.0.9"),
+            ("proto", "tcp"),
+            ("port", "22"),
+        ];
+        let mut back = String::new();
+        for _ in 0..3 {
+            let r = post(
+                &api,
+                &format!("{org_path}/watch"),
+                Some(&op),
+                &watch_form,
+                "same-origin",
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", text(&r));
+            back = location(&r);
+            assert!(back.starts_with(&format!("{org_path}/explain?src={machine}")));
+        }
+        let r = get(&api, &back, Some(&op)).await;
+        assert_page(&r, true);
+        let body = text(&r);
+        assert_eq!(
+            body.matches("<td data-label=\"Path\">").count(),
+            3,
+            "{body}"
+        );
+        assert!(body.contains("deny by policy #1") && body.contains("hx-trigger=\"every 2s\""));
+        let r = post(
+            &api,
+            &format!("{org_path}/watch"),
+            Some(&op),
+            &watch_form,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CONFLICT);
+        assert_page(&r, true);
+        assert!(
+            text(&r).contains("Not watched: an org has at most 3 watches"),
+            "{}",
+            text(&r)
+        );
+        // The panel alone for htmx's poll.
+        let r = api
+            .raw(
+                warp::test::request()
+                    .method("GET")
+                    .path(&format!(
+                        "{org_path}/explain?src={machine}&dst_addr=10.100.0.9&proto=tcp&port=22"
+                    ))
+                    .header("cookie", &op.cookie)
+                    .header("hx-request", "true"),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        assert!(
+            text(&r).starts_with("<div id=\"watch-panel\""),
+            "{}",
+            text(&r)
         );
 
         // Assets are served under their hashed names only, for a year.
@@ -368,15 +475,36 @@ fn ui_members_cannot_write_and_other_tenants_are_not_found() {
         let mb = mb["machine"]["id"].as_str().unwrap();
 
         // A member sees no write controls ...
-        for path in ["machines", "policies", "users", "settings"] {
+        for path in ["machines", "policies", "users", "settings", "explain"] {
             let r = get(&api, &format!("/orgs/{a}/{path}"), Some(&member)).await;
             assert_eq!(r.status, 200);
             let body = text(&r);
-            for control in ["Add machine", "Create policy", "Add user", ">Save<"] {
+            for control in [
+                "Add machine",
+                "Create policy",
+                "Add user",
+                ">Save<",
+                "Watch this path",
+            ] {
                 assert!(!body.contains(control), "{control} on {path}");
             }
         }
         // ... and a forged write gets 403 with nothing changed.
+        let forged = [
+            ("csrf_token", member.csrf.as_str()),
+            ("src_addr", "10.100.0.2"),
+            ("dst_addr", "10.100.0.3"),
+            ("proto", "icmp"),
+        ];
+        let r = post(
+            &api,
+            &format!("/orgs/{a}/watch"),
+            Some(&member),
+            &forged,
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
         let forged = [("csrf_token", member.csrf.as_str()), ("name", "sneaky")];
         let r = post(
             &api,
@@ -424,6 +552,8 @@ fn ui_members_cannot_write_and_other_tenants_are_not_found() {
             format!("/orgs/{a}/machines/{mb}"),
             format!("/orgs/{b}/policies"),
             format!("/orgs/{b}/audit"),
+            format!("/orgs/{b}/explain"),
+            format!("/orgs/{b}/explain?src={mb}&dst_addr=10.100.0.9&proto=icmp"),
             "/orgs/not-an-id/machines".to_string(),
         ] {
             let r = get(&api, &path, Some(&admin_a)).await;

@@ -77,10 +77,16 @@ fn same_rules(a: &FirewallObserved, b: &FirewallObserved) -> bool {
             .as_ref()
             .map(|r| r.iter().map(|r| r.rule.clone()).collect())
     };
+    let watch = |f: &FirewallObserved| -> Option<Vec<String>> {
+        f.watch
+            .as_ref()
+            .map(|r| r.iter().map(|r| r.rule.clone()).collect())
+    };
     a.forward_policy == b.forward_policy
         && a.forward == b.forward
         && a.nat == b.nat
         && texts(a) == texts(b)
+        && watch(a) == watch(b)
 }
 
 struct Entry {

@@ -154,6 +154,51 @@ impl Controller {
             .ok_or_else(|| CoreError::Unavailable("tenant has not been reconciled yet".into()))
     }
 
+    /// Starts a watch (a counting-only rule for one path, `policy::watch`) for `ttl`; answered
+    /// once the kernel counts. At most three per org at a time (a fourth is a conflict).
+    pub async fn add_watch(
+        &self,
+        org_id: Uuid,
+        path: crate::policy::watch::WatchPath,
+        ttl: std::time::Duration,
+    ) -> Result<crate::actors::tenant::WatchInfo, CoreError> {
+        let tenant = self.tenant(org_id).await?;
+        let w = call(
+            &tenant,
+            |reply| TenantMsg::AddWatch(path, ttl, reply),
+            QUICK_CALL_TIMEOUT,
+        )
+        .await??;
+        self.apply_saved(org_id).await?;
+        Ok(w)
+    }
+
+    /// The tenant's live watches and their rules' counters read from the kernel now.
+    pub async fn watches(
+        &self,
+        org_id: Uuid,
+    ) -> Result<(Vec<crate::actors::tenant::WatchInfo>, Vec<RuleObserved>), CoreError> {
+        let tenant = self.tenant(org_id).await?;
+        let list = call(&tenant, TenantMsg::Watches, QUICK_CALL_TIMEOUT).await?;
+        let status = self.status_snapshot(org_id).await?;
+        let names = self
+            .deps
+            .prefix
+            .tenant(status.kid)
+            .map_err(|e| CoreError::Internal(e.to_string()))?;
+        let counters = if list.is_empty() {
+            Vec::new()
+        } else {
+            self.deps
+                .kernel
+                .firewall
+                .watch_counters(&names)
+                .await
+                .map_err(|e| CoreError::Kernel(e.to_string()))?
+        };
+        Ok((list, counters))
+    }
+
     /// `(rows version, observation generation)` of a tenant: moves whenever what a reader
     /// made of its rows and its observation may have changed. `None` for an unknown tenant.
     pub fn versions(&self, org_id: Uuid) -> Option<(u64, u64)> {

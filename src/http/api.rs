@@ -144,6 +144,15 @@ pub async fn run(app: &App, req: &Request, op: Op, ctx: Ctx) -> Result<Response,
             let list = crate::service::audit::list(app, ctx, q).await?;
             page(req, "entries", &list)
         }
+        Op::WatchCreate => json(
+            CREATED,
+            &crate::service::watch::create(app, ctx, body(req)?).await?,
+        ),
+        Op::WatchList => json(OK, &crate::service::watch::list(app, ctx).await?),
+        Op::Explain => {
+            let q = crate::service::explain::ExplainQuery::parse(&req.query)?;
+            json(OK, &crate::service::explain::explain(app, ctx, &q).await?)
+        }
     })
 }
 

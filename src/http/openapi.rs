@@ -96,8 +96,98 @@ fn schemas() -> Value {
         "kind": {"type": "string", "enum": ["policy", "established", "default"]},
         "policy_id": {"type": ["string", "null"]}, "packets": {"type": "integer"}, "bytes": {"type": "integer"}}});
     m.insert("Status".into(), json!({"type": "object", "required": ["hub", "peers", "rules", "observed_at", "last_error"], "properties": {"hub": hub, "peers": {"type": "array", "items": peer}, "rules": {"type": "array", "items": rule}, "observed_at": time, "last_error": {"type": ["string", "null"]}}}));
+    m.insert(
+        "Explain".into(),
+        explain_schema(&json!({"$ref": "#/components/schemas/Selector"})),
+    );
+    let watch = watch_schema();
+    m.insert("WatchCreate".into(), json!({"type": "object", "required": ["src", "dst", "proto"], "additionalProperties": false, "properties": {
+        "src": {"type": "string", "minLength": 1, "description": "a machine's id or name, or an IPv4 address inside the org network"},
+        "dst": {"type": "string", "minLength": 1}, "proto": {"type": "string", "enum": ["tcp", "udp", "icmp"]},
+        "port": {"type": ["integer", "null"], "minimum": 1, "maximum": 65535, "description": "required with tcp and udp, refused with icmp"},
+        "ttl_secs": {"type": ["integer", "null"], "minimum": 1, "maximum": 120, "default": 60}}}));
+    m.insert(
+        "WatchList".into(),
+        json!({"type": "object", "required": ["watches", "max"], "properties": {"watches": {"type": "array", "items": watch.clone()}, "max": {"type": "integer"}}}),
+    );
+    m.insert("Watch".into(), watch);
     m.insert("AuditList".into(), json!({"type": "object", "required": ["entries", "next_cursor"], "properties": {"entries": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "integer"}, "at": time, "actor_id": {"type": ["string", "null"]}, "actor_email": {"type": ["string", "null"]}, "action": {"type": "string"}, "target_type": {"type": "string"}, "target_id": {"type": ["string", "null"]}, "detail": {"type": "object"}}}}, "next_cursor": next}}));
     Value::Object(m)
+}
+
+/// A watch as `POST`/`GET /orgs/{org}/watch` answer it.
+fn watch_schema() -> Value {
+    let time = json!({"type": "string", "format": "date-time"});
+    let end = json!({"type": "object", "required": ["address", "machine_id", "name"], "properties": {
+        "address": {"type": "string"}, "machine_id": {"type": ["string", "null"], "format": "uuid"},
+        "name": {"type": ["string", "null"]}}});
+    json!({"type": "object", "required": ["id", "src", "dst", "protocol", "port", "created_at", "expires_at", "expires_in_secs", "packets", "bytes", "verdict", "decided_by", "number", "reachable", "summary"], "properties": {
+        "id": {"type": "string", "format": "uuid"}, "src": end, "dst": end,
+        "protocol": {"type": "string", "enum": ["tcp", "udp", "icmp"]}, "port": {"type": ["integer", "null"]},
+        "created_at": time, "expires_at": time, "expires_in_secs": {"type": "integer"},
+        "packets": {"type": "integer", "description": "packets of the path that reached the hub since the watch began"},
+        "bytes": {"type": "integer"},
+        "verdict": {"type": "string", "enum": ["allow", "deny"]},
+        "decided_by": {"type": "object", "required": ["kind"], "properties": {
+            "kind": {"type": "string", "enum": ["policy", "established", "default"]},
+            "policy": {"type": "string", "format": "uuid"}}},
+        "number": {"type": ["integer", "null"], "description": "the deciding policy's number on the policies page"},
+        "reachable": {"type": "boolean"}, "summary": {"type": "string"}}})
+}
+
+/// `GET /orgs/{org}/explain`'s answer.
+fn explain_schema(selector: &Value) -> Value {
+    let time = json!({"type": "string", "format": "date-time"});
+    let nullable_time = json!({"type": ["string", "null"], "format": "date-time"});
+    let end = json!({"type": "object", "required": ["address", "machine_id", "name"], "properties": {
+        "address": {"type": "string"}, "machine_id": {"type": ["string", "null"], "format": "uuid"},
+        "name": {"type": ["string", "null"]}}});
+    let why = json!({"type": "object", "required": ["ok", "rule", "why"], "properties": {
+        "ok": {"type": "boolean"}, "rule": {"type": "string", "description": "the row's condition: any, tag web, machine laptop, 10.100.0.0/24, tcp, 22"},
+        "why": {"type": "string"}}});
+    let decider = json!({"type": "object", "required": ["kind"], "properties": {
+        "kind": {"type": "string", "enum": ["policy", "established", "default"]},
+        "policy": {"type": "string", "format": "uuid"}}});
+    let row = json!({"type": "object", "required": ["number", "decider", "action", "src", "dst", "protocol", "port", "state", "matched", "summary", "name", "rule"], "properties": {
+        "number": {"type": ["integer", "null"], "description": "the policy's number on the policies page; null for the implicit rows"},
+        "decider": decider, "action": {"type": "string", "enum": ["allow", "deny"]},
+        "src": why, "dst": why, "protocol": why, "port": why,
+        "state": {"oneOf": [why, {"type": "null"}], "description": "the conntrack condition of the established row"},
+        "matched": {"type": "boolean"}, "summary": {"type": "string"},
+        "name": {"type": ["string", "null"]},
+        "rule": {"type": ["string", "null"], "description": "the rule line as the kernel holds it (iptables-save); null if the kernel has none"}}});
+    let trace = json!({"type": "object", "required": ["verdict", "decided_by", "number", "rows"], "properties": {
+        "verdict": {"type": "string", "enum": ["allow", "deny"]}, "decided_by": decider,
+        "number": {"type": ["integer", "null"]}, "rows": {"type": "array", "items": row}}});
+    let peer = json!({"type": ["object", "null"], "required": ["machine_id", "name", "peer_present", "last_handshake_at", "handshake_age_secs", "presence", "endpoint", "allowed_ips", "allowed_ips_ok"], "properties": {
+        "machine_id": {"type": "string", "format": "uuid"}, "name": {"type": "string"},
+        "peer_present": {"type": "boolean"}, "last_handshake_at": nullable_time,
+        "handshake_age_secs": {"type": ["integer", "null"]},
+        "presence": {"type": "string", "enum": ["online", "idle", "stale", "never"]},
+        "endpoint": {"type": ["string", "null"]}, "allowed_ips": {"type": "array", "items": {"type": "string"}},
+        "allowed_ips_ok": {"type": "boolean", "description": "AllowedIPs is exactly the machine's /32"}}});
+    json!({"type": "object", "required": ["src", "dst", "protocol", "port", "verdict", "reachable", "reply_needed", "forward", "reply", "counter", "data_plane", "fix"], "properties": {
+        "src": end, "dst": end,
+        "protocol": {"type": "string", "enum": ["tcp", "udp", "icmp"]},
+        "port": {"type": ["integer", "null"]},
+        "verdict": {"type": "string", "enum": ["allow", "deny"], "description": "the first packet's verdict"},
+        "reachable": {"type": "boolean", "description": "the first packet passes, and its reply too where the protocol needs one (tcp, icmp)"},
+        "reply_needed": {"type": "boolean"},
+        "forward": trace, "reply": trace,
+        "counter": {"type": ["object", "null"], "required": ["rule", "packets", "bytes", "window", "read_at"], "properties": {
+            "rule": {"type": "string"}, "packets": {"type": "integer"}, "bytes": {"type": "integer"},
+            "window": {"type": "string", "enum": ["total"], "description": "total: since the rule was installed"},
+            "read_at": time}},
+        "data_plane": {"type": ["object", "null"], "required": ["hub_up", "observed_at", "last_reconcile", "last_error", "src", "dst"], "properties": {
+            "hub_up": {"type": "boolean"}, "observed_at": time,
+            "last_reconcile": {"type": "string", "enum": ["ok", "failed"]},
+            "last_error": {"type": ["string", "null"]}, "src": peer, "dst": peer}},
+        "fix": {"type": ["object", "null"], "required": ["direction", "action", "src", "dst", "protocol", "ports", "priority", "note"], "properties": {
+            "direction": {"type": "string", "enum": ["forward", "reply"]},
+            "action": {"type": "string", "enum": ["allow"]}, "src": selector, "dst": selector,
+            "protocol": {"type": "string", "enum": ["tcp", "udp", "icmp"]},
+            "ports": {"type": ["string", "null"]}, "priority": {"type": "integer"},
+            "note": {"type": ["string", "null"]}}}}})
 }
 
 /// OpenAPI links from a creation to what can be done with the object it made, so that a
@@ -193,6 +283,32 @@ pub fn document(cookie_secure: bool) -> Value {
                 params.push(json!({"name": name, "in": "query", "schema": {"type": "string", "maxLength": 256}, "description": what}));
             }
         }
+        if r.op == Op::Explain {
+            for (name, what, schema) in [
+                (
+                    "src",
+                    "a machine's id or name, or an IPv4 address inside the org network",
+                    json!({"type": "string", "minLength": 1}),
+                ),
+                (
+                    "dst",
+                    "the same kinds as src",
+                    json!({"type": "string", "minLength": 1}),
+                ),
+                (
+                    "proto",
+                    "the protocol",
+                    json!({"type": "string", "enum": ["tcp", "udp", "icmp"]}),
+                ),
+                (
+                    "port",
+                    "destination port: required with tcp and udp, refused with icmp",
+                    json!({"type": "integer", "minimum": 1, "maximum": 65535}),
+                ),
+            ] {
+                params.push(json!({"name": name, "in": "query", "required": name != "port", "schema": schema, "description": what}));
+            }
+        }
         if tagged(r.op) {
             params.push(json!({"name": "If-None-Match", "in": "header", "schema": {"type": "string"}, "description": "an ETag of an earlier answer: 304 if it is still current"}));
         }
@@ -222,7 +338,7 @@ pub fn document(cookie_secure: bool) -> Value {
             );
         }
         responses.insert(r.ok.to_string(), ok);
-        if r.body.is_some() || paged(r.op).is_some() {
+        if r.body.is_some() || paged(r.op).is_some() || r.op == Op::Explain {
             responses.insert(
                 "400".into(),
                 error_response("malformed or invalid input; nothing changed"),
@@ -264,7 +380,7 @@ pub fn document(cookie_secure: bool) -> Value {
             responses.insert(
                 "409".into(),
                 error_response(
-                    "conflicts with existing state, or a per-org limit is reached (MAX_MACHINES_PER_ORG, MAX_POLICIES_PER_ORG, MAX_USERS_PER_ORG)",
+                    "conflicts with existing state, or a per-org limit is reached (MAX_MACHINES_PER_ORG, MAX_POLICIES_PER_ORG, MAX_USERS_PER_ORG, 3 live watches)",
                 ),
             );
         }

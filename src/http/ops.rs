@@ -35,6 +35,9 @@ pub enum Op {
     PolicyMove,
     Status,
     Audit,
+    Explain,
+    WatchCreate,
+    WatchList,
 }
 
 /// Parses the JSON body into `T` (unknown fields are refused by `T`'s own serde attributes).

@@ -304,6 +304,33 @@ pub const ROUTES: &[Route] = &[
         200,
         Some("AuditList"),
     ),
+    r(
+        GET,
+        "/api/v1/orgs/{org}/explain",
+        Op::Explain,
+        "Why can (or can't) src reach dst: the policy chain walked row by row as the kernel has it, the reply direction, the deciding rule's counter, both peers' data plane and a fix for a denied path",
+        None,
+        200,
+        Some("Explain"),
+    ),
+    r(
+        POST,
+        "/api/v1/orgs/{org}/watch",
+        Op::WatchCreate,
+        "Watch a path for up to 120 s (default 60): a counting-only rule the reconciler owns, jumped to before the ACL chain, so it changes no verdict; at most 3 per org (a fourth is 409); answered once the kernel counts",
+        Some("WatchCreate"),
+        201,
+        Some("Watch"),
+    ),
+    r(
+        GET,
+        "/api/v1/orgs/{org}/watch",
+        Op::WatchList,
+        "The org's live watches: packets and bytes of each path that reached the hub, and the row of the chain that decides it",
+        None,
+        200,
+        Some("WatchList"),
+    ),
 ];
 
 /// Matches `path` against a pattern; returns the raw `{org}` and `{id}` segments.

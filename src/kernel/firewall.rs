@@ -14,6 +14,7 @@ use super::ns::{Namespaces, NsHandles};
 use super::{Firewall, FirewallObserved, FirewallRules, FlowKey, KResult, RuleObserved};
 use crate::cmd::Cmd;
 use crate::names::{ACL_CHAIN, TENANT_IFACE, TenantNames};
+use crate::policy::watch::WATCH_CHAIN;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -22,6 +23,22 @@ use std::sync::{Arc, Mutex};
 /// The one rule FORWARD must hold.
 pub fn forward_jump() -> String {
     format!("-A FORWARD -i {TENANT_IFACE} -o {TENANT_IFACE} -j {ACL_CHAIN}")
+}
+
+/// The jump to the watch chain, before [`forward_jump`] while the tenant has watches.
+pub fn watch_jump() -> String {
+    format!("-A FORWARD -i {TENANT_IFACE} -o {TENANT_IFACE} -j {WATCH_CHAIN}")
+}
+
+/// What FORWARD must hold for `rules`: the single jump to the ACL chain, preceded by the jump
+/// to the watch chain while there are watches (counting only: it changes no verdict).
+pub fn forward_rules(rules: &FirewallRules) -> Vec<String> {
+    let mut f = Vec::with_capacity(2);
+    if !rules.watch.is_empty() {
+        f.push(watch_jump());
+    }
+    f.push(forward_jump());
+    f
 }
 
 /// Splits an `iptables-save -c` rule line into counters and rule text.
@@ -41,6 +58,8 @@ pub fn parse_save(text: &str) -> FirewallObserved {
     let mut table = "";
     let acl_decl = format!(":{ACL_CHAIN} ");
     let acl_rule = format!("-A {ACL_CHAIN} ");
+    let watch_decl = format!(":{WATCH_CHAIN} ");
+    let watch_rule = format!("-A {WATCH_CHAIN} ");
     for line in text.lines() {
         if let Some(t) = line.strip_prefix('*') {
             table = if t == "filter" {
@@ -58,12 +77,20 @@ pub fn parse_save(text: &str) -> FirewallObserved {
                     obs.forward_policy = rest.split_whitespace().next().map(str::to_string);
                 } else if line.starts_with(&acl_decl) {
                     obs.acl.get_or_insert_with(Vec::new);
+                } else if line.starts_with(&watch_decl) {
+                    obs.watch.get_or_insert_with(Vec::new);
                 } else {
                     let (packets, bytes, rule) = split_counters(line);
                     if rule.starts_with("-A FORWARD ") {
                         obs.forward.push(rule.to_string());
                     } else if rule.starts_with(&acl_rule) {
                         obs.acl.get_or_insert_with(Vec::new).push(RuleObserved {
+                            rule: rule.to_string(),
+                            packets,
+                            bytes,
+                        });
+                    } else if rule.starts_with(&watch_rule) {
+                        obs.watch.get_or_insert_with(Vec::new).push(RuleObserved {
                             rule: rule.to_string(),
                             packets,
                             bytes,
@@ -105,13 +132,33 @@ pub fn parse_ipset(text: &str) -> BTreeMap<String, BTreeSet<Ipv4Addr>> {
 
 /// The `iptables-restore --noflush -c` transaction for a tenant.
 pub fn restore_script(rules: &FirewallRules, carry: &BTreeMap<String, (u64, u64)>) -> String {
+    restore_script_watching(rules, carry, false)
+}
+
+/// [`restore_script`] that also removes a watch chain the tenant no longer needs (`drop_watch`:
+/// one may exist). The watch chain is declared (made or flushed) only when needed.
+pub fn restore_script_watching(
+    rules: &FirewallRules,
+    carry: &BTreeMap<String, (u64, u64)>,
+    drop_watch: bool,
+) -> String {
+    let watching = !rules.watch.is_empty();
     let mut s = String::from("*filter\n:FORWARD DROP [0:0]\n");
     let _ = writeln!(s, ":{ACL_CHAIN} - [0:0]");
+    if watching || drop_watch {
+        let _ = writeln!(s, ":{WATCH_CHAIN} - [0:0]");
+    }
     s.push_str("-F FORWARD\n");
-    let _ = writeln!(s, "[0:0] {}", forward_jump());
-    for rule in &rules.acl {
+    for jump in forward_rules(rules) {
+        let _ = writeln!(s, "[0:0] {jump}");
+    }
+    for rule in rules.acl.iter().chain(&rules.watch) {
         let (p, b) = carry.get(rule).copied().unwrap_or((0, 0));
         let _ = writeln!(s, "[{p}:{b}] {rule}");
+    }
+    if !watching && drop_watch {
+        // Unreferenced (FORWARD was flushed above) and empty (declared above): it can go.
+        let _ = writeln!(s, "-X {WATCH_CHAIN}");
     }
     s.push_str("COMMIT\n");
     s
@@ -342,18 +389,23 @@ impl Firewall for Iptables {
         // and the chain, carrying the counters of rules that stay.
         let edit = have.and_then(|fw| {
             let acl: Vec<String> = fw.acl.as_ref()?.iter().map(|r| r.rule.clone()).collect();
-            let table_ok =
-                fw.forward_policy.as_deref() == Some("DROP") && fw.forward == [forward_jump()];
+            let watch: Vec<&String> = fw.watch.iter().flatten().map(|r| &r.rule).collect();
+            let table_ok = fw.forward_policy.as_deref() == Some("DROP")
+                && fw.forward == forward_rules(rules)
+                && fw.watch.is_some() != rules.watch.is_empty()
+                && watch.into_iter().eq(rules.watch.iter());
             table_ok.then(|| edit_script(&acl, &rules.acl)).flatten()
         });
         let edited = edit.is_some();
         let script = edit.unwrap_or_else(|| {
             let carry: BTreeMap<String, (u64, u64)> = have
                 .iter()
-                .flat_map(|fw| fw.acl.iter().flatten())
+                .flat_map(|fw| fw.acl.iter().flatten().chain(fw.watch.iter().flatten()))
                 .map(|r| (r.rule.clone(), (r.packets, r.bytes)))
                 .collect();
-            restore_script(rules, &carry)
+            // Not known to be absent: make sure a watch chain nobody needs is gone.
+            let drop_watch = have.is_none_or(|fw| fw.watch.is_some());
+            restore_script_watching(rules, &carry, drop_watch)
         });
         Cmd::new("iptables-restore")
             .args(["--noflush", "--counters"])
@@ -435,6 +487,16 @@ impl Firewall for Iptables {
             rule.bytes = bytes;
         }
         Ok(Some(rules))
+    }
+
+    async fn watch_counters(&self, names: &TenantNames) -> KResult<Vec<RuleObserved>> {
+        // Always read: a watch lives for a minute or two, and a reader wants its numbers now.
+        let text = Cmd::new("iptables-save")
+            .args(["-c", "-t", "filter"])
+            .netns(&names.netns)
+            .run()
+            .await?;
+        Ok(parse_save(&text).watch.unwrap_or_default())
     }
 
     async fn flush_nat(&self, names: &TenantNames) -> KResult<()> {
@@ -523,6 +585,7 @@ COMMIT
         let rules = FirewallRules {
             acl: vec!["-A MWG-ACL -m comment --comment \"mwg:default\" -j ACCEPT".into()],
             sets: Default::default(),
+            watch: vec![],
         };
         let carry = BTreeMap::from([(rules.acl[0].clone(), (7, 700))]);
         let s = restore_script(&rules, &carry);
@@ -530,6 +593,40 @@ COMMIT
             s,
             "*filter\n:FORWARD DROP [0:0]\n:MWG-ACL - [0:0]\n-F FORWARD\n[0:0] -A FORWARD -i wg0 -o wg0 -j MWG-ACL\n[7:700] -A MWG-ACL -m comment --comment \"mwg:default\" -j ACCEPT\nCOMMIT\n"
         );
+    }
+
+    #[test]
+    fn the_watch_chain_is_read_and_written_only_while_there_are_watches() {
+        let watch = "-A MWG-WATCH -s 10.100.0.2/32 -d 10.100.0.3/32 -p icmp -m comment --comment \"mwg-watch:w\"";
+        let rules = FirewallRules {
+            acl: vec!["-A MWG-ACL -m comment --comment \"mwg:default\" -j ACCEPT".into()],
+            sets: Default::default(),
+            watch: vec![watch.into()],
+        };
+        let carry = BTreeMap::from([(watch.to_string(), (5, 420))]);
+        let s = restore_script_watching(&rules, &carry, false);
+        assert_eq!(
+            s,
+            format!(
+                "*filter\n:FORWARD DROP [0:0]\n:MWG-ACL - [0:0]\n:MWG-WATCH - [0:0]\n-F FORWARD\n[0:0] {}\n[0:0] {}\n[0:0] {}\n[5:420] {watch}\nCOMMIT\n",
+                watch_jump(),
+                forward_jump(),
+                rules.acl[0]
+            )
+        );
+        let o = parse_save(&s);
+        assert_eq!(o.forward, forward_rules(&rules));
+        let w = o.watch.unwrap();
+        assert_eq!((w[0].rule.as_str(), w[0].packets), (watch, 5));
+        // No watches left: the chain is emptied and removed in the same transaction.
+        let none = FirewallRules {
+            watch: vec![],
+            ..rules
+        };
+        let s = restore_script_watching(&none, &carry, true);
+        assert!(s.contains(":MWG-WATCH - [0:0]\n") && s.ends_with("-X MWG-WATCH\nCOMMIT\n"));
+        assert!(!s.contains(&watch_jump()));
+        assert_eq!(parse_save(&restore_script(&none, &carry)).watch, None);
     }
 
     #[test]

@@ -269,6 +269,8 @@ pub struct FirewallObserved {
     pub forward: Vec<String>,
     /// `None` if the chain does not exist.
     pub acl: Option<Vec<RuleObserved>>,
+    /// The watch chain's counting rules (`policy::watch`); `None` if the chain does not exist.
+    pub watch: Option<Vec<RuleObserved>>,
     /// Every rule in the nat table (must stay empty).
     pub nat: Vec<String>,
     pub sets: BTreeMap<String, BTreeSet<Ipv4Addr>>,
@@ -293,8 +295,8 @@ pub use crate::policy::render::FirewallRules;
 pub trait Firewall: Send + Sync {
     /// The tenant's tables; rule counters are fresh only `with_counters` (else as last read).
     async fn observe(&self, names: &TenantNames, with_counters: bool) -> KResult<FirewallObserved>;
-    /// Installs FORWARD policy DROP, the single jump to the ACL chain and the chain itself in one
-    /// transaction, editing the chain in place when `have` (the tables as observed) allows it;
+    /// Installs FORWARD policy DROP, the single jump to the ACL chain (preceded by the jump to
+    /// the watch chain while there are watches) and the chains themselves in one transaction, editing the chain in place when `have` (the tables as observed) allows it;
     /// rules that stay keep their counters either way.
     async fn apply(
         &self,
@@ -313,6 +315,8 @@ pub trait Firewall: Send + Sync {
     ) -> KResult<usize>;
     /// Fresh counters for the chain as last verified; `None` if it changed since (or is unknown).
     async fn counters(&self, names: &TenantNames) -> KResult<Option<Vec<RuleObserved>>>;
+    /// Fresh counters of the watch chain's rules (empty when there is no such chain).
+    async fn watch_counters(&self, names: &TenantNames) -> KResult<Vec<RuleObserved>>;
     async fn flush_nat(&self, names: &TenantNames) -> KResult<()>;
 }
 

@@ -5,6 +5,10 @@
 //! Pure, so it can answer "why can't A reach B?" and decide which tracked flows a narrowed
 //! policy must cut.
 
+mod explain;
+
+pub use explain::{EPHEMERAL_PORTS, Explained, ExplainedRow, FieldWhy, PathExplained, summary};
+
 use super::render::MachineAddr;
 use super::{Policy, Protocol, Selector, Verdict};
 use serde::Serialize;
@@ -65,6 +69,9 @@ pub struct Chain<'a> {
     machines: BTreeMap<Uuid, &'a MachineAddr>,
     all: &'a [MachineAddr],
     default: Verdict,
+    /// Each policy's number in the full list (disabled ones included), as the policies page
+    /// numbers them: 1, 2, 3, … in (priority, creation, id) order.
+    numbers: BTreeMap<Uuid, usize>,
 }
 
 impl<'a> Chain<'a> {
@@ -81,11 +88,19 @@ impl<'a> Chain<'a> {
             })
             .collect();
         ordered.sort_by_key(|p| (p.priority, p.created_at, p.id));
+        let mut every: Vec<&Policy> = policies.iter().collect();
+        every.sort_by_key(|p| (p.priority, p.created_at, p.id));
+        let numbers = every
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id, i + 1))
+            .collect();
         Chain {
             policies: ordered,
             machines: by_id,
             all: machines,
             default,
+            numbers,
         }
     }
 
@@ -193,7 +208,7 @@ mod tests {
     use crate::policy::PortRange;
     use chrono::{TimeZone, Utc};
 
-    fn machine(n: u128, last: u8, tags: &[&str]) -> MachineAddr {
+    pub(super) fn machine(n: u128, last: u8, tags: &[&str]) -> MachineAddr {
         MachineAddr {
             id: Uuid::from_u128(n),
             address: Ipv4Addr::new(10, 100, 0, last),
@@ -201,7 +216,13 @@ mod tests {
         }
     }
 
-    fn policy(n: u128, priority: i32, action: Verdict, src: Selector, dst: Selector) -> Policy {
+    pub(super) fn policy(
+        n: u128,
+        priority: i32,
+        action: Verdict,
+        src: Selector,
+        dst: Selector,
+    ) -> Policy {
         Policy {
             id: Uuid::from_u128(n),
             name: String::new(),

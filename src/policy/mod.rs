@@ -2,6 +2,7 @@
 
 pub mod evaluate;
 pub mod render;
+pub mod watch;
 
 use crate::overlay::Ipv4Cidr;
 use chrono::{DateTime, Utc};

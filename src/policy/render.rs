@@ -22,6 +22,8 @@ pub struct FirewallRules {
     /// Rules of the ACL chain exactly as `iptables-save` prints them (`-A MWG-ACL …`).
     pub acl: Vec<String>,
     pub sets: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+    /// Counting-only rules of the watch chain (`policy::watch`; empty: no chain, no jump).
+    pub watch: Vec<String>,
 }
 
 /// What the renderer needs to know of a machine.

@@ -111,8 +111,17 @@ fn firewall_drift(d: &Desired, o: &Observed) -> String {
     if fw.forward_policy.as_deref() != Some("DROP") {
         return format!("FORWARD policy {:?}", fw.forward_policy);
     }
-    if fw.forward != [crate::kernel::firewall::forward_jump()] {
+    if fw.forward != crate::kernel::firewall::forward_rules(&d.firewall) {
         return format!("FORWARD holds {:?}", fw.forward);
+    }
+    let watch: Vec<&String> = fw.watch.iter().flatten().map(|r| &r.rule).collect();
+    if fw.watch.is_some() == d.firewall.watch.is_empty()
+        || !watch.iter().copied().eq(&d.firewall.watch)
+    {
+        return format!(
+            "watch chain holds {watch:?}, should hold {:?}",
+            d.firewall.watch
+        );
     }
     if let Some((i, (have, want))) = acl
         .iter()

@@ -8,7 +8,7 @@
 
 pub mod apply;
 
-use crate::kernel::firewall::forward_jump;
+use crate::kernel::firewall::forward_rules;
 use crate::kernel::{
     DeviceState, FirewallObserved, FirewallRules, NetnsObserved, PeerSpec, RouteObserved,
     TABLE_LOCAL, TABLE_MAIN,
@@ -158,9 +158,15 @@ fn firewall_matches(want: &FirewallRules, have: &FirewallObserved) -> bool {
     let Some(acl) = &have.acl else {
         return false;
     };
+    // The watch chain exists exactly while there are watches, and holds exactly them.
+    let watch_ok = match &have.watch {
+        None => want.watch.is_empty(),
+        Some(w) => !want.watch.is_empty() && w.iter().map(|r| &r.rule).eq(want.watch.iter()),
+    };
     have.forward_policy.as_deref() == Some("DROP")
-        && have.forward == [forward_jump()]
+        && have.forward == forward_rules(want)
         && acl.iter().map(|r| &r.rule).eq(want.acl.iter())
+        && watch_ok
         && have.sets == want.sets
 }
 

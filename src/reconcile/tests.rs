@@ -2,6 +2,7 @@
 //! already agrees yields an empty plan.
 
 use super::*;
+use crate::kernel::firewall::forward_jump;
 use crate::kernel::{DeviceObserved, LinkObserved, PeerObserved, RuleObserved};
 use crate::names::KernelPrefix;
 
@@ -21,6 +22,7 @@ fn desired() -> Desired {
         firewall: FirewallRules {
             acl: vec!["-A MWG-ACL -m comment --comment \"mwg:default\" -j ACCEPT".into()],
             sets: BTreeMap::new(),
+            watch: vec![],
         },
     }
 }
@@ -135,6 +137,7 @@ fn converged(d: &Desired) -> Observed {
                     })
                     .collect(),
             ),
+            watch: None,
             nat: vec![],
             sets: BTreeMap::new(),
             generation: Some(1),
@@ -353,6 +356,52 @@ fn firewall_drift_kinds() {
         .nat
         .push("-A POSTROUTING -j MASQUERADE".into());
     assert_eq!(kinds(&plan(&d, &o)), ["flush_nat"]);
+}
+
+#[test]
+fn a_watch_is_desired_state_jumped_to_first_and_repaired_like_any_rule() {
+    use crate::kernel::firewall::watch_jump;
+    let plain = desired();
+    let mut d = plain.clone();
+    let rule = "-A MWG-WATCH -s 10.100.0.2/32 -d 10.100.0.3/32 -p icmp -m comment --comment \"mwg-watch:w\"";
+    d.firewall.watch = vec![rule.into()];
+    // Without its chain and jump the kernel is not what is desired.
+    let o = converged(&plain);
+    assert_eq!(kinds(&plan(&d, &o)), ["apply_firewall"]);
+    let watching = |o: &mut Observed| {
+        let fw = o.firewall.as_mut().unwrap();
+        fw.forward.insert(0, watch_jump());
+        fw.watch = Some(vec![RuleObserved {
+            rule: rule.into(),
+            packets: 5,
+            bytes: 420,
+        }]);
+    };
+    let mut o = converged(&d);
+    watching(&mut o);
+    assert!(plan(&d, &o).is_empty(), "the watch jump is no rogue rule");
+    type Edit = Box<dyn Fn(&mut FirewallObserved)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        ("watch chain flushed", Box::new(|f| f.watch = Some(vec![]))),
+        ("watch chain deleted", Box::new(|f| f.watch = None)),
+        (
+            "watch jump removed",
+            Box::new(|f| {
+                f.forward.remove(0);
+            }),
+        ),
+        ("jumps swapped", Box::new(|f| f.forward.reverse())),
+    ];
+    for (what, edit) in cases {
+        let mut o = converged(&d);
+        watching(&mut o);
+        edit(o.firewall.as_mut().unwrap());
+        assert_eq!(kinds(&plan(&d, &o)), ["apply_firewall"], "{what}");
+    }
+    // Expired: the chain that is left over goes.
+    let mut o = converged(&d);
+    watching(&mut o);
+    assert_eq!(kinds(&plan(&plain, &o)), ["apply_firewall"]);
 }
 
 #[test]

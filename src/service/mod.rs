@@ -15,6 +15,7 @@ pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod error;
+pub mod explain;
 pub mod machine_query;
 pub mod machines;
 pub mod orgs;
@@ -26,6 +27,7 @@ pub mod status;
 pub mod users;
 pub mod validate;
 pub mod views;
+pub mod watch;
 
 pub use access::Ctx;
 pub use error::ApiError;

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 pub mod api;
+pub mod probe;
 
 pub const INTERVAL: Duration = Duration::from_secs(1);
 

@@ -15,8 +15,10 @@
 //! drift is still repaired meanwhile.
 
 mod status;
+mod watches;
 
 pub use status::TenantStatus;
+pub use watches::WatchInfo;
 
 use super::poller::{Expect, with_counters};
 use super::{CoreError, Deps, Observer};
@@ -78,6 +80,8 @@ pub struct TenantState {
     failures: u32,
     /// The org is gone from the database (or being deleted): stop and let the supervisor decide.
     gone: bool,
+    /// Live watches: desired state this actor alone holds (see `watches`).
+    watches: watches::Watches,
 }
 
 pub enum TenantMsg {
@@ -97,6 +101,16 @@ pub enum TenantMsg {
     Status(RpcReplyPort<Option<TenantStatus>>),
     /// Starts the periodic timers (sent once, after a per-tenant phase offset).
     StartTimers,
+    /// A new watch for this long (a `Sync` then installs it); refused while three are live.
+    AddWatch(
+        crate::policy::watch::WatchPath,
+        Duration,
+        RpcReplyPort<Result<WatchInfo, CoreError>>,
+    ),
+    /// The live watches.
+    Watches(RpcReplyPort<Vec<WatchInfo>>),
+    /// A watch's time may be up: reconcile without it.
+    WatchExpired,
 }
 
 /// Why a reconcile runs.
@@ -163,6 +177,11 @@ impl TenantState {
         // Endpoint hints follow the latest observation, not the one of the last database read.
         if let (Some(want), Some(snap)) = (self.desired.as_mut(), self.snapshot.as_ref()) {
             want.endpoint_hints = status::endpoint_hints(snap, self.status.as_deref());
+        }
+        // The live watches are part of the desired firewall; expired ones drop out here.
+        self.watches.prune(Instant::now());
+        if let Some(want) = self.desired.as_mut() {
+            want.firewall.watch = self.watches.rules();
         }
         let want = self.desired.as_ref().expect("loaded above");
         // What a run applies counts as drift only if the target did not move meanwhile (a
@@ -466,6 +485,7 @@ impl Actor for TenantActor {
             counters_at: None,
             failures: 0,
             gone: false,
+            watches: Default::default(),
         })
     }
 
@@ -496,6 +516,29 @@ impl Actor for TenantActor {
             }
             TenantMsg::Status(reply) => {
                 let _ = reply.send(state.status.as_deref().cloned());
+            }
+            TenantMsg::AddWatch(path, ttl, reply) => {
+                let added = state.watches.add(path, ttl, Instant::now());
+                if let Ok(w) = &added {
+                    let left = (w.expires_at - chrono::Utc::now())
+                        .to_std()
+                        .unwrap_or_default();
+                    myself.send_after(left + Duration::from_millis(20), || TenantMsg::WatchExpired);
+                }
+                let _ = reply.send(added);
+            }
+            TenantMsg::Watches(reply) => {
+                state.watches.prune(Instant::now());
+                let _ = reply.send(state.watches.list());
+            }
+            TenantMsg::WatchExpired => {
+                let now = Instant::now();
+                if state.watches.due(now) {
+                    state.run(&myself, Why::Drift).await?;
+                } else if let Some(left) = state.watches.next(now) {
+                    // Early (timers and clocks differ by a hair): ask again at the deadline.
+                    myself.send_after(left + Duration::from_millis(20), || TenantMsg::WatchExpired);
+                }
             }
         }
         if state.gone {

@@ -5,6 +5,7 @@
 
 mod account;
 pub mod assets;
+mod explain;
 mod export;
 mod fmt;
 mod form;

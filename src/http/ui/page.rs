@@ -121,6 +121,7 @@ impl Chrome {
                 ("", "Overview"),
                 ("/machines", "Machines"),
                 ("/policies", "Policies"),
+                ("/explain", "Explain"),
                 ("/audit", "Audit"),
                 ("/users", "Users"),
                 ("/settings", "Settings"),

@@ -87,6 +87,33 @@ impl Fields {
         }
     }
 
+    /// A new policy pre-filled from the query (`?prefill=1&action=…`: Explain's fix link);
+    /// only shown in the form, checked like anything typed when it is submitted.
+    fn prefilled(req: &Request) -> Option<Fields> {
+        if req.query_param("prefill") != Some("1") {
+            return None;
+        }
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&req.query).ok()?;
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        Some(Fields {
+            name: get("name"),
+            action: get("action"),
+            src: get("src"),
+            dst: get("dst"),
+            src_other: get("src_other"),
+            dst_other: get("dst_other"),
+            protocol: get("protocol"),
+            ports: get("ports"),
+            priority: get("priority"),
+        })
+    }
+
     fn typed(f: &Form) -> Fields {
         let t = |k: &str| f.text(k).to_string();
         Fields {
@@ -244,7 +271,10 @@ pub async fn list(
         rows,
         choices,
         error: failed.map(|(e, _)| e.message.clone()),
-        f: failed.map_or_else(Fields::blank, |(_, f)| Fields::typed(f)),
+        f: failed.map_or_else(
+            || Fields::prefilled(req).unwrap_or_else(Fields::blank),
+            |(_, f)| Fields::typed(f),
+        ),
         submit: "Create policy",
     };
     if is_htmx(req) && failed.is_none() {

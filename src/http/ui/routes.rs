@@ -6,7 +6,7 @@
 
 use super::form::Form;
 use super::page::{Chrome, error_page, redirect};
-use super::{account, assets, export, machines, operator, org, policies};
+use super::{account, assets, explain, export, machines, operator, org, policies};
 use crate::http::error::ApiError;
 use crate::http::router::matches;
 use crate::http::{App, Request, Response, session};
@@ -50,6 +50,8 @@ pub enum Page {
     Settings,
     SettingsUpdate,
     OrgDelete,
+    Explain,
+    Watch,
 }
 
 const GET: Method = Method::GET;
@@ -105,6 +107,8 @@ pub const ROUTES: &[(Method, &str, Page)] = &[
     (GET, "/orgs/{org}/settings", Page::Settings),
     (POST, "/orgs/{org}/settings", Page::SettingsUpdate),
     (POST, "/orgs/{org}/delete", Page::OrgDelete),
+    (GET, "/orgs/{org}/explain", Page::Explain),
+    (POST, "/orgs/{org}/watch", Page::Watch),
 ];
 
 /// Whether a path is the dashboard's (everything else is the API's).
@@ -294,6 +298,8 @@ async fn run(
         Page::Settings => org::settings(app, req, ctx, None).await,
         Page::SettingsUpdate => org::settings_update(app, req, ctx, &form).await,
         Page::OrgDelete => org::delete(app, req, ctx, &form).await,
+        Page::Explain => explain::page(app, req, ctx).await,
+        Page::Watch => explain::watch_path(app, req, ctx, &form).await,
     }
 }
 
