@@ -795,3 +795,79 @@ fn ui_the_amber_banner_asks_until_the_hub_confirmed_the_change() {
         assert_eq!(r.status, 404);
     });
 }
+
+async fn add_policy(api: &Api, who: &Client, org: &str, body: serde_json::Value) -> String {
+    let path = format!("/api/v1/orgs/{org}/policies");
+    let r = api.call("POST", &path, Some(who), Some(body)).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+/// The policies' meaning without a change: the static analysis in the API and as badges on the
+/// policies page, the dry-run preview of a change (nothing written), and the matrix.
+#[test]
+fn ui_policy_analysis_preview_and_matrix() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let op = api.operator().await;
+        let (org, admin) = api.org_with_admin(&op, "Insight", "10.100.0.0/16").await;
+        let base = format!("/api/v1/orgs/{org}");
+        let mut machines = Vec::new();
+        for (name, tags) in [
+            ("web1", vec!["web"]),
+            ("web2", vec!["web"]),
+            ("db1", vec!["db"]),
+        ] {
+            let r = api
+                .call(
+                    "POST",
+                    &format!("{base}/machines"),
+                    Some(&admin),
+                    Some(serde_json::json!({"name": name, "tags": tags})),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{:?}", r.body);
+            machines.push(r.body["machine"]["id"].as_str().unwrap().to_string());
+        }
+        let policy = |body: serde_json::Value| add_policy(&api, &admin, &org, body);
+        let deny = policy(serde_json::json!({"priority": 10, "action": "deny", "src": {"tag": "web"}, "dst": {"tag": "db"}})).await;
+        let ssh = policy(serde_json::json!({"priority": 20, "action": "allow", "src": {"tag": "web"}, "dst": {"tag": "db"}, "protocol": "tcp", "ports": "22"})).await;
+        let ghost = policy(serde_json::json!({"priority": 30, "action": "deny", "src": {"tag": "ghost"}, "dst": "any"})).await;
+
+        let r = api
+            .call(
+                "GET",
+                &format!("{base}/policies/analysis"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body["complete"], true);
+        let findings = r.body["findings"].as_array().unwrap();
+        assert_eq!(findings.len(), 2, "{findings:?}");
+        assert_eq!(findings[0]["policy"]["id"], ssh.as_str());
+        assert_eq!(findings[0]["kind"], "shadowed");
+        assert_eq!(findings[0]["by"][0]["id"], deny.as_str());
+        assert_eq!(findings[0]["by"][0]["number"], 1);
+        assert_eq!(findings[1]["policy"]["id"], ghost.as_str());
+        assert_eq!(findings[1]["kind"], "matches_nothing");
+        let page = get(&api, &format!("/orgs/{org}/policies"), Some(&admin)).await;
+        assert_page(&page, true);
+        let body = text(&page);
+        assert!(body.contains("⚠ shadowed by #1"), "{body}");
+        assert!(body.contains("⚠ matches no current machine"), "{body}");
+        // Another tenant's analysis is not there.
+        let (other, stranger) = api.org_with_admin(&op, "Elsewhere", "10.100.0.0/16").await;
+        let r = api
+            .call(
+                "GET",
+                &format!("{base}/policies/analysis"),
+                Some(&stranger),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 404);
+        let _ = (other, machines);
+    });
+}

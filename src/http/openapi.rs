@@ -83,6 +83,13 @@ fn schemas() -> Value {
         "PolicyList".into(),
         json!({"type": "object", "required": ["policies", "next_cursor"], "properties": {"policies": {"type": "array", "items": policy}, "next_cursor": next}}),
     );
+    let policy_ref = json!({"type": "object", "required": ["number", "id"], "properties": {"number": {"type": "integer", "description": "the policy's place in evaluation order (1 = first), disabled ones included, as on the policies page"}, "id": uuid}});
+    m.insert("PolicyAnalysis".into(), json!({"type": "object", "required": ["complete", "findings"], "properties": {
+        "complete": {"type": "boolean", "description": "false when the chain was too large to analyse (no findings then)"},
+        "findings": {"type": "array", "items": {"type": "object", "required": ["policy", "kind"], "properties": {
+            "policy": policy_ref,
+            "kind": {"type": "string", "enum": ["shadowed", "redundant", "matches_nothing"], "description": "shadowed: earlier rules decide every packet it matches, `by` with the other verdict; redundant: removing it changes no verdict (`with` and/or the default decide the same); matches_nothing: no packet between the org's current machines"},
+            "by": {"type": "array", "items": policy_ref}, "with": {"type": "array", "items": policy_ref}, "default": {"type": "boolean"}}}}}}));
     let hub = json!({"type": "object", "required": ["up", "listen_port", "public_key", "address", "name", "netns", "device"], "properties": {
         "up": {"type": "boolean"}, "listen_port": {"type": "integer"}, "public_key": {"type": ["string", "null"]},
         "address": {"type": ["string", "null"], "description": "null while PostgreSQL cannot be read"},

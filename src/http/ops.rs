@@ -33,6 +33,7 @@ pub enum Op {
     PolicyPatch,
     PolicyDelete,
     PolicyMove,
+    PolicyAnalysis,
     Status,
     Audit,
 }

@@ -252,6 +252,15 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         GET,
+        "/api/v1/orgs/{org}/policies/analysis",
+        Op::PolicyAnalysis,
+        "Static analysis of the evaluation order over the org's current machines: policies shadowed by an earlier one, redundant ones, and ones that match no machine",
+        None,
+        200,
+        Some("PolicyAnalysis"),
+    ),
+    r(
+        GET,
         "/api/v1/orgs/{org}/policies/{id}",
         Op::PolicyGet,
         "One policy",

@@ -1,6 +1,9 @@
 //! Tenant policies: the model the API stores and the renderer turns into kernel rules.
 
+pub mod analysis;
 pub mod evaluate;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod render;
 
 use crate::overlay::Ipv4Cidr;

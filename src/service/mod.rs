@@ -20,6 +20,7 @@ pub mod machines;
 pub mod orgs;
 pub mod page;
 pub mod policies;
+pub mod preview;
 pub mod reads;
 pub mod session;
 pub mod status;

@@ -10,7 +10,7 @@ use crate::http::{App, Request, Response};
 use crate::overlay::Ipv4Cidr;
 use crate::policy::{PortRange, Protocol, Selector, Verdict};
 use crate::service::views::{MachineView, OrgView};
-use crate::service::{Ctx, machines, orgs, policies, status};
+use crate::service::{Ctx, machines, orgs, policies, preview, status};
 use askama::Template;
 use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
@@ -31,6 +31,8 @@ pub struct Row {
     pub last: bool,
     pub packets: u64,
     pub bytes: String,
+    /// The static analysis' badge ("shadowed by #3"), empty when it has nothing to say.
+    pub finding: String,
 }
 
 /// What the policy form shows: a policy's fields as form values (or what was typed).
@@ -172,6 +174,7 @@ pub async fn list(
     let all = policies::list(app, ctx, policies::page(Some("1000"), None)?).await?;
     let machines: Vec<MachineView> = machines::model(app, ctx).await?.machines.clone();
     let names: HashMap<Uuid, String> = machines.iter().map(|m| (m.id, m.name.clone())).collect();
+    let analysis = preview::analysis(app, ctx).await?;
     let count = all.items.len();
     let mut rows: Vec<Row> = all
         .items
@@ -194,6 +197,7 @@ pub async fn list(
                 last: i + 1 == count,
                 packets: v.packets,
                 bytes: bytes(v.bytes),
+                finding: analysis.of(p.id).map(|f| f.badge()).unwrap_or_default(),
             }
         })
         .collect();
@@ -223,6 +227,7 @@ pub async fn list(
         last: false,
         packets,
         bytes: bytes(b),
+        finding: String::new(),
     };
     if org.default_action == Verdict::Deny {
         rows.push(implicit(

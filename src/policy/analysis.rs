@@ -1,0 +1,442 @@
+//! Static analysis of a tenant's chain over its current machines: which policies never decide
+//! ("shadowed by #n") and which could be removed without changing any verdict ("redundant with
+//! #m"). Exact for the machines that exist now, in the order [`super::render`] lays the chain
+//! out (enabled policies by (priority, creation, id), first match wins, then for a default-deny
+//! tenant the established replies, then the default).
+//!
+//! Exact and cheap at once: machines that every selector treats alike form one class, and
+//! ports that every port range treats alike form one atom, so each (source class, destination
+//! class, atom) cell stands for all the packets in it. A policy's verdict is judged for new and
+//! for established packets, because a deny ahead of the established row also cuts replies.
+
+use super::render::MachineAddr;
+use super::{Policy, Protocol, Selector, Verdict};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use uuid::Uuid;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+/// The representative of every protocol the chain does not name (GRE).
+pub const IPPROTO_OTHER: u8 = 47;
+
+/// Cells × rules beyond which the analysis is not attempted (a page must stay fast).
+pub const MAX_WORK: usize = 4_000_000;
+
+/// A set of packets that every policy treats alike: one protocol, a destination port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Atom {
+    /// IP protocol number; [`IPPROTO_OTHER`] stands for all unnamed protocols.
+    pub proto: u8,
+    /// Inclusive destination port range (tcp and udp; 0-0 otherwise).
+    pub first: u16,
+    pub last: u16,
+}
+
+impl Atom {
+    /// `tcp/22`, `udp/8000-8100`, `icmp`, `other`.
+    pub fn label(&self) -> String {
+        let name = match self.proto {
+            IPPROTO_TCP => "tcp",
+            IPPROTO_UDP => "udp",
+            IPPROTO_ICMP => return "icmp".into(),
+            _ => return "other".into(),
+        };
+        if self.first == self.last {
+            format!("{name}/{}", self.first)
+        } else {
+            format!("{name}/{}-{}", self.first, self.last)
+        }
+    }
+
+    /// The port a probe of this atom uses (its first).
+    pub fn port(&self) -> Option<u16> {
+        matches!(self.proto, IPPROTO_TCP | IPPROTO_UDP).then_some(self.first)
+    }
+}
+
+/// The port atoms of one protocol, cut at every range boundary the policies mention.
+fn port_atoms(proto: u8, policies: &[&Policy]) -> Vec<Atom> {
+    let want = if proto == IPPROTO_TCP {
+        Protocol::Tcp
+    } else {
+        Protocol::Udp
+    };
+    let mut cuts: BTreeSet<u32> = BTreeSet::from([1]);
+    for p in policies.iter().filter(|p| p.protocol == want) {
+        if let Some(r) = p.ports {
+            cuts.insert(u32::from(r.first));
+            cuts.insert(u32::from(r.last) + 1);
+        }
+    }
+    let cuts: Vec<u32> = cuts.into_iter().filter(|c| *c <= 65535).collect();
+    cuts.iter()
+        .enumerate()
+        .map(|(i, first)| {
+            let last = cuts.get(i + 1).map_or(65535, |n| n - 1);
+            Atom {
+                proto,
+                first: *first as u16,
+                last: last as u16,
+            }
+        })
+        .collect()
+}
+
+/// Every atom the policies distinguish: tcp and udp port ranges, icmp, any other protocol.
+pub fn atoms(policies: &[&Policy]) -> Vec<Atom> {
+    let mut out = port_atoms(IPPROTO_TCP, policies);
+    out.extend(port_atoms(IPPROTO_UDP, policies));
+    for proto in [IPPROTO_ICMP, IPPROTO_OTHER] {
+        out.push(Atom {
+            proto,
+            first: 0,
+            last: 0,
+        });
+    }
+    out
+}
+
+/// Does `p` match the packets of `a` (protocol and port)?
+pub fn matches_atom(p: &Policy, a: &Atom) -> bool {
+    let proto = match p.protocol {
+        Protocol::Any => return true,
+        Protocol::Tcp => IPPROTO_TCP,
+        Protocol::Udp => IPPROTO_UDP,
+        Protocol::Icmp => return a.proto == IPPROTO_ICMP,
+    };
+    a.proto == proto
+        && p.ports
+            .is_none_or(|r| r.first <= a.first && a.last <= r.last)
+}
+
+/// Does `sel` select machine `m`?
+pub fn selects(sel: &Selector, m: &MachineAddr) -> bool {
+    match sel {
+        Selector::Any => true,
+        Selector::Machine(id) => m.id == *id,
+        Selector::Tag(t) => m.tags.contains(t),
+        Selector::Cidr(c) => c.contains(m.address),
+    }
+}
+
+/// Machines grouped by how every given selector treats them.
+pub struct Classes<'a> {
+    /// Each class's machines (at least one), in input order.
+    pub members: Vec<Vec<&'a MachineAddr>>,
+    selectors: Vec<Selector>,
+    /// `hits[class][selector]`.
+    hits: Vec<Vec<bool>>,
+}
+
+impl<'a> Classes<'a> {
+    pub fn new(machines: &'a [MachineAddr], policies: &[&Policy]) -> Self {
+        let mut selectors: Vec<Selector> = Vec::new();
+        for p in policies {
+            for s in [&p.src, &p.dst] {
+                if !selectors.contains(s) {
+                    selectors.push(s.clone());
+                }
+            }
+        }
+        let mut members: Vec<Vec<&MachineAddr>> = Vec::new();
+        let mut hits: Vec<Vec<bool>> = Vec::new();
+        for m in machines {
+            let sig: Vec<bool> = selectors.iter().map(|s| selects(s, m)).collect();
+            match hits.iter().position(|h| *h == sig) {
+                Some(i) => members[i].push(m),
+                None => {
+                    hits.push(sig);
+                    members.push(vec![m]);
+                }
+            }
+        }
+        Classes {
+            members,
+            selectors,
+            hits,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Does `sel` (one of the policies' selectors) select the machines of `class`?
+    pub fn selects(&self, class: usize, sel: &Selector) -> bool {
+        match self.selectors.iter().position(|s| s == sel) {
+            Some(i) => self.hits[class][i],
+            None => self.members[class].first().is_some_and(|m| selects(sel, m)),
+        }
+    }
+
+    /// Is there a pair of two different machines from `src` to `dst`?
+    pub fn has_pair(&self, src: usize, dst: usize) -> bool {
+        src != dst || self.members[src].len() > 1
+    }
+
+    /// How many ordered pairs of different machines go from `src` to `dst`.
+    pub fn pairs(&self, src: usize, dst: usize) -> usize {
+        let (a, b) = (self.members[src].len(), self.members[dst].len());
+        if src == dst { a * (a - 1) } else { a * b }
+    }
+
+    /// The pairs from `src` to `dst`, at most `limit` of them.
+    pub fn pair_list(&self, src: usize, dst: usize, limit: usize) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+        let mut out = Vec::new();
+        for s in &self.members[src] {
+            for d in &self.members[dst] {
+                if out.len() >= limit {
+                    return out;
+                }
+                if s.id != d.id {
+                    out.push((s.address, d.address));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The chain of evaluation as the kernel has it: the enabled policies that render (every
+/// machine they name exists), in order.
+pub fn ordered<'a>(policies: &'a [Policy], machines: &[MachineAddr]) -> Vec<&'a Policy> {
+    let mut out: Vec<&Policy> = policies
+        .iter()
+        .filter(|p| p.enabled)
+        .filter(|p| {
+            [&p.src, &p.dst].iter().all(|s| match s {
+                Selector::Machine(id) => machines.iter().any(|m| m.id == *id),
+                _ => true,
+            })
+        })
+        .collect();
+    out.sort_by_key(|p| (p.priority, p.created_at, p.id));
+    out
+}
+
+/// What the chain does with a new and with an established packet of a cell, and which row
+/// decided (`None`: the established row or the default).
+pub fn decide(
+    chain: &[&Policy],
+    classes: &Classes,
+    src: usize,
+    dst: usize,
+    atom: &Atom,
+    default: Verdict,
+) -> (Verdict, Verdict, Option<usize>) {
+    for (i, p) in chain.iter().enumerate() {
+        if matches_atom(p, atom) && classes.selects(src, &p.src) && classes.selects(dst, &p.dst) {
+            return (p.action, p.action, Some(i));
+        }
+    }
+    // Established packets that no rule takes: accepted by the established row (default deny)
+    // or by the default (allow).
+    (default, Verdict::Allow, None)
+}
+
+/// A policy as the findings name it: its id and its number on the policies page (its place
+/// among all the org's policies in evaluation order, disabled ones included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PolicyRef {
+    pub number: usize,
+    pub id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Finding {
+    /// Never decides a packet: earlier rules decide all it matches, these with the other verdict.
+    Shadowed { by: Vec<PolicyRef> },
+    /// Removing it changes no verdict: these rules (or the default) would decide the same.
+    Redundant { with: Vec<PolicyRef>, default: bool },
+    /// Matches no packet between the org's current machines.
+    MatchesNothing,
+}
+
+impl Finding {
+    /// The badge text: "shadowed by #3", "redundant with #2 and the default", "matches nothing".
+    pub fn badge(&self) -> String {
+        let nums = |v: &[PolicyRef]| {
+            v.iter()
+                .map(|r| format!("#{}", r.number))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Finding::Shadowed { by } => format!("shadowed by {}", nums(by)),
+            Finding::Redundant { with, default } => match (with.is_empty(), default) {
+                (true, _) => "redundant with the default".into(),
+                (false, false) => format!("redundant with {}", nums(with)),
+                (false, true) => format!("redundant with {} and the default", nums(with)),
+            },
+            Finding::MatchesNothing => "matches no current machine".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyFinding {
+    pub policy: PolicyRef,
+    #[serde(flatten)]
+    pub finding: Finding,
+}
+
+/// The findings of one chain; `complete` is false when it was too large to analyse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Analysis {
+    pub complete: bool,
+    pub findings: Vec<PolicyFinding>,
+}
+
+impl Analysis {
+    pub fn of(&self, id: Uuid) -> Option<&Finding> {
+        self.findings
+            .iter()
+            .find(|f| f.policy.id == id)
+            .map(|f| &f.finding)
+    }
+}
+
+/// The page numbers of all policies (evaluation order, disabled ones included).
+pub fn numbers(policies: &[Policy]) -> Vec<PolicyRef> {
+    let mut all: Vec<&Policy> = policies.iter().collect();
+    all.sort_by_key(|p| (p.priority, p.created_at, p.id));
+    all.iter()
+        .enumerate()
+        .map(|(i, p)| PolicyRef {
+            number: i + 1,
+            id: p.id,
+        })
+        .collect()
+}
+
+#[derive(Default, Clone)]
+struct Tally {
+    matched: bool,
+    decides: bool,
+    /// Decides at least one cell differently from what would decide it without it.
+    useful: bool,
+    covered_by: BTreeSet<usize>,
+    alt: BTreeSet<usize>,
+    alt_default: bool,
+}
+
+/// Shadowed, redundant and dead policies of the org's chain over its current machines.
+pub fn analyse(policies: &[Policy], machines: &[MachineAddr], default: Verdict) -> Analysis {
+    let numbers = numbers(policies);
+    let refer = |id: Uuid| {
+        numbers
+            .iter()
+            .find(|r| r.id == id)
+            .copied()
+            .unwrap_or(PolicyRef { number: 0, id })
+    };
+    let chain = ordered(policies, machines);
+    let classes = Classes::new(machines, &chain);
+    let atoms = atoms(&chain);
+    let work = classes.len() * classes.len() * atoms.len() * chain.len().max(1);
+    if work > MAX_WORK {
+        return Analysis {
+            complete: false,
+            findings: Vec::new(),
+        };
+    }
+    let mut tally = vec![Tally::default(); chain.len()];
+    let mut hit = Vec::with_capacity(chain.len());
+    for s in 0..classes.len() {
+        for d in 0..classes.len() {
+            if !classes.has_pair(s, d) {
+                continue;
+            }
+            for a in &atoms {
+                hit.clear();
+                hit.extend(chain.iter().enumerate().filter_map(|(i, p)| {
+                    (matches_atom(p, a) && classes.selects(s, &p.src) && classes.selects(d, &p.dst))
+                        .then_some(i)
+                }));
+                let Some((&first, rest)) = hit.split_first() else {
+                    continue;
+                };
+                for &k in rest {
+                    tally[k].matched = true;
+                    tally[k].covered_by.insert(first);
+                }
+                let t = &mut tally[first];
+                t.matched = true;
+                t.decides = true;
+                let action = chain[first].action;
+                match rest.first() {
+                    Some(&next) if chain[next].action == action => {
+                        t.alt.insert(next);
+                    }
+                    // Without it, the default takes new packets and established ones pass.
+                    None if action == Verdict::Allow && default == Verdict::Allow => {
+                        t.alt_default = true;
+                    }
+                    _ => t.useful = true,
+                }
+            }
+        }
+    }
+    let mut findings = Vec::new();
+    let refs = |set: &BTreeSet<usize>, keep: &dyn Fn(usize) -> bool| -> Vec<PolicyRef> {
+        let mut v: Vec<PolicyRef> = set
+            .iter()
+            .filter(|i| keep(**i))
+            .map(|i| refer(chain[*i].id))
+            .collect();
+        v.sort();
+        v
+    };
+    for (i, t) in tally.iter().enumerate() {
+        let action = chain[i].action;
+        let finding = if !t.matched {
+            Finding::MatchesNothing
+        } else if !t.decides {
+            let by = refs(&t.covered_by, &|k| chain[k].action != action);
+            if by.is_empty() {
+                Finding::Redundant {
+                    with: refs(&t.covered_by, &|_| true),
+                    default: false,
+                }
+            } else {
+                Finding::Shadowed { by }
+            }
+        } else if !t.useful {
+            Finding::Redundant {
+                with: refs(&t.alt, &|_| true),
+                default: t.alt_default,
+            }
+        } else {
+            continue;
+        };
+        findings.push(PolicyFinding {
+            policy: refer(chain[i].id),
+            finding,
+        });
+    }
+    // Enabled policies that name a machine that no longer exists render no rule at all.
+    for p in policies.iter().filter(|p| p.enabled) {
+        if !chain.iter().any(|c| c.id == p.id) {
+            findings.push(PolicyFinding {
+                policy: refer(p.id),
+                finding: Finding::MatchesNothing,
+            });
+        }
+    }
+    findings.sort_by_key(|f| f.policy);
+    Analysis {
+        complete: true,
+        findings,
+    }
+}
+
+#[cfg(test)]
+mod tests;
