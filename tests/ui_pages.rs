@@ -857,6 +857,152 @@ fn ui_policy_analysis_preview_and_matrix() {
         let body = text(&page);
         assert!(body.contains("⚠ shadowed by #1"), "{body}");
         assert!(body.contains("⚠ matches no current machine"), "{body}");
+        // A preview says what a change would do and writes nothing.
+        let audit_before = api
+            .call("GET", &format!("{base}/audit"), Some(&admin), None)
+            .await
+            .body;
+        let preview_path = format!("{base}/policies/preview");
+        let preview =
+            |body: serde_json::Value| api.call("POST", &preview_path, Some(&admin), Some(body));
+        let r = preview(serde_json::json!({"op": "delete", "id": deny})).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body["flipped_pairs"], 2, "web1→db1 and web2→db1");
+        assert_eq!(r.body["rules"]["removed"].as_array().unwrap().len(), 1);
+        assert!(
+            r.body["rules"]["removed"][0]
+                .as_str()
+                .unwrap()
+                .contains(&deny)
+        );
+        let flips = r.body["flips"].as_array().unwrap();
+        assert!(
+            flips
+                .iter()
+                .all(|f| f["from"] == "deny" && f["to"] == "allow" && f["pairs"] == 2)
+        );
+        assert!(flips.iter().any(|f| f["label"] == "tcp/22"), "{flips:?}");
+        assert_eq!(flips[0]["sample"][0]["dst"]["name"], "db1");
+        let r = preview(serde_json::json!({"op": "create", "policy": {"action": "deny", "src": {"tag": "db"}, "dst": {"tag": "web"}, "protocol": "icmp"}})).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let line = r.body["line"].as_str().unwrap();
+        assert!(
+            line.starts_with("-A MWG-ACL -p icmp -m set --match-set") && line.ends_with("-j DROP"),
+            "{line}"
+        );
+        assert_eq!(r.body["flips"][0]["label"], "icmp");
+        assert_eq!(r.body["flips"][0]["pairs"], 2);
+        let r = preview(serde_json::json!({"op": "update", "id": ssh, "changes": {"priority": 5}}))
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["flips"][0]["label"], "tcp/22");
+        assert_eq!(r.body["flips"][0]["to"], "allow");
+        assert_eq!(r.body["rules"]["reordered"], true);
+        let r = preview(serde_json::json!({"op": "default", "action": "deny"})).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.body["flipped_pairs"], 4,
+            "6 pairs, web→db denied already: {:?}",
+            r.body
+        );
+        // Bad input is the same 400 the change itself would get; unknown ids are 404.
+        for (body, status) in [
+            (
+                serde_json::json!({"op": "create", "policy": {"action": "deny", "src": {"cidr": "192.168.0.0/24"}, "dst": "any"}}),
+                400,
+            ),
+            (
+                serde_json::json!({"op": "create", "policy": {"action": "deny", "src": "any", "dst": "any", "protocol": "icmp", "ports": "22"}}),
+                400,
+            ),
+            (
+                serde_json::json!({"op": "update", "id": ssh, "changes": {"priority": -1}}),
+                400,
+            ),
+            (
+                serde_json::json!({"op": "update", "id": machines[0], "changes": {}}),
+                404,
+            ),
+            (serde_json::json!({"op": "delete"}), 400),
+            (serde_json::json!({"op": "rename", "id": ssh}), 400),
+            (serde_json::json!({"op": "default", "action": "maybe"}), 400),
+        ] {
+            let r = preview(body.clone()).await;
+            assert_eq!(r.status, status, "{body}: {:?}", r.body);
+            assert!(r.body["error"]["code"].is_string());
+        }
+        let r = api
+            .call("GET", &format!("{base}/policies"), Some(&admin), None)
+            .await;
+        assert_eq!(
+            r.body["policies"].as_array().unwrap().len(),
+            3,
+            "nothing written"
+        );
+        let org_now = api.call("GET", &base, Some(&admin), None).await;
+        assert_eq!(org_now.body["default_action"], "allow");
+        let audit_after = api
+            .call("GET", &format!("{base}/audit"), Some(&admin), None)
+            .await
+            .body;
+        assert_eq!(audit_before, audit_after, "no audit entry either");
+
+        // The form's live preview and the settings' default switch, as htmx posts them.
+        let form = [
+            ("csrf_token", admin.csrf.as_str()),
+            ("action", "deny"),
+            ("src", "tag:db"),
+            ("dst", "any"),
+            ("protocol", "tcp"),
+            ("ports", "5432"),
+        ];
+        let path = format!("/orgs/{org}/policies/preview");
+        let r = post(&api, &path, Some(&admin), &form, "same-origin").await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+        assert_page(&r, true);
+        let body = text(&r);
+        assert!(body.contains("--dport 5432"), "{body}");
+        assert!(body.contains("tcp/5432"), "{body}");
+        let mut bad = form.to_vec();
+        bad[5] = ("ports", "70000");
+        let r = post(&api, &path, Some(&admin), &bad, "same-origin").await;
+        assert_eq!(r.status, 200);
+        assert!(text(&r).contains("Not yet a valid policy"), "{}", text(&r));
+        let edit = [
+            ("csrf_token", admin.csrf.as_str()),
+            ("id", ssh.as_str()),
+            ("action", "allow"),
+            ("src", "tag:web"),
+            ("dst", "tag:db"),
+            ("protocol", "tcp"),
+            ("ports", "22"),
+            ("priority", "5"),
+        ];
+        let r = post(&api, &path, Some(&admin), &edit, "same-origin").await;
+        assert!(text(&r).contains(&format!("mwg:{ssh}")), "{}", text(&r));
+        let page = get(&api, &format!("/orgs/{org}/policies/{ssh}"), Some(&admin)).await;
+        assert!(text(&page).contains(&format!("name=\"id\" value=\"{ssh}\"")));
+        assert!(text(&page).contains("hx-trigger=\"input changed delay:500ms, load\""));
+        let r = post(
+            &api,
+            &format!("/orgs/{org}/settings/preview"),
+            Some(&admin),
+            &[
+                ("csrf_token", admin.csrf.as_str()),
+                ("default_action", "deny"),
+            ],
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert!(
+            text(&r).contains("4 machine pairs would change verdict"),
+            "{}",
+            text(&r)
+        );
+        let r = post(&api, &path, Some(&admin), &form, "cross-site").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+
         // Another tenant's analysis is not there.
         let (other, stranger) = api.org_with_admin(&op, "Elsewhere", "10.100.0.0/16").await;
         let r = api

@@ -106,6 +106,7 @@ pub async fn run(app: &App, req: &Request, op: Op, ctx: Ctx) -> Result<Response,
             page(req, "policies", &list)
         }
         Op::PolicyAnalysis => json(OK, &preview::analysis(app, ctx).await?),
+        Op::PolicyPreview => json(OK, &preview::preview(app, ctx, body(req)?).await?),
         Op::PolicyGet => json(OK, &policies::get(app, ctx).await?),
         Op::PolicyPatch => json(OK, &policies::update(app, ctx, body(req)?).await?),
         Op::PolicyMove => {

@@ -90,6 +90,27 @@ fn schemas() -> Value {
             "policy": policy_ref,
             "kind": {"type": "string", "enum": ["shadowed", "redundant", "matches_nothing"], "description": "shadowed: earlier rules decide every packet it matches, `by` with the other verdict; redundant: removing it changes no verdict (`with` and/or the default decide the same); matches_nothing: no packet between the org's current machines"},
             "by": {"type": "array", "items": policy_ref}, "with": {"type": "array", "items": policy_ref}, "default": {"type": "boolean"}}}}}}));
+    m.insert("PolicyPreview".into(), json!({"oneOf": [
+        {"type": "object", "required": ["op", "policy"], "additionalProperties": false, "properties": {"op": {"const": "create"}, "policy": {"$ref": "#/components/schemas/PolicyCreate"}}},
+        {"type": "object", "required": ["op", "id", "changes"], "additionalProperties": false, "properties": {"op": {"const": "update"}, "id": uuid, "changes": {"$ref": "#/components/schemas/PolicyPatch"}}},
+        {"type": "object", "required": ["op", "id"], "additionalProperties": false, "properties": {"op": {"const": "delete"}, "id": uuid}},
+        {"type": "object", "required": ["op", "action"], "additionalProperties": false, "properties": {"op": {"const": "default"}, "action": action}}
+    ], "description": "the change as its own operation would take it, checked the same way (a bad one is the same 400; an unknown id a 404)"}));
+    let machine_ref = json!({"type": "object", "required": ["id", "name", "address"], "properties": {"id": uuid, "name": {"type": "string"}, "address": {"type": "string"}}});
+    m.insert("PolicyPreviewResult".into(), json!({"type": "object", "required": ["line", "rules", "flips", "flipped_pairs", "complete", "analysis"], "properties": {
+        "line": {"type": ["string", "null"], "description": "the `-A MWG-ACL …` line of the created or updated policy (a new policy carries the nil id)"},
+        "rules": {"type": "object", "required": ["removed", "added", "reordered", "after"], "properties": {
+            "removed": {"type": "array", "items": {"type": "string"}}, "added": {"type": "array", "items": {"type": "string"}},
+            "reordered": {"type": "boolean", "description": "lines on both sides changed places"},
+            "after": {"type": "array", "items": {"type": "string"}, "description": "the whole chain after the change"}}},
+        "flips": {"type": "array", "description": "per port range that every policy treats alike and direction", "items": {"type": "object", "required": ["label", "protocol", "ports", "port", "from", "to", "pairs", "sample"], "properties": {
+            "label": {"type": "string", "description": "tcp/22, udp/1-52, icmp, other"}, "protocol": {"type": "string", "enum": ["tcp", "udp", "icmp", "other"]},
+            "ports": {"type": ["string", "null"]}, "port": {"type": ["integer", "null"], "description": "a port in the range to probe with"},
+            "from": action, "to": action, "pairs": {"type": "integer", "description": "(source, destination) machine pairs whose new connections flip"},
+            "sample": {"type": "array", "maxItems": crate::policy::impact::MAX_SAMPLE, "items": {"type": "object", "required": ["src", "dst"], "properties": {"src": machine_ref, "dst": machine_ref}}}}}},
+        "flipped_pairs": {"type": "integer", "description": "distinct pairs that flip on some port"},
+        "complete": {"type": "boolean", "description": "false when the org was too large to compare or the flips were cut"},
+        "analysis": {"$ref": "#/components/schemas/PolicyAnalysis"}}}));
     let hub = json!({"type": "object", "required": ["up", "listen_port", "public_key", "address", "name", "netns", "device"], "properties": {
         "up": {"type": "boolean"}, "listen_port": {"type": "integer"}, "public_key": {"type": ["string", "null"]},
         "address": {"type": ["string", "null"], "description": "null while PostgreSQL cannot be read"},

@@ -34,6 +34,7 @@ pub enum Op {
     PolicyDelete,
     PolicyMove,
     PolicyAnalysis,
+    PolicyPreview,
     Status,
     Audit,
 }

@@ -260,6 +260,15 @@ pub const ROUTES: &[Route] = &[
         Some("PolicyAnalysis"),
     ),
     r(
+        POST,
+        "/api/v1/orgs/{org}/policies/preview",
+        Op::PolicyPreview,
+        "Dry run of a policy change or a default-action switch: the rule lines removed and added, the machine pairs and ports whose verdict flips, and the static analysis of the new chain; writes nothing",
+        Some("PolicyPreview"),
+        200,
+        Some("PolicyPreviewResult"),
+    ),
+    r(
         GET,
         "/api/v1/orgs/{org}/policies/{id}",
         Op::PolicyGet,

@@ -13,7 +13,6 @@ use super::render::MachineAddr;
 use super::{Policy, Protocol, Selector, Verdict};
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
 use uuid::Uuid;
 
 pub const IPPROTO_ICMP: u8 = 1;
@@ -188,7 +187,7 @@ impl<'a> Classes<'a> {
     }
 
     /// The pairs from `src` to `dst`, at most `limit` of them.
-    pub fn pair_list(&self, src: usize, dst: usize, limit: usize) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+    pub fn pair_list(&self, src: usize, dst: usize, limit: usize) -> Vec<(Uuid, Uuid)> {
         let mut out = Vec::new();
         for s in &self.members[src] {
             for d in &self.members[dst] {
@@ -196,7 +195,7 @@ impl<'a> Classes<'a> {
                     return out;
                 }
                 if s.id != d.id {
-                    out.push((s.address, d.address));
+                    out.push((s.id, d.id));
                 }
             }
         }

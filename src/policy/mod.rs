@@ -4,6 +4,7 @@ pub mod analysis;
 pub mod evaluate;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod impact;
 pub mod render;
 
 use crate::overlay::Ipv4Cidr;

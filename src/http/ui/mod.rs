@@ -13,6 +13,7 @@ mod operator;
 mod org;
 pub mod page;
 mod policies;
+mod preview;
 pub mod routes;
 
 pub use routes::{dispatch, is_ui};

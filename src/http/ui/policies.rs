@@ -37,6 +37,8 @@ pub struct Row {
 
 /// What the policy form shows: a policy's fields as form values (or what was typed).
 pub struct Fields {
+    /// The policy being edited (empty on the new-policy form).
+    pub id: String,
     pub name: String,
     pub action: String,
     pub src: String,
@@ -61,6 +63,7 @@ fn picked(s: &Selector) -> (String, String) {
 impl Fields {
     fn blank() -> Fields {
         Fields {
+            id: String::new(),
             name: String::new(),
             action: "allow".into(),
             src: "any".into(),
@@ -77,6 +80,7 @@ impl Fields {
         let (src, src_other) = picked(&p.src);
         let (dst, dst_other) = picked(&p.dst);
         Fields {
+            id: p.id.to_string(),
             name: p.name.clone(),
             action: p.action.as_str().into(),
             src,
@@ -92,6 +96,7 @@ impl Fields {
     fn typed(f: &Form) -> Fields {
         let t = |k: &str| f.text(k).to_string();
         Fields {
+            id: t("id"),
             name: t("name"),
             action: t("action"),
             src: t("src"),
@@ -342,20 +347,8 @@ pub async fn update(
     form: &Form,
 ) -> Result<Response, ApiError> {
     let to = format!("/orgs/{}/policies", ctx.org());
-    let result = match create_input(form) {
-        Ok(c) => {
-            let input = policies::PolicyPatch {
-                name: Some(c.name.unwrap_or_default()),
-                priority: c.priority,
-                action: Some(c.action),
-                src: Some(c.src),
-                dst: Some(c.dst),
-                protocol: c.protocol,
-                ports: Some(c.ports),
-                enabled: None,
-            };
-            policies::update(app, ctx, input).await.map(|_| ())
-        }
+    let result = match edit_input(form) {
+        Ok(input) => policies::update(app, ctx, input).await.map(|_| ()),
         Err(e) => Err(e),
     };
     match result {
@@ -377,7 +370,22 @@ fn side(form: &Form, field: &str) -> Result<Selector, ApiError> {
     selector(field, value)
 }
 
-fn create_input(form: &Form) -> Result<policies::PolicyCreate, ApiError> {
+/// Every field of the edit form, as an update that sets them all (except enabled).
+pub(super) fn edit_input(form: &Form) -> Result<policies::PolicyPatch, ApiError> {
+    let c = create_input(form)?;
+    Ok(policies::PolicyPatch {
+        name: Some(c.name.unwrap_or_default()),
+        priority: c.priority,
+        action: Some(c.action),
+        src: Some(c.src),
+        dst: Some(c.dst),
+        protocol: c.protocol,
+        ports: Some(c.ports),
+        enabled: None,
+    })
+}
+
+pub(super) fn create_input(form: &Form) -> Result<policies::PolicyCreate, ApiError> {
     let action = Verdict::parse(form.text("action"))
         .ok_or_else(|| ApiError::invalid("action", "must be allow or deny"))?;
     let protocol = Protocol::parse(form.get("protocol").unwrap_or("any"))

@@ -6,7 +6,7 @@
 
 use super::form::Form;
 use super::page::{Chrome, error_page, redirect};
-use super::{account, assets, export, machines, operator, org, policies};
+use super::{account, assets, export, machines, operator, org, policies, preview};
 use crate::http::error::ApiError;
 use crate::http::router::matches;
 use crate::http::{App, Request, Response, session};
@@ -42,6 +42,8 @@ pub enum Page {
     PolicyEnabled,
     PolicyMove,
     PolicyDelete,
+    PolicyPreview,
+    DefaultPreview,
     Users,
     UserCreate,
     UserDelete,
@@ -88,6 +90,7 @@ pub const ROUTES: &[(Method, &str, Page)] = &[
     ),
     (GET, "/orgs/{org}/policies", Page::Policies),
     (POST, "/orgs/{org}/policies", Page::PolicyCreate),
+    (POST, "/orgs/{org}/policies/preview", Page::PolicyPreview),
     (GET, "/orgs/{org}/policies/{id}", Page::Policy),
     (POST, "/orgs/{org}/policies/{id}", Page::PolicyUpdate),
     (
@@ -104,6 +107,7 @@ pub const ROUTES: &[(Method, &str, Page)] = &[
     (GET, "/orgs/{org}/audit/export.jsonl", Page::AuditExport),
     (GET, "/orgs/{org}/settings", Page::Settings),
     (POST, "/orgs/{org}/settings", Page::SettingsUpdate),
+    (POST, "/orgs/{org}/settings/preview", Page::DefaultPreview),
     (POST, "/orgs/{org}/delete", Page::OrgDelete),
 ];
 
@@ -286,6 +290,8 @@ async fn run(
         Page::PolicyEnabled => policies::enabled(app, ctx, &form).await,
         Page::PolicyMove => policies::reorder(app, ctx, &form).await,
         Page::PolicyDelete => policies::delete(app, ctx).await,
+        Page::PolicyPreview => preview::policy(app, ctx, &form).await,
+        Page::DefaultPreview => preview::default_action(app, ctx, &form).await,
         Page::Users => org::users(app, req, ctx, None).await,
         Page::UserCreate => org::user_create(app, req, ctx, &form).await,
         Page::UserDelete => org::user_delete(app, ctx).await,

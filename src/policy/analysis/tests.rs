@@ -1,16 +1,12 @@
 use super::*;
 use crate::policy::PortRange;
-use crate::policy::evaluate::{Chain, Decider, Packet};
-use crate::policy::fixtures::{id, machine, policy};
+use crate::policy::evaluate::{Chain, Decider};
+use crate::policy::fixtures::{Rng, id, machine, packets, policy, random_org, tag};
 
 fn tcp(mut p: Policy, first: u16, last: u16) -> Policy {
     p.protocol = Protocol::Tcp;
     p.ports = Some(PortRange { first, last });
     p
-}
-
-fn tag(t: &str) -> Selector {
-    Selector::Tag(t.into())
 }
 
 fn badge(a: &Analysis, n: u128) -> Option<String> {
@@ -135,88 +131,6 @@ fn dead_rules_and_page_numbers_count_disabled_ones() {
     assert_eq!(json["findings"][3]["by"][0]["number"], 5);
 }
 
-/// A small deterministic generator, so failures repeat.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-const TAGS: [&str; 3] = ["a", "b", "c"];
-const PORTS: [(u16, u16); 4] = [(22, 22), (80, 443), (443, 443), (1000, 2000)];
-
-fn random_selector(r: &mut Rng, machines: &[MachineAddr]) -> Selector {
-    match r.below(4) {
-        0 => Selector::Any,
-        1 => Selector::Machine(machines[r.below(machines.len() as u64) as usize].id),
-        2 => tag(TAGS[r.below(3) as usize]),
-        _ => Selector::Cidr(
-            ["10.100.0.0/30", "10.100.0.4/30", "10.100.0.0/29"][r.below(3) as usize]
-                .parse()
-                .unwrap(),
-        ),
-    }
-}
-
-fn random_policy(r: &mut Rng, n: u128, machines: &[MachineAddr]) -> Policy {
-    let action = if r.below(2) == 0 {
-        Verdict::Allow
-    } else {
-        Verdict::Deny
-    };
-    let mut p = policy(
-        n,
-        r.below(5) as i32,
-        action,
-        random_selector(r, machines),
-        random_selector(r, machines),
-    );
-    p.protocol = [Protocol::Any, Protocol::Tcp, Protocol::Udp, Protocol::Icmp][r.below(4) as usize];
-    if matches!(p.protocol, Protocol::Tcp | Protocol::Udp) && r.below(3) > 0 {
-        let (first, last) = PORTS[r.below(4) as usize];
-        p.ports = Some(PortRange { first, last });
-    }
-    p.enabled = r.below(8) > 0;
-    p
-}
-
-/// Every packet a probe can tell apart, between every pair of different machines.
-fn packets(machines: &[MachineAddr]) -> Vec<Packet> {
-    let mut probes: Vec<(u8, Option<u16>)> = vec![(IPPROTO_ICMP, None), (IPPROTO_OTHER, None)];
-    for proto in [IPPROTO_TCP, IPPROTO_UDP] {
-        for port in [
-            1, 21, 22, 23, 79, 80, 200, 442, 443, 444, 999, 1000, 1500, 2000, 2001, 65535,
-        ] {
-            probes.push((proto, Some(port)));
-        }
-    }
-    let mut out = Vec::new();
-    for s in machines {
-        for d in machines.iter().filter(|d| d.id != s.id) {
-            for (proto, dport) in &probes {
-                for established in [false, true] {
-                    out.push(Packet {
-                        src: s.address,
-                        dst: d.address,
-                        proto: *proto,
-                        dport: *dport,
-                        established,
-                    });
-                }
-            }
-        }
-    }
-    out
-}
-
 /// The analysis agrees with the evaluator: a policy with no finding changes some verdict when
 /// removed; a redundant or shadowed one changes none; a shadowed one never decides.
 #[test]
@@ -224,20 +138,7 @@ fn findings_agree_with_the_evaluator_on_random_chains() {
     let mut r = Rng(0x5eed_1234_abcd_0001);
     let mut seen = BTreeSet::new();
     for _ in 0..300 {
-        let machines: Vec<MachineAddr> = (0..(2 + r.below(5)))
-            .map(|i| {
-                let tags: Vec<&str> = TAGS.iter().copied().filter(|_| r.below(3) == 0).collect();
-                machine(100 + u128::from(i), 1 + i as u8 * 3, &tags)
-            })
-            .collect();
-        let policies: Vec<Policy> = (0..(1 + r.below(6)))
-            .map(|n| random_policy(&mut r, u128::from(n) + 1, &machines))
-            .collect();
-        let default = if r.below(2) == 0 {
-            Verdict::Allow
-        } else {
-            Verdict::Deny
-        };
+        let (machines, policies, default) = random_org(&mut r);
         let a = analyse(&policies, &machines, default);
         assert!(a.complete);
         let probes = packets(&machines);
