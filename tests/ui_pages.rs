@@ -867,7 +867,10 @@ fn ui_policy_analysis_preview_and_matrix() {
             |body: serde_json::Value| api.call("POST", &preview_path, Some(&admin), Some(body));
         let r = preview(serde_json::json!({"op": "delete", "id": deny})).await;
         assert_eq!(r.status, 200, "{:?}", r.body);
-        assert_eq!(r.body["flipped_pairs"], 2, "web1→db1 and web2→db1");
+        assert_eq!(
+            r.body["flipped_pairs"], 4,
+            "web→db, and db→web whose replies the deny drops"
+        );
         assert_eq!(r.body["rules"]["removed"].as_array().unwrap().len(), 1);
         assert!(
             r.body["rules"]["removed"][0]
@@ -879,11 +882,11 @@ fn ui_policy_analysis_preview_and_matrix() {
         assert!(
             flips
                 .iter()
-                .all(|f| f["from"] == "deny" && f["to"] == "allow" && f["pairs"] == 2)
+                .all(|f| f["from"] == "deny" && f["to"] == "allow" && f["pairs"] == 4)
         );
         assert!(flips.iter().any(|f| f["label"] == "tcp/22"), "{flips:?}");
         assert_eq!(flips[0]["sample"][0]["dst"]["name"], "db1");
-        let r = preview(serde_json::json!({"op": "create", "policy": {"action": "deny", "src": {"tag": "db"}, "dst": {"tag": "web"}, "protocol": "icmp"}})).await;
+        let r = preview(serde_json::json!({"op": "create", "policy": {"action": "deny", "src": {"tag": "web"}, "dst": {"tag": "web"}, "protocol": "icmp"}})).await;
         assert_eq!(r.status, 200, "{:?}", r.body);
         let line = r.body["line"].as_str().unwrap();
         assert!(
@@ -891,7 +894,7 @@ fn ui_policy_analysis_preview_and_matrix() {
             "{line}"
         );
         assert_eq!(r.body["flips"][0]["label"], "icmp");
-        assert_eq!(r.body["flips"][0]["pairs"], 2);
+        assert_eq!(r.body["flips"][0]["pairs"], 2, "web1→web2 and web2→web1");
         let r = preview(serde_json::json!({"op": "update", "id": ssh, "changes": {"priority": 5}}))
             .await;
         assert_eq!(r.status, 200);
@@ -901,8 +904,8 @@ fn ui_policy_analysis_preview_and_matrix() {
         let r = preview(serde_json::json!({"op": "default", "action": "deny"})).await;
         assert_eq!(r.status, 200);
         assert_eq!(
-            r.body["flipped_pairs"], 4,
-            "6 pairs, web→db denied already: {:?}",
+            r.body["flipped_pairs"], 2,
+            "web1↔web2: the rest is denied already: {:?}",
             r.body
         );
         // Bad input is the same 400 the change itself would get; unknown ids are 404.
@@ -951,7 +954,7 @@ fn ui_policy_analysis_preview_and_matrix() {
         let form = [
             ("csrf_token", admin.csrf.as_str()),
             ("action", "deny"),
-            ("src", "tag:db"),
+            ("src", "tag:web"),
             ("dst", "any"),
             ("protocol", "tcp"),
             ("ports", "5432"),
@@ -996,7 +999,7 @@ fn ui_policy_analysis_preview_and_matrix() {
         .await;
         assert_eq!(r.status, 200);
         assert!(
-            text(&r).contains("4 machine pairs would change verdict"),
+            text(&r).contains("2 machine pairs would change verdict"),
             "{}",
             text(&r)
         );

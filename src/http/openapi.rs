@@ -106,7 +106,7 @@ fn schemas() -> Value {
         "flips": {"type": "array", "description": "per port range that every policy treats alike and direction", "items": {"type": "object", "required": ["label", "protocol", "ports", "port", "from", "to", "pairs", "sample"], "properties": {
             "label": {"type": "string", "description": "tcp/22, udp/1-52, icmp, other"}, "protocol": {"type": "string", "enum": ["tcp", "udp", "icmp", "other"]},
             "ports": {"type": ["string", "null"]}, "port": {"type": ["integer", "null"], "description": "a port in the range to probe with"},
-            "from": action, "to": action, "pairs": {"type": "integer", "description": "(source, destination) machine pairs whose new connections flip"},
+            "from": action, "to": action, "pairs": {"type": "integer", "description": "(source, destination) machine pairs whose connections flip: the first packet as new and the replies (to client ports 32768-60999) as established must pass"},
             "sample": {"type": "array", "maxItems": crate::policy::impact::MAX_SAMPLE, "items": {"type": "object", "required": ["src", "dst"], "properties": {"src": machine_ref, "dst": machine_ref}}}}}},
         "flipped_pairs": {"type": "integer", "description": "distinct pairs that flip on some port"},
         "complete": {"type": "boolean", "description": "false when the org was too large to compare or the flips were cut"},

@@ -240,6 +240,32 @@ pub fn decide(
     (default, Verdict::Allow, None)
 }
 
+/// The source ports clients pick (Linux's default `ip_local_port_range`): the destination
+/// ports of the replies they get.
+pub const EPHEMERAL: (u16, u16) = (32768, 60999);
+
+/// Does a connection of `atom` from `src` to `dst` get through? Its first packet must pass as
+/// new, and its replies must pass as established, whichever source port the client picked: an
+/// explicit deny that matches the reply direction drops the replies (it comes before the
+/// established row).
+pub fn connects(
+    chain: &[&Policy],
+    classes: &Classes,
+    atoms: &[Atom],
+    (src, dst): (usize, usize),
+    atom: &Atom,
+    default: Verdict,
+) -> bool {
+    if decide(chain, classes, src, dst, atom, default).0 == Verdict::Deny {
+        return false;
+    }
+    atoms
+        .iter()
+        .filter(|r| r.proto == atom.proto)
+        .filter(|r| r.port().is_none() || (r.last >= EPHEMERAL.0 && r.first <= EPHEMERAL.1))
+        .all(|r| decide(chain, classes, dst, src, r, default).1 == Verdict::Allow)
+}
+
 /// A policy as the findings name it: its id and its number on the policies page (its place
 /// among all the org's policies in evaluation order, disabled ones included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

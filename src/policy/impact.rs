@@ -1,6 +1,6 @@
 //! What a change to the policies (or to the default action) would do, computed purely from the
 //! chain before and after: the rule lines the kernel would lose and gain, the machine pairs and
-//! ports whose verdict for a new connection flips, and the static analysis of the new chain.
+//! ports whose connections flip (get through or not), and the static analysis of the new chain.
 //! Also the reachability matrix of one chain. Exact over the org's current machines, by the
 //! classes and atoms of [`super::analysis`].
 
@@ -33,8 +33,9 @@ pub struct RuleDiff {
     pub after: Vec<String>,
 }
 
-/// Pairs of machines whose verdict for a new connection flips, for one port range that every
-/// policy treats alike.
+/// Pairs of machines whose connections flip between getting through and not (the first packet
+/// as new, the replies as established; see [`analysis::connects`]), for one port range that
+/// every policy treats alike.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Flip<P = (Uuid, Uuid)> {
     /// `tcp/22`, `udp/1-52`, `icmp`, `other` (any protocol the policies do not name).
@@ -159,8 +160,18 @@ pub fn impact(before: Side, after: Side, machines: &[MachineAddr]) -> Impact {
                 if !classes.has_pair(s, d) {
                     continue;
                 }
-                let (from, ..) = analysis::decide(&old, &classes, s, d, atom, before.default);
-                let (to, ..) = analysis::decide(&new, &classes, s, d, atom, after.default);
+                let verdict = |chain: &[&Policy], default| match analysis::connects(
+                    chain,
+                    &classes,
+                    &atoms,
+                    (s, d),
+                    atom,
+                    default,
+                ) {
+                    true => Verdict::Allow,
+                    false => Verdict::Deny,
+                };
+                let (from, to) = (verdict(&old, before.default), verdict(&new, after.default));
                 if from != to {
                     groups
                         .entry((i, to == Verdict::Deny))
