@@ -686,6 +686,48 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
     );
     ui.audit("policy").await;
 
+    // The policy form previews as you type (htmx, debounced): the rendered rule line and the
+    // pairs whose connections would flip, before anything is saved.
+    ui.go(&format!("/orgs/{org}/policies")).await;
+    let rows = ui
+        .js("return document.querySelectorAll('tr[data-policy]').length")
+        .await;
+    ui.el("input[name=action][value=deny]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.el("#p-proto")
+        .await
+        .select_by_value("tcp")
+        .await
+        .unwrap();
+    ui.fill("#p-ports", "2222").await;
+    ui.wait_text("#rule-line", "--dport 2222").await;
+    ui.wait_text("#preview-flips", "tcp/2222").await;
+    ui.wait_text("#preview-flips", "laptop → phone").await;
+    assert!(ui.path().await.ends_with("/policies"), "still on the form");
+    ui.js("document.getElementById('policy-preview').scrollIntoView()")
+        .await;
+    ui.audit("policy-preview").await;
+    ui.go(&format!("/orgs/{org}/policies")).await;
+    assert_eq!(
+        ui.js("return document.querySelectorAll('tr[data-policy]').length")
+            .await,
+        rows,
+        "the preview saved nothing"
+    );
+    // The settings page shows what switching the default would do, before saving.
+    ui.go(&format!("/orgs/{org}/settings")).await;
+    ui.el("input[name=default_action][value=deny]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.wait_text("#default-preview", "would change verdict")
+        .await;
+    ui.audit("settings-preview").await;
+
     // Every other page passes axe and is shot.
     for (name, path) in [
         ("overview", org_path.clone()),
