@@ -2,7 +2,8 @@
 //! wg-quick clients, the hub's iptables chain). The kernel is the oracle: the pairs and ports a
 //! preview says flip are exactly those whose real packets (TCP connects, pings between client
 //! namespaces) change outcome once the change is applied over the API, and the preview itself
-//! changes no row, no audit entry and no rule.
+//! changes no row, no audit entry and no rule; every cell of the matrix, before and after,
+//! is what the packets did.
 //!
 //! ```text
 //!  <p>-c1 web1 (tag web) ─┐
@@ -173,7 +174,7 @@ async fn state(h: &Harness, api: &Api, who: &User, org: &str, netns: &str) -> Ve
 }
 
 #[test]
-fn kernel_preview_flips_equal_real_packets_before_and_after() {
+fn kernel_preview_flips_and_matrix_cells_equal_real_packets() {
     run(|h| async move {
         let api = Api::new(&h).await;
         let op = api.operator().await;
@@ -247,6 +248,38 @@ fn kernel_preview_flips_equal_real_packets_before_and_after() {
         assert!(!before[&("web2".into(), "web1".into(), "icmp".into())]);
         assert!(before[&("web1".into(), "db1".into(), "icmp".into())]);
 
+        // The matrix says what the packets did, cell by cell, on every probed port.
+        let check_matrix = |outcomes: Outcomes| {
+            let call = &call;
+            let base = &base;
+            async move {
+                let mut labels: Vec<String> = PORTS.iter().map(|p| format!("tcp/{p}")).collect();
+                labels.push("icmp".into());
+                for label in labels {
+                    let query = match label.split_once('/') {
+                        Some((proto, port)) => format!("proto={proto}&port={port}"),
+                        None => "proto=icmp".into(),
+                    };
+                    let m = call("GET", format!("{base}/matrix?{query}"), None)
+                        .await
+                        .body;
+                    let axis = m["axis"].as_array().unwrap();
+                    for (i, from) in axis.iter().enumerate() {
+                        for (j, to) in axis.iter().enumerate().filter(|(j, _)| *j != i) {
+                            let key = (
+                                from["label"].as_str().unwrap().to_string(),
+                                to["label"].as_str().unwrap().to_string(),
+                                label.clone(),
+                            );
+                            let cell = &m["cells"][i][j]["verdict"];
+                            assert_eq!(cell == "allow", outcomes[&key], "{key:?}: {m}");
+                        }
+                    }
+                }
+            }
+        };
+        check_matrix(before.clone()).await;
+
         // Each change: previewed (nothing written), applied over the API, then packets again.
         let changes = [
             (
@@ -311,6 +344,7 @@ fn kernel_preview_flips_equal_real_packets_before_and_after() {
             assert_flips(&preview, &before, &after);
             before = after;
         }
+        check_matrix(before.clone()).await;
         let r = call("POST", format!("{base}/policies/preview"), Some(json!({"op": "create", "policy": {"action": "deny", "src": {"cidr": "192.168.0.0/24"}, "dst": "any"}}))).await;
         assert_eq!(r.status, 400, "{:?}", r.body);
     });

@@ -728,6 +728,23 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
         .await;
     ui.audit("settings-preview").await;
 
+    // The matrix: laptop cannot ping phone (the deny made above), each cell opens Explain.
+    ui.go(&format!("/orgs/{org}/matrix")).await;
+    ui.wait_text("#matrix", "✗ deny").await;
+    let href = ui
+        .js("return document.querySelector('#matrix td.cell-deny a').getAttribute('href')")
+        .await;
+    assert!(
+        href.as_str().unwrap().starts_with(&format!(
+            "/orgs/{org}/explain?src=10.100.0.2&dst=10.100.0.3&proto=icmp"
+        )),
+        "{href}"
+    );
+    ui.audit("matrix").await;
+    ui.go(&format!("/orgs/{org}/matrix?proto=tcp&port=22&by=tag"))
+        .await;
+    ui.audit("matrix-tags").await;
+
     // Every other page passes axe and is shot.
     for (name, path) in [
         ("overview", org_path.clone()),

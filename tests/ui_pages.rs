@@ -8,6 +8,7 @@ mod common;
 use common::api::{Api, Client, OPERATOR, PASSWORD};
 use common::*;
 use meshwg::http::ui::page::CSP;
+use serde_json::{Value, json};
 use std::time::Duration;
 use warp::http::StatusCode;
 
@@ -1005,6 +1006,98 @@ fn ui_policy_analysis_preview_and_matrix() {
         );
         let r = post(&api, &path, Some(&admin), &form, "cross-site").await;
         assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+        // The matrix: rows connect to columns, by the ordered chain (replies included).
+        let r = api
+            .call(
+                "GET",
+                &format!("{base}/matrix?proto=tcp&port=22"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let labels: Vec<&str> = r.body["axis"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["label"].as_str().unwrap())
+            .collect();
+        assert_eq!(labels, ["web1", "web2", "db1"]);
+        let verdicts: Vec<Vec<Value>> = r.body["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["verdict"].clone())
+                    .collect()
+            })
+            .collect();
+        let (a, d, n) = (json!("allow"), json!("deny"), Value::Null);
+        assert_eq!(
+            verdicts,
+            [
+                [n.clone(), a.clone(), d.clone()],
+                [a.clone(), n.clone(), d.clone()],
+                [d.clone(), d.clone(), n.clone()],
+            ],
+            "web→db denied, and db→web by its replies"
+        );
+        assert_eq!(r.body["cells"][0][2]["src"], "10.100.0.2");
+        assert_eq!(r.body["cells"][0][2]["dst"], "10.100.0.4");
+        let r = api
+            .call("GET", &format!("{base}/matrix?by=tag"), Some(&admin), None)
+            .await;
+        assert_eq!(r.body["by"], "tag");
+        assert_eq!(r.body["axis"][0]["label"], "db");
+        assert_eq!(r.body["axis"][1]["machines"], 2);
+        assert_eq!(
+            r.body["cells"][0][0]["verdict"],
+            Value::Null,
+            "db has one machine"
+        );
+        assert_eq!(r.body["cells"][1][1]["verdict"], "allow");
+        assert_eq!(r.body["cells"][1][0]["verdict"], "deny");
+        for bad in [
+            "proto=tcp",
+            "proto=icmp&port=22",
+            "proto=tcp&port=0",
+            "proto=sctp",
+            "by=rack",
+        ] {
+            let r = api
+                .call("GET", &format!("{base}/matrix?{bad}"), Some(&admin), None)
+                .await;
+            assert_eq!(r.status, 400, "{bad}: {:?}", r.body);
+        }
+        let page = get(
+            &api,
+            &format!("/orgs/{org}/matrix?proto=tcp&port=22"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(page.status, 200);
+        assert_page(&page, true);
+        let body = text(&page);
+        assert!(
+            body.contains("tcp/22: can the row connect to the column?"),
+            "{body}"
+        );
+        assert!(body.contains(&format!("href=\"/orgs/{org}/explain?src=10.100.0.2&#38;dst=10.100.0.4&#38;proto=tcp&#38;port=22\"")), "{body}");
+        assert!(
+            body.contains("✗ deny") && body.contains("✓ allow"),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!("href=\"/orgs/{org}/matrix\"")),
+            "in the navigation"
+        );
+        let page = get(&api, &format!("/orgs/{org}/matrix?proto=tcp"), Some(&admin)).await;
+        assert_eq!(page.status, 400);
+        assert!(text(&page).contains("tcp and udp need a port"));
 
         // Another tenant's analysis is not there.
         let (other, stranger) = api.org_with_admin(&op, "Elsewhere", "10.100.0.0/16").await;

@@ -111,6 +111,16 @@ fn schemas() -> Value {
         "flipped_pairs": {"type": "integer", "description": "distinct pairs that flip on some port"},
         "complete": {"type": "boolean", "description": "false when the org was too large to compare or the flips were cut"},
         "analysis": {"$ref": "#/components/schemas/PolicyAnalysis"}}}));
+    m.insert("Matrix".into(), json!({"type": "object", "required": ["proto", "port", "by", "grouped", "axis", "cells"], "properties": {
+        "proto": {"type": "string", "enum": ["tcp", "udp", "icmp"]}, "port": {"type": ["integer", "null"]},
+        "by": {"type": "string", "enum": ["machine", "tag"]},
+        "grouped": {"type": "boolean", "description": "machines were asked for, but there are more than 50: grouped by tag"},
+        "axis": {"type": "array", "description": "the rows, and in the same order the columns", "items": {"type": "object", "required": ["kind", "label", "id", "address", "machines"], "properties": {
+            "kind": {"type": "string", "enum": ["machine", "tag", "untagged"]}, "label": {"type": "string"},
+            "id": {"type": ["string", "null"], "format": "uuid"}, "address": {"type": ["string", "null"]}, "machines": {"type": "integer"}}}},
+        "cells": {"type": "array", "description": "cells[row][column]: can the row's machines connect to the column's (first packet as new, replies as established)", "items": {"type": "array", "items": {"type": "object", "required": ["verdict", "src", "dst"], "properties": {
+            "verdict": {"type": ["string", "null"], "enum": ["allow", "deny", "mixed", null], "description": "null: a machine to itself"},
+            "src": {"type": ["string", "null"], "description": "a pair showing the verdict (for mixed, a denied one), for Explain"}, "dst": {"type": ["string", "null"]}}}}}}}));
     let hub = json!({"type": "object", "required": ["up", "listen_port", "public_key", "address", "name", "netns", "device"], "properties": {
         "up": {"type": "boolean"}, "listen_port": {"type": "integer"}, "public_key": {"type": ["string", "null"]},
         "address": {"type": ["string", "null"], "description": "null while PostgreSQL cannot be read"},
@@ -220,6 +230,11 @@ pub fn document(cookie_secure: bool) -> Value {
             ] {
                 params.push(json!({"name": name, "in": "query", "schema": {"type": "string", "maxLength": 256}, "description": what}));
             }
+        }
+        if r.op == Op::Matrix {
+            params.push(json!({"name": "proto", "in": "query", "schema": {"type": "string", "enum": ["tcp", "udp", "icmp"], "default": "icmp"}}));
+            params.push(json!({"name": "port", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 65535}, "description": "required with tcp and udp, refused with icmp"}));
+            params.push(json!({"name": "by", "in": "query", "schema": {"type": "string", "enum": ["machine", "tag"], "default": "machine"}}));
         }
         if tagged(r.op) {
             params.push(json!({"name": "If-None-Match", "in": "header", "schema": {"type": "string"}, "description": "an ETag of an earlier answer: 304 if it is still current"}));

@@ -35,6 +35,7 @@ pub enum Op {
     PolicyMove,
     PolicyAnalysis,
     PolicyPreview,
+    Matrix,
     Status,
     Audit,
 }

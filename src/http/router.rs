@@ -306,6 +306,15 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         GET,
+        "/api/v1/orgs/{org}/matrix",
+        Op::Matrix,
+        "Reachability matrix for one protocol and port: can each machine (or tag) connect to each other one through the hub, by the ordered allow/deny chain",
+        None,
+        200,
+        Some("Matrix"),
+    ),
+    r(
+        GET,
         "/api/v1/orgs/{org}/status",
         Op::Status,
         "Hub, peers and policy counters as the kernel has them",

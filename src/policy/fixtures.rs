@@ -139,3 +139,20 @@ pub fn random_org(r: &mut Rng) -> (Vec<MachineAddr>, Vec<Policy>, Verdict) {
     };
     (machines, policies, default)
 }
+
+/// The oracle: the first packet passes as new, and replies to any client port pass as
+/// established.
+pub fn connects(chain: &super::evaluate::Chain, p: &Packet) -> Verdict {
+    let replies = [32768, 45000, 60999].map(|port| Packet {
+        src: p.dst,
+        dst: p.src,
+        dport: p.dport.map(|_| port),
+        established: true,
+        ..*p
+    });
+    let pass = |p: &Packet| chain.evaluate(p).verdict == Verdict::Allow;
+    match pass(p) && replies.iter().all(pass) {
+        true => Verdict::Allow,
+        false => Verdict::Deny,
+    }
+}

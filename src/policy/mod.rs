@@ -5,6 +5,7 @@ pub mod evaluate;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod impact;
+pub mod matrix;
 pub mod render;
 
 use crate::overlay::Ipv4Cidr;

@@ -17,6 +17,7 @@ pub mod console;
 pub mod error;
 pub mod machine_query;
 pub mod machines;
+pub mod matrix;
 pub mod orgs;
 pub mod page;
 pub mod policies;

@@ -1,6 +1,6 @@
 //! What the org's policies mean, computed without touching anything: the static analysis of
-//! the chain (`analysis`), the dry run of a change (`preview`) and the reachability matrix
-//! (`matrix`). All of them read the same snapshot the tenant actor renders for the kernel.
+//! the chain (`analysis`) and the dry run of a change (`preview`); the reachability matrix is
+//! in `matrix`. All of them read the same snapshot the tenant actor renders for the kernel.
 
 use super::access::active_org;
 use super::policies::{self, PolicyCreate, PolicyPatch};

@@ -9,6 +9,7 @@ mod export;
 mod fmt;
 mod form;
 mod machines;
+mod matrix;
 mod operator;
 mod org;
 pub mod page;

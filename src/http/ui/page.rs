@@ -121,6 +121,7 @@ impl Chrome {
                 ("", "Overview"),
                 ("/machines", "Machines"),
                 ("/policies", "Policies"),
+                ("/matrix", "Matrix"),
                 ("/audit", "Audit"),
                 ("/users", "Users"),
                 ("/settings", "Settings"),

@@ -6,7 +6,7 @@
 
 use super::form::Form;
 use super::page::{Chrome, error_page, redirect};
-use super::{account, assets, export, machines, operator, org, policies, preview};
+use super::{account, assets, export, machines, matrix, operator, org, policies, preview};
 use crate::http::error::ApiError;
 use crate::http::router::matches;
 use crate::http::{App, Request, Response, session};
@@ -43,6 +43,7 @@ pub enum Page {
     PolicyMove,
     PolicyDelete,
     PolicyPreview,
+    Matrix,
     DefaultPreview,
     Users,
     UserCreate,
@@ -99,6 +100,7 @@ pub const ROUTES: &[(Method, &str, Page)] = &[
         Page::PolicyEnabled,
     ),
     (POST, "/orgs/{org}/policies/{id}/delete", Page::PolicyDelete),
+    (GET, "/orgs/{org}/matrix", Page::Matrix),
     (GET, "/orgs/{org}/users", Page::Users),
     (POST, "/orgs/{org}/users", Page::UserCreate),
     (POST, "/orgs/{org}/users/{id}/delete", Page::UserDelete),
@@ -291,6 +293,7 @@ async fn run(
         Page::PolicyMove => policies::reorder(app, ctx, &form).await,
         Page::PolicyDelete => policies::delete(app, ctx).await,
         Page::PolicyPreview => preview::policy(app, ctx, &form).await,
+        Page::Matrix => matrix::page(app, req, ctx).await,
         Page::DefaultPreview => preview::default_action(app, ctx, &form).await,
         Page::Users => org::users(app, req, ctx, None).await,
         Page::UserCreate => org::user_create(app, req, ctx, &form).await,

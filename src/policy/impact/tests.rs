@@ -1,6 +1,8 @@
 use super::*;
 use crate::policy::evaluate::{Chain, Packet};
-use crate::policy::fixtures::{Rng, machine, packets, policy, random_org, random_policy, tag};
+use crate::policy::fixtures::{
+    Rng, connects, machine, packets, policy, random_org, random_policy, tag,
+};
 use std::collections::BTreeSet;
 
 #[test]
@@ -167,23 +169,6 @@ fn flips_agree_with_the_evaluator_on_random_changes() {
                 assert_eq!(connects(&new, &p), f.to);
             }
         }
-    }
-}
-
-/// The oracle: the first packet passes as new, and replies to any client port pass as
-/// established.
-fn connects(chain: &Chain, p: &Packet) -> Verdict {
-    let replies = [32768, 45000, 60999].map(|port| Packet {
-        src: p.dst,
-        dst: p.src,
-        dport: p.dport.map(|_| port),
-        established: true,
-        ..*p
-    });
-    let pass = |p: &Packet| chain.evaluate(p).verdict == Verdict::Allow;
-    match pass(p) && replies.iter().all(pass) {
-        true => Verdict::Allow,
-        false => Verdict::Deny,
     }
 }
 
