@@ -265,7 +265,7 @@ pub fn document(cookie_secure: bool) -> Value {
             );
         }
         responses.insert(r.ok.to_string(), ok);
-        if r.body.is_some() || paged(r.op).is_some() {
+        if r.body.is_some() || paged(r.op).is_some() || r.op == Op::Matrix {
             responses.insert(
                 "400".into(),
                 error_response("malformed or invalid input; nothing changed"),

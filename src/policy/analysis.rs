@@ -121,6 +121,18 @@ pub fn selects(sel: &Selector, m: &MachineAddr) -> bool {
     }
 }
 
+/// A policy of a chain with its selectors' places among the classes' selectors.
+pub struct Rule<'p> {
+    pub policy: &'p Policy,
+    src: Option<usize>,
+    dst: Option<usize>,
+}
+
+/// A chain ready for cell-by-cell evaluation over one [`Classes`].
+pub struct Prepared<'p> {
+    pub rules: Vec<Rule<'p>>,
+}
+
 /// Machines grouped by how every given selector treats them.
 pub struct Classes<'a> {
     /// Each class's machines (at least one), in input order.
@@ -167,12 +179,34 @@ impl<'a> Classes<'a> {
         self.members.is_empty()
     }
 
-    /// Does `sel` (one of the policies' selectors) select the machines of `class`?
-    pub fn selects(&self, class: usize, sel: &Selector) -> bool {
-        match self.selectors.iter().position(|s| s == sel) {
+    /// `chain` with each policy's selectors looked up once (the cells then test bits).
+    pub fn prepare<'p>(&self, chain: &[&'p Policy]) -> Prepared<'p> {
+        let index = |sel: &Selector| self.selectors.iter().position(|s| s == sel);
+        Prepared {
+            rules: chain
+                .iter()
+                .map(|p| Rule {
+                    policy: p,
+                    src: index(&p.src),
+                    dst: index(&p.dst),
+                })
+                .collect(),
+        }
+    }
+
+    fn hit(&self, class: usize, index: Option<usize>, sel: &Selector) -> bool {
+        match index {
             Some(i) => self.hits[class][i],
+            // Not one of the selectors the classes were cut by: ask a member.
             None => self.members[class].first().is_some_and(|m| selects(sel, m)),
         }
+    }
+
+    /// Does rule `r` match packets of `atom` from class `src` to class `dst`?
+    pub fn matches(&self, r: &Rule, src: usize, dst: usize, atom: &Atom) -> bool {
+        matches_atom(r.policy, atom)
+            && self.hit(src, r.src, &r.policy.src)
+            && self.hit(dst, r.dst, &r.policy.dst)
     }
 
     /// Is there a pair of two different machines from `src` to `dst`?
@@ -223,16 +257,16 @@ pub fn ordered<'a>(policies: &'a [Policy], machines: &[MachineAddr]) -> Vec<&'a 
 /// What the chain does with a new and with an established packet of a cell, and which row
 /// decided (`None`: the established row or the default).
 pub fn decide(
-    chain: &[&Policy],
+    chain: &Prepared,
     classes: &Classes,
     src: usize,
     dst: usize,
     atom: &Atom,
     default: Verdict,
 ) -> (Verdict, Verdict, Option<usize>) {
-    for (i, p) in chain.iter().enumerate() {
-        if matches_atom(p, atom) && classes.selects(src, &p.src) && classes.selects(dst, &p.dst) {
-            return (p.action, p.action, Some(i));
+    for (i, r) in chain.rules.iter().enumerate() {
+        if classes.matches(r, src, dst, atom) {
+            return (r.policy.action, r.policy.action, Some(i));
         }
     }
     // Established packets that no rule takes: accepted by the established row (default deny)
@@ -249,7 +283,7 @@ pub const EPHEMERAL: (u16, u16) = (32768, 60999);
 /// explicit deny that matches the reply direction drops the replies (it comes before the
 /// established row).
 pub fn connects(
-    chain: &[&Policy],
+    chain: &Prepared,
     classes: &Classes,
     atoms: &[Atom],
     (src, dst): (usize, usize),
@@ -373,6 +407,7 @@ pub fn analyse(policies: &[Policy], machines: &[MachineAddr], default: Verdict) 
             findings: Vec::new(),
         };
     }
+    let prepared = classes.prepare(&chain);
     let mut tally = vec![Tally::default(); chain.len()];
     let mut hit = Vec::with_capacity(chain.len());
     for s in 0..classes.len() {
@@ -382,10 +417,13 @@ pub fn analyse(policies: &[Policy], machines: &[MachineAddr], default: Verdict) 
             }
             for a in &atoms {
                 hit.clear();
-                hit.extend(chain.iter().enumerate().filter_map(|(i, p)| {
-                    (matches_atom(p, a) && classes.selects(s, &p.src) && classes.selects(d, &p.dst))
-                        .then_some(i)
-                }));
+                hit.extend(
+                    prepared
+                        .rules
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, r)| classes.matches(r, s, d, a).then_some(i)),
+                );
                 let Some((&first, rest)) = hit.split_first() else {
                     continue;
                 };

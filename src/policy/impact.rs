@@ -4,7 +4,7 @@
 //! Also the reachability matrix of one chain. Exact over the org's current machines, by the
 //! classes and atoms of [`super::analysis`].
 
-use super::analysis::{self, Analysis, Atom, Classes, MAX_WORK};
+use super::analysis::{self, Analysis, Atom, Classes, MAX_WORK, Prepared};
 use super::render::{MachineAddr, render};
 use super::{Policy, Verdict};
 use serde::Serialize;
@@ -151,6 +151,7 @@ pub fn impact(before: Side, after: Side, machines: &[MachineAddr]) -> Impact {
             analysis,
         };
     }
+    let (old, new) = (classes.prepare(&old), classes.prepare(&new));
     // Keyed by atom and whether it flips to deny (a flip is allow→deny or deny→allow).
     let mut groups: BTreeMap<(usize, bool), Vec<(usize, usize)>> = BTreeMap::new();
     let mut pairs: BTreeSet<(usize, usize)> = BTreeSet::new();
@@ -160,7 +161,7 @@ pub fn impact(before: Side, after: Side, machines: &[MachineAddr]) -> Impact {
                 if !classes.has_pair(s, d) {
                     continue;
                 }
-                let verdict = |chain: &[&Policy], default| match analysis::connects(
+                let verdict = |chain: &Prepared, default| match analysis::connects(
                     chain,
                     &classes,
                     &atoms,

@@ -3,7 +3,7 @@
 //! connection — its first packet as new, its replies as established ([`analysis::connects`]),
 //! the same rule the preview's flips follow. Pure; exact over the current machines.
 
-use super::analysis::{self, Atom, Classes};
+use super::analysis::{self, Atom, Classes, Prepared};
 use super::render::MachineAddr;
 use super::{Policy, Verdict};
 use serde::Serialize;
@@ -46,7 +46,7 @@ pub struct Entry {
 
 /// The chain ready to answer many cells of one probe.
 pub struct Matrix<'a> {
-    chain: Vec<&'a Policy>,
+    chain: Prepared<'a>,
     classes: Classes<'a>,
     atoms: Vec<Atom>,
     atom: Atom,
@@ -81,7 +81,7 @@ impl<'a> Matrix<'a> {
             }
         }
         Matrix {
-            chain,
+            chain: classes.prepare(&chain),
             classes,
             atoms,
             atom,

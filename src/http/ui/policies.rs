@@ -293,6 +293,8 @@ struct PolicyPage {
     chrome: Chrome,
     org: OrgView,
     number: usize,
+    /// The static analysis' badge, empty when it has nothing to say.
+    finding: String,
     packets: u64,
     bytes: String,
     src_text: String,
@@ -321,11 +323,16 @@ pub async fn detail(
         .map_or(0, |i| i + 1);
     let machines: Vec<MachineView> = machines::model(app, ctx).await?.machines.clone();
     let names: HashMap<Uuid, String> = machines.iter().map(|m| (m.id, m.name.clone())).collect();
+    let analysis = preview::analysis(app, ctx).await?;
     let page = PolicyPage {
         chrome: Chrome::of(req, ctx, Some(org.clone()), "Policies"),
         form_action: format!("/orgs/{}/policies/{}", org.id, v.policy.id),
         org,
         number,
+        finding: analysis
+            .of(v.policy.id)
+            .map(|f| f.badge())
+            .unwrap_or_default(),
         packets: v.packets,
         bytes: bytes(v.bytes),
         src_text: describe(&v.policy.src, &names),
