@@ -111,7 +111,8 @@ fn schemas() -> Value {
         "flipped_pairs": {"type": "integer", "description": "distinct pairs that flip on some port"},
         "complete": {"type": "boolean", "description": "false when the org was too large to compare or the flips were cut"},
         "analysis": {"$ref": "#/components/schemas/PolicyAnalysis"}}}));
-    m.insert("Matrix".into(), json!({"type": "object", "required": ["proto", "port", "by", "grouped", "axis", "cells"], "properties": {
+    m.insert("Matrix".into(), json!({"type": "object", "required": ["proto", "port", "by", "grouped", "truncated", "axis", "cells"], "properties": {
+        "truncated": {"type": "boolean", "description": "more than 50 tags: only the first 50 by name"},
         "proto": {"type": "string", "enum": ["tcp", "udp", "icmp"]}, "port": {"type": ["integer", "null"]},
         "by": {"type": "string", "enum": ["machine", "tag"]},
         "grouped": {"type": "boolean", "description": "machines were asked for, but there are more than 50: grouped by tag"},
@@ -152,6 +153,9 @@ fn links(op: Op) -> Option<Value> {
                 Op::PolicyCreate,
                 Op::UserCreate,
                 Op::Status,
+                Op::PolicyAnalysis,
+                Op::PolicyPreview,
+                Op::Matrix,
             ],
             json!({"org": "$response.body#/id"}),
         ),

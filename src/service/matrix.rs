@@ -48,6 +48,8 @@ pub struct MatrixView {
     pub by: &'static str,
     /// Asked for machines, but there were more than [`MATRIX_MACHINES`]: grouped by tag.
     pub grouped: bool,
+    /// More than [`MATRIX_MACHINES`] tags: only the first ones (by name) are shown.
+    pub truncated: bool,
     pub axis: Vec<AxisItem>,
     /// `cells[row][column]`: can the row's machines connect to the column's?
     pub cells: Vec<Vec<CellView>>,
@@ -88,6 +90,7 @@ pub async fn matrix(app: &App, ctx: &Ctx, q: MatrixQuery<'_>) -> Result<MatrixVi
     let grouped = !by_tag && snap.machines.len() > MATRIX_MACHINES;
     let mut sorted: Vec<&crate::db::machines::Machine> = snap.machines.iter().collect();
     sorted.sort_by_key(|x| x.address);
+    let mut truncated = false;
     let (axis, groups): (Vec<AxisItem>, Vec<Vec<Uuid>>) = if by_tag || grouped {
         let mut tags: BTreeMap<&str, Vec<Uuid>> = BTreeMap::new();
         let mut untagged = Vec::new();
@@ -122,6 +125,8 @@ pub async fn matrix(app: &App, ctx: &Ctx, q: MatrixQuery<'_>) -> Result<MatrixVi
             };
             items.push((item, untagged));
         }
+        truncated = items.len() > MATRIX_MACHINES;
+        items.truncate(MATRIX_MACHINES);
         items.into_iter().unzip()
     } else {
         sorted
@@ -164,6 +169,7 @@ pub async fn matrix(app: &App, ctx: &Ctx, q: MatrixQuery<'_>) -> Result<MatrixVi
         port: probe.port,
         by: if by_tag || grouped { "tag" } else { "machine" },
         grouped,
+        truncated,
         axis,
         cells,
     })

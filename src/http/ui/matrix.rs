@@ -37,6 +37,7 @@ struct MatrixPage {
     columns: Vec<String>,
     rows: Vec<RowUi>,
     grouped: bool,
+    truncated: bool,
 }
 
 fn rows(org: &OrgView, m: &MatrixView) -> Vec<RowUi> {
@@ -107,6 +108,7 @@ pub async fn page(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiEr
             .unwrap_or_default(),
         rows: m.as_ref().map(|m| rows(&org, m)).unwrap_or_default(),
         grouped: m.as_ref().is_some_and(|m| m.grouped),
+        truncated: m.as_ref().is_some_and(|m| m.truncated),
         org,
         proto,
         port,

@@ -131,6 +131,8 @@ struct PoliciesPage {
     chrome: Chrome,
     org: OrgView,
     rows: Vec<Row>,
+    /// False when the org was too large for the static analysis (no badges then).
+    analysed: bool,
     choices: Vec<Choice>,
     error: Option<String>,
     f: Fields,
@@ -252,6 +254,7 @@ pub async fn list(
         form_action: format!("/orgs/{}/policies", org.id),
         org,
         rows,
+        analysed: analysis.complete,
         choices,
         error: failed.map(|(e, _)| e.message.clone()),
         f: failed.map_or_else(Fields::blank, |(_, f)| Fields::typed(f)),
