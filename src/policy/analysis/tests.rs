@@ -1,7 +1,7 @@
 use super::*;
-use crate::policy::PortRange;
 use crate::policy::evaluate::{Chain, Decider};
 use crate::policy::fixtures::{Rng, id, machine, packets, policy, random_org, tag};
+use crate::policy::{PortRange, Protocol, Selector};
 
 fn tcp(mut p: Policy, first: u16, last: u16) -> Policy {
     p.protocol = Protocol::Tcp;
