@@ -706,6 +706,15 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
     ui.wait_text("#rule-line", "--dport 2222").await;
     ui.wait_text("#preview-flips", "tcp/2222").await;
     ui.wait_text("#preview-flips", "laptop → phone").await;
+    // Back and forth between the radios: each choice previews again.
+    for (action, needle) in [("allow", "No connection"), ("deny", "6 machine pairs")] {
+        ui.el(&format!("input[name=action][value={action}]"))
+            .await
+            .click()
+            .await
+            .unwrap();
+        ui.wait_text("#preview-summary", needle).await;
+    }
     assert!(ui.path().await.ends_with("/policies"), "still on the form");
     ui.js("document.getElementById('policy-preview').scrollIntoView()")
         .await;

@@ -986,7 +986,10 @@ fn ui_policy_analysis_preview_and_matrix() {
         assert!(text(&r).contains(&format!("mwg:{ssh}")), "{}", text(&r));
         let page = get(&api, &format!("/orgs/{org}/policies/{ssh}"), Some(&admin)).await;
         assert!(text(&page).contains(&format!("name=\"id\" value=\"{ssh}\"")));
-        assert!(text(&page).contains("hx-trigger=\"input changed delay:500ms, load\""));
+        assert!(
+            text(&page)
+                .contains("hx-trigger=\"input changed delay:500ms, change delay:500ms, load\"")
+        );
         assert!(
             text(&page).contains("⚠ shadowed by #1"),
             "the policy's own page too"
