@@ -512,6 +512,50 @@ mod tests {
             &s["rules"]["items"],
             status["rules"][0].clone(),
         );
+        let preview = crate::service::preview::PreviewView::empty();
+        let preview = serde_json::to_value(&preview).unwrap();
+        check(
+            "PolicyPreviewResult",
+            &schemas["PolicyPreviewResult"],
+            preview.clone(),
+        );
+        check(
+            "PolicyAnalysis",
+            &schemas["PolicyAnalysis"],
+            preview["analysis"].clone(),
+        );
+        let matrix = crate::service::matrix::MatrixView {
+            proto: "icmp",
+            port: None,
+            by: "machine",
+            grouped: false,
+            truncated: false,
+            axis: vec![crate::service::matrix::AxisItem {
+                kind: "machine",
+                label: "m".into(),
+                id: Some(id),
+                address: None,
+                machines: 1,
+            }],
+            cells: vec![vec![crate::service::matrix::CellView {
+                verdict: None,
+                src: None,
+                dst: None,
+            }]],
+        };
+        let matrix = serde_json::to_value(&matrix).unwrap();
+        check("Matrix", &schemas["Matrix"], matrix.clone());
+        let m = &schemas["Matrix"]["properties"];
+        check(
+            "Matrix.axis",
+            &m["axis"]["items"],
+            matrix["axis"][0].clone(),
+        );
+        check(
+            "Matrix.cells",
+            &m["cells"]["items"]["items"],
+            matrix["cells"][0][0].clone(),
+        );
         let list = Listed {
             key: "machines",
             items: &[machine],
