@@ -789,6 +789,74 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
     );
     ui.audit("policy").await;
 
+    // The policy form previews as you type (htmx, debounced): the rendered rule line and the
+    // pairs whose connections would flip, before anything is saved.
+    ui.go(&format!("/orgs/{org}/policies")).await;
+    let rows = ui
+        .js("return document.querySelectorAll('tr[data-policy]').length")
+        .await;
+    ui.el("input[name=action][value=deny]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.el("#p-proto")
+        .await
+        .select_by_value("tcp")
+        .await
+        .unwrap();
+    ui.fill("#p-ports", "2222").await;
+    ui.wait_text("#rule-line", "--dport 2222").await;
+    ui.wait_text("#preview-flips", "tcp/2222").await;
+    ui.wait_text("#preview-flips", "laptop → phone").await;
+    // Back and forth between the radios: each choice previews again.
+    for (action, needle) in [("allow", "No connection"), ("deny", "6 machine pairs")] {
+        ui.el(&format!("input[name=action][value={action}]"))
+            .await
+            .click()
+            .await
+            .unwrap();
+        ui.wait_text("#preview-summary", needle).await;
+    }
+    assert!(ui.path().await.ends_with("/policies"), "still on the form");
+    ui.js("document.getElementById('policy-preview').scrollIntoView()")
+        .await;
+    ui.audit("policy-preview").await;
+    ui.go(&format!("/orgs/{org}/policies")).await;
+    assert_eq!(
+        ui.js("return document.querySelectorAll('tr[data-policy]').length")
+            .await,
+        rows,
+        "the preview saved nothing"
+    );
+    // The settings page shows what switching the default would do, before saving.
+    ui.go(&format!("/orgs/{org}/settings")).await;
+    ui.el("input[name=default_action][value=deny]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.wait_text("#default-preview", "would change verdict")
+        .await;
+    ui.audit("settings-preview").await;
+
+    // The matrix: laptop cannot ping phone (the deny made above), each cell opens Explain.
+    ui.go(&format!("/orgs/{org}/matrix")).await;
+    ui.wait_text("#matrix", "✗ deny").await;
+    let href = ui
+        .js("return document.querySelector('#matrix td.cell-deny a').getAttribute('href')")
+        .await;
+    assert!(
+        href.as_str().unwrap().starts_with(&format!(
+            "/orgs/{org}/explain?src=10.100.0.2&dst=10.100.0.3&proto=icmp"
+        )),
+        "{href}"
+    );
+    ui.audit("matrix").await;
+    ui.go(&format!("/orgs/{org}/matrix?proto=tcp&port=22&by=tag"))
+        .await;
+    ui.audit("matrix-tags").await;
+
     // Every other page passes axe and is shot.
     for (name, path) in [
         ("overview", org_path.clone()),

@@ -8,6 +8,7 @@ mod common;
 use common::api::{Api, Client, OPERATOR, PASSWORD};
 use common::*;
 use meshwg::http::ui::page::CSP;
+use serde_json::{Value, json};
 use std::time::Duration;
 use warp::http::StatusCode;
 
@@ -923,5 +924,329 @@ fn ui_the_amber_banner_asks_until_the_hub_confirmed_the_change() {
         // Another tenant's banner is not there to ask about.
         let r = get(&api, &format!("/orgs/{b}/confirmed?at={at}"), Some(&admin)).await;
         assert_eq!(r.status, 404);
+    });
+}
+
+async fn add_policy(api: &Api, who: &Client, org: &str, body: serde_json::Value) -> String {
+    let path = format!("/api/v1/orgs/{org}/policies");
+    let r = api.call("POST", &path, Some(who), Some(body)).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+/// The policies' meaning without a change: the static analysis in the API and as badges on the
+/// policies page, the dry-run preview of a change (nothing written), and the matrix.
+#[test]
+fn ui_policy_analysis_preview_and_matrix() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let op = api.operator().await;
+        let (org, admin) = api.org_with_admin(&op, "Insight", "10.100.0.0/16").await;
+        let base = format!("/api/v1/orgs/{org}");
+        let mut machines = Vec::new();
+        for (name, tags) in [
+            ("web1", vec!["web"]),
+            ("web2", vec!["web"]),
+            ("db1", vec!["db"]),
+        ] {
+            let r = api
+                .call(
+                    "POST",
+                    &format!("{base}/machines"),
+                    Some(&admin),
+                    Some(serde_json::json!({"name": name, "tags": tags})),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{:?}", r.body);
+            machines.push(r.body["machine"]["id"].as_str().unwrap().to_string());
+        }
+        let policy = |body: serde_json::Value| add_policy(&api, &admin, &org, body);
+        let deny = policy(serde_json::json!({"priority": 10, "action": "deny", "src": {"tag": "web"}, "dst": {"tag": "db"}})).await;
+        let ssh = policy(serde_json::json!({"priority": 20, "action": "allow", "src": {"tag": "web"}, "dst": {"tag": "db"}, "protocol": "tcp", "ports": "22"})).await;
+        let ghost = policy(serde_json::json!({"priority": 30, "action": "deny", "src": {"tag": "ghost"}, "dst": "any"})).await;
+
+        let r = api
+            .call(
+                "GET",
+                &format!("{base}/policies/analysis"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body["complete"], true);
+        let findings = r.body["findings"].as_array().unwrap();
+        assert_eq!(findings.len(), 2, "{findings:?}");
+        assert_eq!(findings[0]["policy"]["id"], ssh.as_str());
+        assert_eq!(findings[0]["kind"], "shadowed");
+        assert_eq!(findings[0]["by"][0]["id"], deny.as_str());
+        assert_eq!(findings[0]["by"][0]["number"], 1);
+        assert_eq!(findings[1]["policy"]["id"], ghost.as_str());
+        assert_eq!(findings[1]["kind"], "matches_nothing");
+        let page = get(&api, &format!("/orgs/{org}/policies"), Some(&admin)).await;
+        assert_page(&page, true);
+        let body = text(&page);
+        assert!(body.contains("⚠ shadowed by #1"), "{body}");
+        assert!(body.contains("⚠ matches no current machine"), "{body}");
+        // A preview says what a change would do and writes nothing.
+        let audit_before = api
+            .call("GET", &format!("{base}/audit"), Some(&admin), None)
+            .await
+            .body;
+        let preview_path = format!("{base}/policies/preview");
+        let preview =
+            |body: serde_json::Value| api.call("POST", &preview_path, Some(&admin), Some(body));
+        let r = preview(serde_json::json!({"op": "delete", "id": deny})).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(
+            r.body["flipped_pairs"], 4,
+            "web→db, and db→web whose replies the deny drops"
+        );
+        assert_eq!(r.body["rules"]["removed"].as_array().unwrap().len(), 1);
+        assert!(
+            r.body["rules"]["removed"][0]
+                .as_str()
+                .unwrap()
+                .contains(&deny)
+        );
+        let flips = r.body["flips"].as_array().unwrap();
+        assert!(
+            flips
+                .iter()
+                .all(|f| f["from"] == "deny" && f["to"] == "allow" && f["pairs"] == 4)
+        );
+        assert!(flips.iter().any(|f| f["label"] == "tcp/22"), "{flips:?}");
+        assert_eq!(flips[0]["sample"][0]["dst"]["name"], "db1");
+        let r = preview(serde_json::json!({"op": "create", "policy": {"action": "deny", "src": {"tag": "web"}, "dst": {"tag": "web"}, "protocol": "icmp"}})).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let line = r.body["line"].as_str().unwrap();
+        assert!(
+            line.starts_with("-A MWG-ACL -p icmp -m set --match-set") && line.ends_with("-j DROP"),
+            "{line}"
+        );
+        assert_eq!(r.body["flips"][0]["label"], "icmp");
+        assert_eq!(r.body["flips"][0]["pairs"], 2, "web1→web2 and web2→web1");
+        let r = preview(serde_json::json!({"op": "update", "id": ssh, "changes": {"priority": 5}}))
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["flips"][0]["label"], "tcp/22");
+        assert_eq!(r.body["flips"][0]["to"], "allow");
+        assert_eq!(r.body["rules"]["reordered"], true);
+        let r = preview(serde_json::json!({"op": "default", "action": "deny"})).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.body["flipped_pairs"], 2,
+            "web1↔web2: the rest is denied already: {:?}",
+            r.body
+        );
+        // Bad input is the same 400 the change itself would get; unknown ids are 404.
+        for (body, status) in [
+            (
+                serde_json::json!({"op": "create", "policy": {"action": "deny", "src": {"cidr": "192.168.0.0/24"}, "dst": "any"}}),
+                400,
+            ),
+            (
+                serde_json::json!({"op": "create", "policy": {"action": "deny", "src": "any", "dst": "any", "protocol": "icmp", "ports": "22"}}),
+                400,
+            ),
+            (
+                serde_json::json!({"op": "update", "id": ssh, "changes": {"priority": -1}}),
+                400,
+            ),
+            (
+                serde_json::json!({"op": "update", "id": machines[0], "changes": {}}),
+                404,
+            ),
+            (serde_json::json!({"op": "delete"}), 400),
+            (serde_json::json!({"op": "rename", "id": ssh}), 400),
+            (serde_json::json!({"op": "default", "action": "maybe"}), 400),
+        ] {
+            let r = preview(body.clone()).await;
+            assert_eq!(r.status, status, "{body}: {:?}", r.body);
+            assert!(r.body["error"]["code"].is_string());
+        }
+        let r = api
+            .call("GET", &format!("{base}/policies"), Some(&admin), None)
+            .await;
+        assert_eq!(
+            r.body["policies"].as_array().unwrap().len(),
+            3,
+            "nothing written"
+        );
+        let org_now = api.call("GET", &base, Some(&admin), None).await;
+        assert_eq!(org_now.body["default_action"], "allow");
+        let audit_after = api
+            .call("GET", &format!("{base}/audit"), Some(&admin), None)
+            .await
+            .body;
+        assert_eq!(audit_before, audit_after, "no audit entry either");
+
+        // The form's live preview and the settings' default switch, as htmx posts them.
+        let form = [
+            ("csrf_token", admin.csrf.as_str()),
+            ("action", "deny"),
+            ("src", "tag:web"),
+            ("dst", "any"),
+            ("protocol", "tcp"),
+            ("ports", "5432"),
+        ];
+        let path = format!("/orgs/{org}/policies/preview");
+        let r = post(&api, &path, Some(&admin), &form, "same-origin").await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+        assert_page(&r, true);
+        let body = text(&r);
+        assert!(body.contains("--dport 5432"), "{body}");
+        assert!(body.contains("tcp/5432"), "{body}");
+        let mut bad = form.to_vec();
+        bad[5] = ("ports", "70000");
+        let r = post(&api, &path, Some(&admin), &bad, "same-origin").await;
+        assert_eq!(r.status, 200);
+        assert!(text(&r).contains("Not yet a valid policy"), "{}", text(&r));
+        let edit = [
+            ("csrf_token", admin.csrf.as_str()),
+            ("id", ssh.as_str()),
+            ("action", "allow"),
+            ("src", "tag:web"),
+            ("dst", "tag:db"),
+            ("protocol", "tcp"),
+            ("ports", "22"),
+            ("priority", "5"),
+        ];
+        let r = post(&api, &path, Some(&admin), &edit, "same-origin").await;
+        assert!(text(&r).contains(&format!("mwg:{ssh}")), "{}", text(&r));
+        let page = get(&api, &format!("/orgs/{org}/policies/{ssh}"), Some(&admin)).await;
+        assert!(text(&page).contains(&format!("name=\"id\" value=\"{ssh}\"")));
+        assert!(
+            text(&page)
+                .contains("hx-trigger=\"input changed delay:500ms, change delay:500ms, load\"")
+        );
+        assert!(
+            text(&page).contains("⚠ shadowed by #1"),
+            "the policy's own page too"
+        );
+        let r = post(
+            &api,
+            &format!("/orgs/{org}/settings/preview"),
+            Some(&admin),
+            &[
+                ("csrf_token", admin.csrf.as_str()),
+                ("default_action", "deny"),
+            ],
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert!(
+            text(&r).contains("2 machine pairs would change verdict"),
+            "{}",
+            text(&r)
+        );
+        let r = post(&api, &path, Some(&admin), &form, "cross-site").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+        // The matrix: rows connect to columns, by the ordered chain (replies included).
+        let r = api
+            .call(
+                "GET",
+                &format!("{base}/matrix?proto=tcp&port=22"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let labels: Vec<&str> = r.body["axis"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["label"].as_str().unwrap())
+            .collect();
+        assert_eq!(labels, ["web1", "web2", "db1"]);
+        let verdicts: Vec<Vec<Value>> = r.body["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["verdict"].clone())
+                    .collect()
+            })
+            .collect();
+        let (a, d, n) = (json!("allow"), json!("deny"), Value::Null);
+        assert_eq!(
+            verdicts,
+            [
+                [n.clone(), a.clone(), d.clone()],
+                [a.clone(), n.clone(), d.clone()],
+                [d.clone(), d.clone(), n.clone()],
+            ],
+            "web→db denied, and db→web by its replies"
+        );
+        assert_eq!(r.body["cells"][0][2]["src"], "10.100.0.2");
+        assert_eq!(r.body["cells"][0][2]["dst"], "10.100.0.4");
+        let r = api
+            .call("GET", &format!("{base}/matrix?by=tag"), Some(&admin), None)
+            .await;
+        assert_eq!(r.body["by"], "tag");
+        assert_eq!(r.body["axis"][0]["label"], "db");
+        assert_eq!(r.body["axis"][1]["machines"], 2);
+        assert_eq!(
+            r.body["cells"][0][0]["verdict"],
+            Value::Null,
+            "db has one machine"
+        );
+        assert_eq!(r.body["cells"][1][1]["verdict"], "allow");
+        assert_eq!(r.body["cells"][1][0]["verdict"], "deny");
+        for bad in [
+            "proto=tcp",
+            "proto=icmp&port=22",
+            "proto=tcp&port=0",
+            "proto=sctp",
+            "by=rack",
+        ] {
+            let r = api
+                .call("GET", &format!("{base}/matrix?{bad}"), Some(&admin), None)
+                .await;
+            assert_eq!(r.status, 400, "{bad}: {:?}", r.body);
+        }
+        let page = get(
+            &api,
+            &format!("/orgs/{org}/matrix?proto=tcp&port=22"),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(page.status, 200);
+        assert_page(&page, true);
+        let body = text(&page);
+        assert!(
+            body.contains("tcp/22: can the row connect to the column?"),
+            "{body}"
+        );
+        assert!(body.contains(&format!("href=\"/orgs/{org}/explain?src=10.100.0.2&#38;dst=10.100.0.4&#38;proto=tcp&#38;port=22\"")), "{body}");
+        assert!(
+            body.contains("✗ deny") && body.contains("✓ allow"),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!("href=\"/orgs/{org}/matrix\"")),
+            "in the navigation"
+        );
+        let page = get(&api, &format!("/orgs/{org}/matrix?proto=tcp"), Some(&admin)).await;
+        assert_eq!(page.status, 400);
+        assert!(text(&page).contains("tcp and udp need a port"));
+
+        // Another tenant's analysis is not there.
+        let (other, stranger) = api.org_with_admin(&op, "Elsewhere", "10.100.0.0/16").await;
+        let r = api
+            .call(
+                "GET",
+                &format!("{base}/policies/analysis"),
+                Some(&stranger),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 404);
+        let _ = (other, machines);
     });
 }

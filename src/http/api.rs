@@ -9,7 +9,7 @@ use super::session::{cookie, login_cookies, logout_cookies, session_cookie};
 use super::{App, Request, Response, json, no_content, secret_json};
 use crate::service::audit::AuditQuery;
 use crate::service::views::Listed;
-use crate::service::{Ctx, auth, machines, orgs, policies, status, users};
+use crate::service::{Ctx, auth, machines, matrix, orgs, policies, preview, status, users};
 use warp::http::{StatusCode, header};
 
 const OK: StatusCode = StatusCode::OK;
@@ -104,6 +104,16 @@ pub async fn run(app: &App, req: &Request, op: Op, ctx: Ctx) -> Result<Response,
             let (limit, cursor) = paging(req);
             let list = policies::list(app, ctx, policies::page(limit, cursor)?).await?;
             page(req, "policies", &list)
+        }
+        Op::PolicyAnalysis => json(OK, &preview::analysis(app, ctx).await?),
+        Op::PolicyPreview => json(OK, &preview::preview(app, ctx, body(req)?).await?),
+        Op::Matrix => {
+            let q = matrix::MatrixQuery {
+                proto: req.query_param("proto"),
+                port: req.query_param("port"),
+                by: req.query_param("by"),
+            };
+            json(OK, &matrix::matrix(app, ctx, q).await?)
         }
         Op::PolicyGet => json(OK, &policies::get(app, ctx).await?),
         Op::PolicyPatch => json(OK, &policies::update(app, ctx, body(req)?).await?),

@@ -83,6 +83,45 @@ fn schemas() -> Value {
         "PolicyList".into(),
         json!({"type": "object", "required": ["policies", "next_cursor"], "properties": {"policies": {"type": "array", "items": policy}, "next_cursor": next}}),
     );
+    let policy_ref = json!({"type": "object", "required": ["number", "id"], "properties": {"number": {"type": "integer", "description": "the policy's place in evaluation order (1 = first), disabled ones included, as on the policies page"}, "id": uuid}});
+    m.insert("PolicyAnalysis".into(), json!({"type": "object", "required": ["complete", "findings"], "properties": {
+        "complete": {"type": "boolean", "description": "false when the chain was too large to analyse (no findings then)"},
+        "findings": {"type": "array", "items": {"type": "object", "required": ["policy", "kind"], "properties": {
+            "policy": policy_ref,
+            "kind": {"type": "string", "enum": ["shadowed", "redundant", "matches_nothing"], "description": "shadowed: earlier rules decide every packet it matches, `by` with the other verdict; redundant: removing it changes no verdict (`with` and/or the default decide the same); matches_nothing: no packet between the org's current machines"},
+            "by": {"type": "array", "items": policy_ref}, "with": {"type": "array", "items": policy_ref}, "default": {"type": "boolean"}}}}}}));
+    m.insert("PolicyPreview".into(), json!({"oneOf": [
+        {"type": "object", "required": ["op", "policy"], "additionalProperties": false, "properties": {"op": {"const": "create"}, "policy": {"$ref": "#/components/schemas/PolicyCreate"}}},
+        {"type": "object", "required": ["op", "id", "changes"], "additionalProperties": false, "properties": {"op": {"const": "update"}, "id": uuid, "changes": {"$ref": "#/components/schemas/PolicyPatch"}}},
+        {"type": "object", "required": ["op", "id"], "additionalProperties": false, "properties": {"op": {"const": "delete"}, "id": uuid}},
+        {"type": "object", "required": ["op", "action"], "additionalProperties": false, "properties": {"op": {"const": "default"}, "action": action}}
+    ], "description": "the change as its own operation would take it, checked the same way (a bad one is the same 400; an unknown id a 404)"}));
+    let machine_ref = json!({"type": "object", "required": ["id", "name", "address"], "properties": {"id": uuid, "name": {"type": "string"}, "address": {"type": "string"}}});
+    m.insert("PolicyPreviewResult".into(), json!({"type": "object", "required": ["line", "rules", "flips", "flipped_pairs", "complete", "analysis"], "properties": {
+        "line": {"type": ["string", "null"], "description": "the `-A MWG-ACL …` line of the created or updated policy (a new policy carries the nil id)"},
+        "rules": {"type": "object", "required": ["removed", "added", "reordered", "after"], "properties": {
+            "removed": {"type": "array", "items": {"type": "string"}}, "added": {"type": "array", "items": {"type": "string"}},
+            "reordered": {"type": "boolean", "description": "lines on both sides changed places"},
+            "after": {"type": "array", "items": {"type": "string"}, "description": "the whole chain after the change"}}},
+        "flips": {"type": "array", "description": "per port range that every policy treats alike and direction", "items": {"type": "object", "required": ["label", "protocol", "ports", "port", "from", "to", "pairs", "sample"], "properties": {
+            "label": {"type": "string", "description": "tcp/22, udp/1-52, icmp, other"}, "protocol": {"type": "string", "enum": ["tcp", "udp", "icmp", "other"]},
+            "ports": {"type": ["string", "null"]}, "port": {"type": ["integer", "null"], "description": "a port in the range to probe with"},
+            "from": action, "to": action, "pairs": {"type": "integer", "description": "(source, destination) machine pairs whose connections flip: the first packet as new and the replies (to client ports 32768-60999) as established must pass"},
+            "sample": {"type": "array", "maxItems": crate::policy::impact::MAX_SAMPLE, "items": {"type": "object", "required": ["src", "dst"], "properties": {"src": machine_ref, "dst": machine_ref}}}}}},
+        "flipped_pairs": {"type": "integer", "description": "distinct pairs that flip on some port"},
+        "complete": {"type": "boolean", "description": "false when the org was too large to compare or the flips were cut"},
+        "analysis": {"$ref": "#/components/schemas/PolicyAnalysis"}}}));
+    m.insert("Matrix".into(), json!({"type": "object", "required": ["proto", "port", "by", "grouped", "truncated", "axis", "cells"], "properties": {
+        "truncated": {"type": "boolean", "description": "more than 50 tags: only the first 50 by name"},
+        "proto": {"type": "string", "enum": ["tcp", "udp", "icmp"]}, "port": {"type": ["integer", "null"]},
+        "by": {"type": "string", "enum": ["machine", "tag"]},
+        "grouped": {"type": "boolean", "description": "machines were asked for, but there are more than 50: grouped by tag"},
+        "axis": {"type": "array", "description": "the rows, and in the same order the columns", "items": {"type": "object", "required": ["kind", "label", "id", "address", "machines"], "properties": {
+            "kind": {"type": "string", "enum": ["machine", "tag", "untagged"]}, "label": {"type": "string"},
+            "id": {"type": ["string", "null"], "format": "uuid"}, "address": {"type": ["string", "null"]}, "machines": {"type": "integer"}}}},
+        "cells": {"type": "array", "description": "cells[row][column]: can the row's machines connect to the column's (first packet as new, replies as established)", "items": {"type": "array", "items": {"type": "object", "required": ["verdict", "src", "dst"], "properties": {
+            "verdict": {"type": ["string", "null"], "enum": ["allow", "deny", "mixed", null], "description": "null: a machine to itself"},
+            "src": {"type": ["string", "null"], "description": "a pair showing the verdict (for mixed, a denied one), for Explain"}, "dst": {"type": ["string", "null"]}}}}}}}));
     let hub = json!({"type": "object", "required": ["up", "listen_port", "public_key", "address", "name", "netns", "device"], "properties": {
         "up": {"type": "boolean"}, "listen_port": {"type": "integer"}, "public_key": {"type": ["string", "null"]},
         "address": {"type": ["string", "null"], "description": "null while PostgreSQL cannot be read"},
@@ -204,6 +243,9 @@ fn links(op: Op) -> Option<Value> {
                 Op::PolicyCreate,
                 Op::UserCreate,
                 Op::Status,
+                Op::PolicyAnalysis,
+                Op::PolicyPreview,
+                Op::Matrix,
             ],
             json!({"org": "$response.body#/id"}),
         ),
@@ -309,6 +351,11 @@ pub fn document(cookie_secure: bool) -> Value {
                 params.push(json!({"name": name, "in": "query", "required": name != "port", "schema": schema, "description": what}));
             }
         }
+        if r.op == Op::Matrix {
+            params.push(json!({"name": "proto", "in": "query", "schema": {"type": "string", "enum": ["tcp", "udp", "icmp"], "default": "icmp"}}));
+            params.push(json!({"name": "port", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 65535}, "description": "required with tcp and udp, refused with icmp"}));
+            params.push(json!({"name": "by", "in": "query", "schema": {"type": "string", "enum": ["machine", "tag"], "default": "machine"}}));
+        }
         if tagged(r.op) {
             params.push(json!({"name": "If-None-Match", "in": "header", "schema": {"type": "string"}, "description": "an ETag of an earlier answer: 304 if it is still current"}));
         }
@@ -338,7 +385,7 @@ pub fn document(cookie_secure: bool) -> Value {
             );
         }
         responses.insert(r.ok.to_string(), ok);
-        if r.body.is_some() || paged(r.op).is_some() || r.op == Op::Explain {
+        if r.body.is_some() || paged(r.op).is_some() || r.op == Op::Explain || r.op == Op::Matrix {
             responses.insert(
                 "400".into(),
                 error_response("malformed or invalid input; nothing changed"),
@@ -580,6 +627,50 @@ mod tests {
             "Status.rules",
             &s["rules"]["items"],
             status["rules"][0].clone(),
+        );
+        let preview = crate::service::preview::PreviewView::empty();
+        let preview = serde_json::to_value(&preview).unwrap();
+        check(
+            "PolicyPreviewResult",
+            &schemas["PolicyPreviewResult"],
+            preview.clone(),
+        );
+        check(
+            "PolicyAnalysis",
+            &schemas["PolicyAnalysis"],
+            preview["analysis"].clone(),
+        );
+        let matrix = crate::service::matrix::MatrixView {
+            proto: "icmp",
+            port: None,
+            by: "machine",
+            grouped: false,
+            truncated: false,
+            axis: vec![crate::service::matrix::AxisItem {
+                kind: "machine",
+                label: "m".into(),
+                id: Some(id),
+                address: None,
+                machines: 1,
+            }],
+            cells: vec![vec![crate::service::matrix::CellView {
+                verdict: None,
+                src: None,
+                dst: None,
+            }]],
+        };
+        let matrix = serde_json::to_value(&matrix).unwrap();
+        check("Matrix", &schemas["Matrix"], matrix.clone());
+        let m = &schemas["Matrix"]["properties"];
+        check(
+            "Matrix.axis",
+            &m["axis"]["items"],
+            matrix["axis"][0].clone(),
+        );
+        check(
+            "Matrix.cells",
+            &m["cells"]["items"]["items"],
+            matrix["cells"][0][0].clone(),
         );
         let list = Listed {
             key: "machines",

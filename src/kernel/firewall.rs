@@ -312,6 +312,8 @@ impl Iptables {
                     forward_policy: have.forward_policy.clone(),
                     forward: have.forward.clone(),
                     acl: Some(acl),
+                    // An edit leaves the watch chain as it was.
+                    watch: have.watch.clone(),
                     nat: have.nat.clone(),
                     sets: rules.sets.clone(),
                     generation: Some(now),

@@ -1,6 +1,11 @@
 //! Tenant policies: the model the API stores and the renderer turns into kernel rules.
 
+pub mod analysis;
 pub mod evaluate;
+#[cfg(test)]
+pub(crate) mod fixtures;
+pub mod impact;
+pub mod matrix;
 pub mod render;
 pub mod watch;
 

@@ -152,34 +152,7 @@ pub fn render(policies: &[Policy], machines: &[MachineAddr], default: Verdict) -
 mod tests {
     use super::*;
     use crate::policy::PortRange;
-    use chrono::{TimeZone, Utc};
-
-    fn id(n: u128) -> Uuid {
-        Uuid::from_u128(n)
-    }
-
-    fn machine(n: u128, last: u8, tags: &[&str]) -> MachineAddr {
-        MachineAddr {
-            id: id(n),
-            address: Ipv4Addr::new(10, 100, 0, last),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-        }
-    }
-
-    fn policy(n: u128, priority: i32, action: Verdict, src: Selector, dst: Selector) -> Policy {
-        Policy {
-            id: id(n),
-            name: String::new(),
-            priority,
-            action,
-            src,
-            dst,
-            protocol: Protocol::Any,
-            ports: None,
-            enabled: true,
-            created_at: Utc.timestamp_opt(1_700_000_000 + n as i64, 0).unwrap(),
-        }
-    }
+    use crate::policy::fixtures::{id, machine, policy};
 
     #[test]
     fn default_allow_is_one_rule() {

@@ -97,6 +97,53 @@ async fn validated(app: &App, org: &Org, f: PolicyFields) -> Result<PolicyFields
     Ok(PolicyFields { name, ..f })
 }
 
+/// What a creation would store, checked exactly as [`create`] checks it (also for previews).
+pub(super) async fn create_fields(
+    app: &App,
+    org: &Org,
+    input: PolicyCreate,
+) -> Result<PolicyFields, ApiError> {
+    let fields = PolicyFields {
+        name: input.name.unwrap_or_default(),
+        priority: input.priority.unwrap_or(100),
+        action: input.action,
+        src: input.src,
+        dst: input.dst,
+        protocol: input.protocol.unwrap_or(Protocol::Any),
+        ports: input.ports,
+        enabled: input.enabled.unwrap_or(true),
+    };
+    validated(app, org, fields).await
+}
+
+/// What an update of `old` would store, checked exactly as [`update`] checks it.
+pub(super) async fn update_fields(
+    app: &App,
+    org: &Org,
+    old: &Policy,
+    input: PolicyPatch,
+) -> Result<PolicyFields, ApiError> {
+    let cur = PolicyFields::of(old);
+    let protocol = input.protocol.unwrap_or(cur.protocol);
+    // Changing to a protocol without ports drops ports that no longer apply.
+    let ports = match input.ports {
+        Some(p) => p,
+        None if matches!(protocol, Protocol::Tcp | Protocol::Udp) => cur.ports,
+        None => None,
+    };
+    let fields = PolicyFields {
+        name: input.name.unwrap_or(cur.name),
+        priority: input.priority.unwrap_or(cur.priority),
+        action: input.action.unwrap_or(cur.action),
+        src: input.src.unwrap_or(cur.src),
+        dst: input.dst.unwrap_or(cur.dst),
+        protocol,
+        ports,
+        enabled: input.enabled.unwrap_or(cur.enabled),
+    };
+    validated(app, org, fields).await
+}
+
 /// The tenant's rules with counters read from the kernel now (none if it cannot be read).
 async fn rules(app: &App, org: Uuid) -> Vec<RuleObserved> {
     app.ctl
@@ -110,17 +157,7 @@ async fn rules(app: &App, org: Uuid) -> Vec<RuleObserved> {
 pub async fn create(app: &App, ctx: &Ctx, input: PolicyCreate) -> Result<PolicyView, ApiError> {
     require_write(ctx)?;
     let org = active_org(app, ctx).await?;
-    let fields = PolicyFields {
-        name: input.name.unwrap_or_default(),
-        priority: input.priority.unwrap_or(100),
-        action: input.action,
-        src: input.src,
-        dst: input.dst,
-        protocol: input.protocol.unwrap_or(Protocol::Any),
-        ports: input.ports,
-        enabled: input.enabled.unwrap_or(true),
-    };
-    let fields = validated(app, &org, fields).await?;
+    let fields = create_fields(app, &org, input).await?;
     let audit = Audit {
         actor: actor(ctx),
         detail: Box::new(|p: &Policy| {
@@ -165,25 +202,7 @@ pub async fn update(app: &App, ctx: &Ctx, input: PolicyPatch) -> Result<PolicyVi
     let old = policies::get(&app.pool, org.id, ctx.id())
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let cur = PolicyFields::of(&old);
-    let protocol = input.protocol.unwrap_or(cur.protocol);
-    // Changing to a protocol without ports drops ports that no longer apply.
-    let ports = match input.ports {
-        Some(p) => p,
-        None if matches!(protocol, Protocol::Tcp | Protocol::Udp) => cur.ports,
-        None => None,
-    };
-    let fields = PolicyFields {
-        name: input.name.unwrap_or(cur.name),
-        priority: input.priority.unwrap_or(cur.priority),
-        action: input.action.unwrap_or(cur.action),
-        src: input.src.unwrap_or(cur.src),
-        dst: input.dst.unwrap_or(cur.dst),
-        protocol,
-        ports,
-        enabled: input.enabled.unwrap_or(cur.enabled),
-    };
-    let fields = validated(app, &org, fields).await?;
+    let fields = update_fields(app, &org, &old, input).await?;
     let p = policies::update(&app.pool, org.id, old.id, &fields)
         .await?
         .ok_or_else(ApiError::not_found)?;

@@ -10,10 +10,12 @@ mod export;
 mod fmt;
 mod form;
 mod machines;
+mod matrix;
 mod operator;
 mod org;
 pub mod page;
 mod policies;
+mod preview;
 pub mod routes;
 
 pub use routes::{dispatch, is_ui};

@@ -122,6 +122,7 @@ impl Chrome {
                 ("/machines", "Machines"),
                 ("/policies", "Policies"),
                 ("/explain", "Explain"),
+                ("/matrix", "Matrix"),
                 ("/audit", "Audit"),
                 ("/users", "Users"),
                 ("/settings", "Settings"),

@@ -10,7 +10,7 @@ use crate::http::{App, Request, Response};
 use crate::overlay::Ipv4Cidr;
 use crate::policy::{PortRange, Protocol, Selector, Verdict};
 use crate::service::views::{MachineView, OrgView};
-use crate::service::{Ctx, machines, orgs, policies, status};
+use crate::service::{Ctx, machines, orgs, policies, preview, status};
 use askama::Template;
 use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
@@ -31,10 +31,14 @@ pub struct Row {
     pub last: bool,
     pub packets: u64,
     pub bytes: String,
+    /// The static analysis' badge ("shadowed by #3"), empty when it has nothing to say.
+    pub finding: String,
 }
 
 /// What the policy form shows: a policy's fields as form values (or what was typed).
 pub struct Fields {
+    /// The policy being edited (empty on the new-policy form).
+    pub id: String,
     pub name: String,
     pub action: String,
     pub src: String,
@@ -59,6 +63,7 @@ fn picked(s: &Selector) -> (String, String) {
 impl Fields {
     fn blank() -> Fields {
         Fields {
+            id: String::new(),
             name: String::new(),
             action: "allow".into(),
             src: "any".into(),
@@ -75,6 +80,7 @@ impl Fields {
         let (src, src_other) = picked(&p.src);
         let (dst, dst_other) = picked(&p.dst);
         Fields {
+            id: p.id.to_string(),
             name: p.name.clone(),
             action: p.action.as_str().into(),
             src,
@@ -102,6 +108,7 @@ impl Fields {
                 .unwrap_or_default()
         };
         Some(Fields {
+            id: String::new(),
             name: get("name"),
             action: get("action"),
             src: get("src"),
@@ -117,6 +124,7 @@ impl Fields {
     fn typed(f: &Form) -> Fields {
         let t = |k: &str| f.text(k).to_string();
         Fields {
+            id: t("id"),
             name: t("name"),
             action: t("action"),
             src: t("src"),
@@ -151,6 +159,8 @@ struct PoliciesPage {
     chrome: Chrome,
     org: OrgView,
     rows: Vec<Row>,
+    /// False when the org was too large for the static analysis (no badges then).
+    analysed: bool,
     choices: Vec<Choice>,
     error: Option<String>,
     f: Fields,
@@ -199,6 +209,7 @@ pub async fn list(
     let all = policies::list(app, ctx, policies::page(Some("1000"), None)?).await?;
     let machines: Vec<MachineView> = machines::model(app, ctx).await?.machines.clone();
     let names: HashMap<Uuid, String> = machines.iter().map(|m| (m.id, m.name.clone())).collect();
+    let analysis = preview::analysis(app, ctx).await?;
     let count = all.items.len();
     let mut rows: Vec<Row> = all
         .items
@@ -221,6 +232,7 @@ pub async fn list(
                 last: i + 1 == count,
                 packets: v.packets,
                 bytes: bytes(v.bytes),
+                finding: analysis.of(p.id).map(|f| f.badge()).unwrap_or_default(),
             }
         })
         .collect();
@@ -250,6 +262,7 @@ pub async fn list(
         last: false,
         packets,
         bytes: bytes(b),
+        finding: String::new(),
     };
     if org.default_action == Verdict::Deny {
         rows.push(implicit(
@@ -269,6 +282,7 @@ pub async fn list(
         form_action: format!("/orgs/{}/policies", org.id),
         org,
         rows,
+        analysed: analysis.complete,
         choices,
         error: failed.map(|(e, _)| e.message.clone()),
         f: failed.map_or_else(
@@ -313,6 +327,8 @@ struct PolicyPage {
     chrome: Chrome,
     org: OrgView,
     number: usize,
+    /// The static analysis' badge, empty when it has nothing to say.
+    finding: String,
     packets: u64,
     bytes: String,
     src_text: String,
@@ -341,11 +357,16 @@ pub async fn detail(
         .map_or(0, |i| i + 1);
     let machines: Vec<MachineView> = machines::model(app, ctx).await?.machines.clone();
     let names: HashMap<Uuid, String> = machines.iter().map(|m| (m.id, m.name.clone())).collect();
+    let analysis = preview::analysis(app, ctx).await?;
     let page = PolicyPage {
         chrome: Chrome::of(req, ctx, Some(org.clone()), "Policies"),
         form_action: format!("/orgs/{}/policies/{}", org.id, v.policy.id),
         org,
         number,
+        finding: analysis
+            .of(v.policy.id)
+            .map(|f| f.badge())
+            .unwrap_or_default(),
         packets: v.packets,
         bytes: bytes(v.bytes),
         src_text: describe(&v.policy.src, &names),
@@ -367,20 +388,8 @@ pub async fn update(
     form: &Form,
 ) -> Result<Response, ApiError> {
     let to = format!("/orgs/{}/policies", ctx.org());
-    let result = match create_input(form) {
-        Ok(c) => {
-            let input = policies::PolicyPatch {
-                name: Some(c.name.unwrap_or_default()),
-                priority: c.priority,
-                action: Some(c.action),
-                src: Some(c.src),
-                dst: Some(c.dst),
-                protocol: c.protocol,
-                ports: Some(c.ports),
-                enabled: None,
-            };
-            policies::update(app, ctx, input).await.map(|_| ())
-        }
+    let result = match edit_input(form) {
+        Ok(input) => policies::update(app, ctx, input).await.map(|_| ()),
         Err(e) => Err(e),
     };
     match result {
@@ -402,7 +411,22 @@ fn side(form: &Form, field: &str) -> Result<Selector, ApiError> {
     selector(field, value)
 }
 
-fn create_input(form: &Form) -> Result<policies::PolicyCreate, ApiError> {
+/// Every field of the edit form, as an update that sets them all (except enabled).
+pub(super) fn edit_input(form: &Form) -> Result<policies::PolicyPatch, ApiError> {
+    let c = create_input(form)?;
+    Ok(policies::PolicyPatch {
+        name: Some(c.name.unwrap_or_default()),
+        priority: c.priority,
+        action: Some(c.action),
+        src: Some(c.src),
+        dst: Some(c.dst),
+        protocol: c.protocol,
+        ports: Some(c.ports),
+        enabled: None,
+    })
+}
+
+pub(super) fn create_input(form: &Form) -> Result<policies::PolicyCreate, ApiError> {
     let action = Verdict::parse(form.text("action"))
         .ok_or_else(|| ApiError::invalid("action", "must be allow or deny"))?;
     let protocol = Protocol::parse(form.get("protocol").unwrap_or("any"))

@@ -6,7 +6,9 @@
 
 use super::form::Form;
 use super::page::{Chrome, error_page, redirect};
-use super::{account, assets, explain, export, machines, operator, org, policies};
+use super::{
+    account, assets, explain, export, machines, matrix, operator, org, policies, preview,
+};
 use crate::http::error::ApiError;
 use crate::http::router::matches;
 use crate::http::{App, Request, Response, session};
@@ -42,6 +44,9 @@ pub enum Page {
     PolicyEnabled,
     PolicyMove,
     PolicyDelete,
+    PolicyPreview,
+    Matrix,
+    DefaultPreview,
     Users,
     UserCreate,
     UserDelete,
@@ -90,6 +95,7 @@ pub const ROUTES: &[(Method, &str, Page)] = &[
     ),
     (GET, "/orgs/{org}/policies", Page::Policies),
     (POST, "/orgs/{org}/policies", Page::PolicyCreate),
+    (POST, "/orgs/{org}/policies/preview", Page::PolicyPreview),
     (GET, "/orgs/{org}/policies/{id}", Page::Policy),
     (POST, "/orgs/{org}/policies/{id}", Page::PolicyUpdate),
     (
@@ -98,6 +104,7 @@ pub const ROUTES: &[(Method, &str, Page)] = &[
         Page::PolicyEnabled,
     ),
     (POST, "/orgs/{org}/policies/{id}/delete", Page::PolicyDelete),
+    (GET, "/orgs/{org}/matrix", Page::Matrix),
     (GET, "/orgs/{org}/users", Page::Users),
     (POST, "/orgs/{org}/users", Page::UserCreate),
     (POST, "/orgs/{org}/users/{id}/delete", Page::UserDelete),
@@ -106,6 +113,7 @@ pub const ROUTES: &[(Method, &str, Page)] = &[
     (GET, "/orgs/{org}/audit/export.jsonl", Page::AuditExport),
     (GET, "/orgs/{org}/settings", Page::Settings),
     (POST, "/orgs/{org}/settings", Page::SettingsUpdate),
+    (POST, "/orgs/{org}/settings/preview", Page::DefaultPreview),
     (POST, "/orgs/{org}/delete", Page::OrgDelete),
     (GET, "/orgs/{org}/explain", Page::Explain),
     (POST, "/orgs/{org}/watch", Page::Watch),
@@ -290,6 +298,9 @@ async fn run(
         Page::PolicyEnabled => policies::enabled(app, ctx, &form).await,
         Page::PolicyMove => policies::reorder(app, ctx, &form).await,
         Page::PolicyDelete => policies::delete(app, ctx).await,
+        Page::PolicyPreview => preview::policy(app, ctx, &form).await,
+        Page::Matrix => matrix::page(app, req, ctx).await,
+        Page::DefaultPreview => preview::default_action(app, ctx, &form).await,
         Page::Users => org::users(app, req, ctx, None).await,
         Page::UserCreate => org::user_create(app, req, ctx, &form).await,
         Page::UserDelete => org::user_delete(app, ctx).await,
