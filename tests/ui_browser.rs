@@ -531,11 +531,49 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
         vm1.ping(phone_addr, 1).then_some(())
     })
     .await;
-    let _ = vm2;
     ui.go(&format!("/orgs/{org}/machines")).await;
     ui.audit("machines").await;
     ui.go(&format!("/orgs/{org}/machines/new")).await;
     ui.audit("machine-new").await;
+
+    // Keyboard only: rotate phone's key on its page; the new config is shown once, the old
+    // one stops, and the page waits for the new key's first handshake, then shows it online.
+    ui.go(&format!("/orgs/{org}/machines")).await;
+    let phone_path = ui
+        .js("return [...document.querySelectorAll('#machines tbody tr')]
+               .find(r => r.dataset.machine === 'phone').querySelector('a').getAttribute('href')")
+        .await;
+    let phone_path = phone_path.as_str().unwrap().to_string();
+    ui.go(&phone_path).await;
+    ui.js("document.body.focus()").await;
+    ui.tab_to("#r-confirm").await;
+    ui.key(Key::Space).await;
+    ui.tab_to("#rotate").await;
+    ui.key(Key::Enter).await;
+    ui.wait_text("h1", "New key for phone").await;
+    ui.audit("machine-rotated").await;
+    let rotated_conf = ui.text("#config").await;
+    assert!(rotated_conf.contains("PrivateKey"), "{rotated_conf}");
+    ui.tab_to("#saved").await;
+    ui.key(Key::Enter).await;
+    ui.arrive("phone's page", |p| p == phone_path).await;
+    ui.wait_text(
+        "#machine-status",
+        "waiting for the first handshake with the new key",
+    )
+    .await;
+    ui.audit("machine-rotated-waiting").await;
+    assert!(!vm1.ping(phone_addr, 2), "phone's old config still answers");
+    drop(vm2);
+    let vm3 = h.client(3, &Secret::new(rotated_conf));
+    eventually(
+        Duration::from_secs(30),
+        "laptop pings phone's new key",
+        || async { vm1.ping(phone_addr, 1).then_some(()) },
+    )
+    .await;
+    ui.wait_text("#machine-status", "online").await;
+    let _ = vm3;
 
     // (h, b) Keyboard only: a deny policy laptop → phone for icmp.
     ui.go(&org_path).await;

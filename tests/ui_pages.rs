@@ -357,6 +357,101 @@ fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
 }
 
 #[test]
+fn ui_rotating_a_key_asks_shows_the_new_config_once_and_waits_for_its_handshake() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let op = api.operator().await;
+        let (org, admin) = api.org_with_admin(&op, "Rotor", "10.100.0.0/16").await;
+        let m = api.machine(&admin, &org, "laptop").await;
+        let id = m["machine"]["id"].as_str().unwrap();
+        let old_key = m["machine"]["public_key"].as_str().unwrap().to_string();
+        let page = format!("/orgs/{org}/machines/{id}");
+        let r = get(&api, &page, Some(&admin)).await;
+        let body = text(&r);
+        assert!(body.contains("Rotate laptop's key"), "{body}");
+        assert!(body.contains("laptop's current config stops working"));
+        let key_now = || async {
+            api.call(
+                "GET",
+                &format!("/api/v1/orgs/{org}/machines/{id}"),
+                Some(&admin),
+                None,
+            )
+            .await
+            .body["public_key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+
+        // Without the confirmation nothing happens; the page says why.
+        let path = format!("{page}/rotate-key");
+        let r = post(
+            &api,
+            &path,
+            Some(&admin),
+            &[("csrf_token", &admin.csrf)],
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", text(&r));
+        assert!(text(&r).contains("tick the box"));
+        assert_eq!(key_now().await, old_key);
+        // Nor without the CSRF token.
+        let r = post(
+            &api,
+            &path,
+            Some(&admin),
+            &[("confirm", "yes")],
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert_eq!(key_now().await, old_key);
+
+        // Confirmed: the new config once, never cached, with its QR code.
+        let form = [("csrf_token", admin.csrf.as_str()), ("confirm", "yes")];
+        let r = post(&api, &path, Some(&admin), &form, "same-origin").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", text(&r));
+        assert_page(&r, true);
+        let body = text(&r);
+        assert!(
+            body.contains("New key for laptop") && body.contains("The old config no longer works")
+        );
+        assert!(
+            body.contains("[Interface]") && body.contains("PrivateKey ") && body.contains("<svg")
+        );
+        assert!(
+            body.contains(&format!("href=\"{page}\">I saved it")),
+            "{body}"
+        );
+        let new_key = key_now().await;
+        assert_ne!(new_key, old_key);
+        let r = get(&api, &page, Some(&admin)).await;
+        assert!(text(&r).contains("waiting for the first handshake with the new key"));
+        assert!(text(&r).contains(">machine.rotate_key<"));
+
+        // A key the machine made itself: back to the machine page, no config.
+        let own = meshwg::keys::PrivateKey::generate()
+            .public_key()
+            .to_base64();
+        let form = [
+            ("csrf_token", admin.csrf.as_str()),
+            ("confirm", "yes"),
+            ("public_key", own.as_str()),
+        ];
+        let r = post(&api, &path, Some(&admin), &form, "same-origin").await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", text(&r));
+        assert_eq!(location(&r), page);
+        assert_eq!(key_now().await, own);
+        // The same key again is refused on the page.
+        let r = post(&api, &path, Some(&admin), &form, "same-origin").await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", text(&r));
+        assert!(text(&r).contains("already the machine"));
+    });
+}
+
+#[test]
 fn ui_members_cannot_write_and_other_tenants_are_not_found() {
     run(|h| async move {
         let api = Api::new(&h).await;

@@ -221,3 +221,27 @@ impl Machine {
         }
     }
 }
+
+/// Replaces a confirmed machine's public key, if it still is `old` (a concurrent rotation
+/// loses); returns the machine as it now is.
+pub async fn set_public_key(
+    pool: &Pool,
+    org_id: Uuid,
+    id: Uuid,
+    old: &PublicKey,
+    new: &PublicKey,
+) -> Result<Option<Machine>, DbError> {
+    let conn = pool.get().await?;
+    conn.query_opt(
+        &format!(
+            "UPDATE machines SET public_key = $4 \
+             WHERE org_id = $1 AND id = $2 AND public_key = $3 AND {} RETURNING {COLUMNS}",
+            pending::CONFIRMED
+        ),
+        &[&org_id, &id, &old.to_base64(), &new.to_base64()],
+    )
+    .await?
+    .as_ref()
+    .map(from_row)
+    .transpose()
+}

@@ -99,6 +99,14 @@ pub async fn run(app: &App, req: &Request, op: Op, ctx: Ctx) -> Result<Response,
             machines::delete(app, ctx).await?;
             no_content()
         }
+        Op::MachineRotateKey => {
+            // The body is optional: without one the server makes the key pair.
+            let input = match req.body.is_empty() {
+                true => machines::RotateKey::default(),
+                false => body(req)?,
+            };
+            secret_json(OK, &machines::rotate_key(app, ctx, input).await?)
+        }
         Op::PolicyCreate => json(CREATED, &policies::create(app, ctx, body(req)?).await?),
         Op::PolicyList => {
             let (limit, cursor) = paging(req);

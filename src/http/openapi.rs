@@ -69,6 +69,8 @@ fn schemas() -> Value {
     m.insert("Machine".into(), json!(machine));
     m.insert("MachineCreate".into(), json!({"type": "object", "required": ["name"], "additionalProperties": false, "properties": {"name": name, "public_key": {"type": ["string", "null"], "description": "32 bytes, base64; without it (or null) the server makes the key pair and returns the private key once"}, "tags": {"type": "array", "maxItems": 32, "items": {"type": "string"}}}}));
     m.insert("MachineCreated".into(), json!({"type": "object", "properties": {"machine": machine, "config": {"type": "string", "description": "wg-quick configuration; holds the private key if the server made it (shown this once)"}, "config_qr_svg": {"type": "string"}}}));
+    m.insert("MachineRotateKey".into(), json!({"type": "object", "additionalProperties": false, "properties": {"public_key": {"type": ["string", "null"], "description": "32 bytes, base64: the machine's own new key; without it (or without a body) the server makes the key pair and returns the private key once"}}}));
+    m.insert("MachineRotated".into(), json!({"type": "object", "required": ["machine"], "properties": {"machine": machine, "config": {"type": "string", "description": "wg-quick configuration with the new private key (only when the server made the key pair; shown this once)"}, "config_qr_svg": {"type": "string"}}}));
     m.insert("MachinePatch".into(), json!({"type": "object", "additionalProperties": false, "properties": {"name": name, "tags": {"type": "array", "items": {"type": "string"}}}}));
     m.insert(
         "MachineList".into(),
@@ -200,7 +202,9 @@ pub fn document(cookie_secure: bool) -> Value {
             op["parameters"] = json!(params);
         }
         if let Some(body) = r.body {
-            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}});
+            // A key rotation may come without a body (the server makes the pair).
+            let required = r.op != Op::MachineRotateKey;
+            op["requestBody"] = json!({"required": required, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}});
         }
         let mut responses = serde_json::Map::new();
         let ok = match r.returns {

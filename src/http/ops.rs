@@ -27,6 +27,7 @@ pub enum Op {
     MachineGet,
     MachinePatch,
     MachineDelete,
+    MachineRotateKey,
     PolicyCreate,
     PolicyList,
     PolicyGet,

@@ -234,6 +234,15 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         POST,
+        "/api/v1/orgs/{org}/machines/{id}/rotate-key",
+        Op::MachineRotateKey,
+        "Give a machine a new key (server-made unless a public key is sent); answered once the hub knows it by the new key only, with the new config shown once",
+        Some("MachineRotateKey"),
+        200,
+        Some("MachineRotated"),
+    ),
+    r(
+        POST,
         "/api/v1/orgs/{org}/policies",
         Op::PolicyCreate,
         "Add a policy; answered once the kernel enforces it",
