@@ -48,10 +48,7 @@ fn kernel_rotated_key_old_config_stops_new_config_connects() {
         let api = Api::new(&h).await;
         let op = api.operator().await;
         let (org, admin) = api.org_with_admin(&op, "Rotate", "10.70.0.0/16").await;
-        let row = meshwg::db::orgs::get(&h.pool, org.parse().unwrap())
-            .await
-            .unwrap()
-            .unwrap();
+        let row = h.org_row(&org).await;
         let names = h.names(&row);
         let one = api.machine(&admin, &org, "one").await;
         let two = api.machine(&admin, &org, "two").await;

@@ -724,6 +724,49 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
     );
     ui.audit("policy").await;
 
+    // Keyboard only: tick laptop and phone on the list, add a tag to both after the
+    // confirmation that names them; then delete the attack-named machine, typing the count.
+    ui.go(&format!("/orgs/{org}/machines")).await;
+    ui.js("document.body.focus()").await;
+    ui.tab_to("tr[data-machine='laptop'] input[type=checkbox]")
+        .await;
+    ui.key(Key::Space).await;
+    ui.tab_to("tr[data-machine='phone'] input[type=checkbox]")
+        .await;
+    ui.key(Key::Space).await;
+    ui.js("document.body.focus()").await;
+    ui.tab_to("#b-tag").await;
+    ui.keys("lab").await;
+    ui.tab_to("#bulk-review").await;
+    ui.key(Key::Enter).await;
+    ui.wait_text("h1", "Add tag lab to 2 machines?").await;
+    assert!(ui.text("#batch-names").await.contains("laptop, phone"));
+    ui.audit("machines-bulk-confirm").await;
+    ui.tab_to("#batch-apply").await;
+    ui.key(Key::Enter).await;
+    ui.arrive("machines", |p| p.ends_with("/machines")).await;
+    ui.wait_text("tr[data-machine='laptop']", "lab").await;
+    assert!(ui.machine_row("phone").await.unwrap().contains("lab"));
+    ui.js(&format!(
+        "[...document.querySelectorAll('#machines tbody tr')].find(r => r.dataset.machine === {}).querySelector('input').click()",
+        json!(XSS)
+    ))
+    .await;
+    ui.el("#b-action")
+        .await
+        .select_by_value("delete")
+        .await
+        .unwrap();
+    ui.el("#bulk-review").await.click().await.unwrap();
+    ui.wait_text("h1", "Delete 1 machine?").await;
+    ui.fill("#b-confirm", "1").await;
+    ui.el("#batch-apply").await.click().await.unwrap();
+    ui.arrive("machines", |p| p.ends_with("/machines")).await;
+    assert!(
+        ui.machine_row(XSS).await.is_none(),
+        "the machine was not deleted"
+    );
+
     // Every other page passes axe and is shot.
     for (name, path) in [
         ("overview", org_path.clone()),

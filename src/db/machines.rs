@@ -31,9 +31,10 @@ pub struct NewMachine {
     pub tags: Vec<String>,
 }
 
-const COLUMNS: &str = "id, org_id, name, address, public_key, tags, created_at, last_endpoint";
+pub(super) const COLUMNS: &str =
+    "id, org_id, name, address, public_key, tags, created_at, last_endpoint";
 
-fn from_row(row: &Row) -> Result<Machine, DbError> {
+pub(super) fn from_row(row: &Row) -> Result<Machine, DbError> {
     let address = match row.get::<_, IpAddr>(3) {
         IpAddr::V4(a) => a,
         IpAddr::V6(_) => return Err(DbError::Corrupt("machines.address".into())),

@@ -3,6 +3,7 @@
 //! constraint), constraint, other.
 
 pub mod audit;
+pub mod batch;
 pub mod installation;
 pub mod machines;
 pub mod orgs;

@@ -107,6 +107,7 @@ pub async fn run(app: &App, req: &Request, op: Op, ctx: Ctx) -> Result<Response,
             };
             secret_json(OK, &machines::rotate_key(app, ctx, input).await?)
         }
+        Op::MachineBatch => json(OK, &crate::service::batch::run(app, ctx, body(req)?).await?),
         Op::PolicyCreate => json(CREATED, &policies::create(app, ctx, body(req)?).await?),
         Op::PolicyList => {
             let (limit, cursor) = paging(req);

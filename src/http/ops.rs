@@ -28,6 +28,7 @@ pub enum Op {
     MachinePatch,
     MachineDelete,
     MachineRotateKey,
+    MachineBatch,
     PolicyCreate,
     PolicyList,
     PolicyGet,

@@ -243,6 +243,15 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         POST,
+        "/api/v1/orgs/{org}/machines/batch",
+        Op::MachineBatch,
+        "Add a tag to, remove a tag from, or delete up to 1,000 machines: all or none (an id that is not the org's changes nothing), one audit entry each; answered once the kernel follows",
+        Some("MachineBatch"),
+        200,
+        Some("MachineBatchDone"),
+    ),
+    r(
+        POST,
         "/api/v1/orgs/{org}/policies",
         Op::PolicyCreate,
         "Add a policy; answered once the kernel enforces it",

@@ -13,6 +13,7 @@
 pub mod access;
 pub mod audit;
 pub mod auth;
+pub mod batch;
 pub mod console;
 pub mod error;
 pub mod machine_query;

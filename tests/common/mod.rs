@@ -518,6 +518,14 @@ impl Harness {
         self.deps.prefix.tenant(org.kid).unwrap()
     }
 
+    /// An org made through the API (`id` as the API gives it), as its row.
+    pub async fn org_row(&self, id: &str) -> Org {
+        meshwg::db::orgs::get(&self.pool, id.parse().unwrap())
+            .await
+            .unwrap()
+            .expect("org row")
+    }
+
     pub async fn tenant(&self, name: &str, cidr: &str) -> Org {
         self.ctl
             .create_tenant(NewTenant {

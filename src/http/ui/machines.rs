@@ -78,6 +78,8 @@ struct ListPage {
     all: Option<String>,
     csv: String,
     json: String,
+    /// Rows get a box for the bulk form.
+    can_write: bool,
 }
 
 /// The table alone, for htmx's poll.
@@ -89,6 +91,7 @@ struct ListTable<'a> {
     columns: &'a [Column],
     q: &'a str,
     here: &'a str,
+    can_write: bool,
 }
 
 const PER_PAGE: usize = 100;
@@ -196,6 +199,7 @@ pub async fn list(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiEr
         all: (more || p.page > 0).then(|| link(&base, q, sort, desc, &[("all", "1")])),
         csv: link(&format!("{base}/export.csv"), q, sort, desc, &[]),
         json: link(&format!("{base}/export.json"), q, sort, desc, &[]),
+        can_write: crate::service::access::can_write(ctx.session()),
         here: if p.all || p.page > 0 {
             match req.query.is_empty() {
                 true => base.clone(),
@@ -213,6 +217,7 @@ pub async fn list(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiEr
             columns: &page.columns,
             q: &page.q,
             here: &page.here,
+            can_write: page.can_write,
         };
         return Ok(fragment(req, &table));
     }

@@ -5,6 +5,7 @@
 
 mod account;
 pub mod assets;
+mod batch;
 mod export;
 mod fmt;
 mod form;

@@ -6,7 +6,7 @@
 
 use super::form::Form;
 use super::page::{Chrome, error_page, redirect};
-use super::{account, assets, export, machines, operator, org, policies};
+use super::{account, assets, batch, export, machines, operator, org, policies};
 use crate::http::error::ApiError;
 use crate::http::router::matches;
 use crate::http::{App, Request, Response, session};
@@ -36,6 +36,7 @@ pub enum Page {
     MachineUpdate,
     MachineDelete,
     MachineRotateKey,
+    MachineBatch,
     Policies,
     PolicyCreate,
     Policy,
@@ -80,6 +81,8 @@ pub const ROUTES: &[(Method, &str, Page)] = &[
         Page::MachinesExport,
     ),
     (POST, "/orgs/{org}/machines", Page::MachineCreate),
+    // Before `…/machines/{id}`, which would take `batch` for an id.
+    (POST, "/orgs/{org}/machines/batch", Page::MachineBatch),
     (GET, "/orgs/{org}/machines/{id}", Page::Machine),
     (POST, "/orgs/{org}/machines/{id}", Page::MachineUpdate),
     (
@@ -286,6 +289,7 @@ async fn run(
         Page::MachineUpdate => machines::update(app, req, ctx, &form).await,
         Page::MachineDelete => machines::delete(app, req, ctx, &form).await,
         Page::MachineRotateKey => machines::rotate_key(app, req, ctx, &form).await,
+        Page::MachineBatch => batch::batch(app, req, ctx, &form).await,
         Page::Policies => policies::list(app, req, ctx, None).await,
         Page::PolicyCreate => policies::create(app, req, ctx, &form).await,
         Page::Policy => policies::detail(app, req, ctx, None).await,
