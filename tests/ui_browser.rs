@@ -767,6 +767,13 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
         "the machine was not deleted"
     );
 
+    // The timeline shows a repair of drift made by hand, live (no reload).
+    let names = h.names(&h.org_row(&org).await);
+    ui.go(&format!("/orgs/{org}/timeline")).await;
+    ns(&names.netns, &["iptables", "-F", "MWG-ACL"]);
+    ui.wait_text("#timeline", "firewall rules restored").await;
+    ui.audit("timeline").await;
+
     // Every other page passes axe and is shot.
     for (name, path) in [
         ("overview", org_path.clone()),

@@ -310,6 +310,7 @@ fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
             format!("{org_path}/policies"),
             format!("{org_path}/users"),
             format!("{org_path}/audit"),
+            format!("{org_path}/timeline"),
             format!("{org_path}/settings"),
             "/account".to_string(),
         ] {

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod batch;
+pub mod events;
 pub mod installation;
 pub mod machines;
 pub mod orgs;

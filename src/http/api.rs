@@ -153,6 +153,13 @@ pub async fn run(app: &App, req: &Request, op: Op, ctx: Ctx) -> Result<Response,
             let list = crate::service::audit::list(app, ctx, q).await?;
             page(req, "entries", &list)
         }
+        Op::Timeline => {
+            let q = crate::service::timeline::TimelineQuery::parse(
+                req.query_param("limit"),
+                decoded(req, "before")?.as_deref(),
+            )?;
+            json(OK, &crate::service::timeline::list(app, ctx, q).await?)
+        }
     })
 }
 

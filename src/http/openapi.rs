@@ -73,6 +73,7 @@ fn schemas() -> Value {
     m.insert("MachineRotated".into(), json!({"type": "object", "required": ["machine"], "properties": {"machine": machine, "config": {"type": "string", "description": "wg-quick configuration with the new private key (only when the server made the key pair; shown this once)"}, "config_qr_svg": {"type": "string"}}}));
     m.insert("MachineBatch".into(), json!({"type": "object", "required": ["action", "ids"], "additionalProperties": false, "properties": {"action": {"type": "string", "enum": ["tag_add", "tag_remove", "delete"]}, "ids": {"type": "array", "minItems": 1, "maxItems": 1000, "items": uuid}, "tag": {"type": "string", "pattern": "^[\\p{L}\\p{N}_.:-]{1,64}$", "description": "required for tag_add and tag_remove, refused for delete"}}}));
     m.insert("MachineBatchDone".into(), json!({"type": "object", "required": ["action", "count", "machines"], "properties": {"action": {"type": "string", "enum": ["tag_add", "tag_remove", "delete"]}, "count": {"type": "integer"}, "machines": {"type": "array", "items": machine, "description": "as they are now (deleted ones: as they were)"}}}));
+    m.insert("Timeline".into(), json!({"type": "object", "required": ["entries", "next_cursor"], "properties": {"entries": {"type": "array", "items": {"type": "object", "required": ["at", "source", "kind", "summary", "count"], "properties": {"at": time, "source": {"type": "string", "enum": ["reconciler", "audit"]}, "kind": {"type": "string", "description": "repair, failure, restart, or the audit action"}, "summary": {"type": "string"}, "count": {"type": "integer", "description": "identical reconciler events within 60 s are one entry"}, "first_at": time, "duration_ms": {"type": "integer"}, "actor": {"type": "string"}, "detail": {"description": "audit entries: their detail; reconciler entries: actions or error, for the operator only"}}}}, "next_cursor": {"type": ["string", "null"], "description": "pass as ?before= for older entries"}}}));
     m.insert("MachinePatch".into(), json!({"type": "object", "additionalProperties": false, "properties": {"name": name, "tags": {"type": "array", "items": {"type": "string"}}}}));
     m.insert(
         "MachineList".into(),
@@ -183,6 +184,10 @@ pub fn document(cookie_secure: bool) -> Value {
         if let Some(default) = paged(r.op) {
             params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": default}, "description": "items per page"}));
             params.push(json!({"name": "cursor", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CURSOR_LEN, "pattern": "^[A-Za-z0-9_-]+$"}, "description": "where the page starts: the next_cursor of the page before (opaque); a cursor of another list is a 400"}));
+        }
+        if r.op == Op::Timeline {
+            params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": crate::service::timeline::MAX_LIMIT, "default": crate::service::timeline::DEFAULT_LIMIT}, "description": "entries per page"}));
+            params.push(json!({"name": "before", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "entries older than this (the next_cursor of the page before)"}));
         }
         if r.op == Op::Audit {
             params.push(json!({"name": "before", "in": "query", "schema": {"type": "integer"}, "description": "entries older than this id (instead of cursor)"}));

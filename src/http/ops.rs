@@ -37,6 +37,7 @@ pub enum Op {
     PolicyMove,
     Status,
     Audit,
+    Timeline,
 }
 
 /// Parses the JSON body into `T` (unknown fields are refused by `T`'s own serde attributes).

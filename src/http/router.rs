@@ -322,6 +322,15 @@ pub const ROUTES: &[Route] = &[
         200,
         Some("AuditList"),
     ),
+    r(
+        GET,
+        "/api/v1/orgs/{org}/timeline",
+        Op::Timeline,
+        "What happened to the org, newest first: the reconciler's repairs, failures and restarts (their detail for the operator only) merged with the audit log",
+        None,
+        200,
+        Some("Timeline"),
+    ),
 ];
 
 /// Matches `path` against a pattern; returns the raw `{org}` and `{id}` segments.

@@ -24,6 +24,7 @@ pub mod policies;
 pub mod reads;
 pub mod session;
 pub mod status;
+pub mod timeline;
 pub mod users;
 pub mod validate;
 pub mod views;

@@ -497,6 +497,7 @@ impl Harness {
             listen: Some(database_url(&world.db_name).parse().unwrap()),
             board: Default::default(),
             poll: Default::default(),
+            events: meshwg::actors::events::EventLog::start(pool.clone()),
             quotas,
         };
         meshwg::telemetry::recorder();

@@ -203,6 +203,9 @@ impl TenantState {
                     .collect();
                 if !repairs.is_empty() {
                     tracing::warn!(tenant = %self.org_id, repairs = ?repairs, "kernel drift repaired");
+                    self.deps
+                        .events
+                        .repaired(self.org_id, &repairs, &c.applied, took);
                 }
                 self.failures = 0;
                 self.counters_at = Some(Instant::now());
@@ -240,6 +243,7 @@ impl TenantState {
                     telemetry.down(self.org_id);
                     self.failures += 1;
                     tracing::error!(tenant = %self.org_id, error = %e, failures = self.failures, "reconcile failed");
+                    self.deps.events.failed(self.org_id, &e.to_string(), took);
                 }
                 if let Some(s) = self.status.as_deref() {
                     let mut s = s.clone();

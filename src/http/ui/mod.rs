@@ -15,6 +15,7 @@ mod org;
 pub mod page;
 mod policies;
 pub mod routes;
+mod timeline;
 
 pub use routes::{dispatch, is_ui};
 

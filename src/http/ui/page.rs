@@ -121,6 +121,7 @@ impl Chrome {
                 ("", "Overview"),
                 ("/machines", "Machines"),
                 ("/policies", "Policies"),
+                ("/timeline", "Timeline"),
                 ("/audit", "Audit"),
                 ("/users", "Users"),
                 ("/settings", "Settings"),

@@ -6,7 +6,7 @@
 
 use super::form::Form;
 use super::page::{Chrome, error_page, redirect};
-use super::{account, assets, batch, export, machines, operator, org, policies};
+use super::{account, assets, batch, export, machines, operator, org, policies, timeline};
 use crate::http::error::ApiError;
 use crate::http::router::matches;
 use crate::http::{App, Request, Response, session};
@@ -49,6 +49,7 @@ pub enum Page {
     UserDelete,
     Audit,
     AuditExport,
+    Timeline,
     Settings,
     SettingsUpdate,
     OrgDelete,
@@ -109,6 +110,7 @@ pub const ROUTES: &[(Method, &str, Page)] = &[
     (POST, "/orgs/{org}/users", Page::UserCreate),
     (POST, "/orgs/{org}/users/{id}/delete", Page::UserDelete),
     (GET, "/orgs/{org}/audit", Page::Audit),
+    (GET, "/orgs/{org}/timeline", Page::Timeline),
     (GET, "/orgs/{org}/audit/export.csv", Page::AuditExport),
     (GET, "/orgs/{org}/audit/export.jsonl", Page::AuditExport),
     (GET, "/orgs/{org}/settings", Page::Settings),
@@ -302,6 +304,7 @@ async fn run(
         Page::UserDelete => org::user_delete(app, ctx).await,
         Page::Audit => org::audit(app, req, ctx).await,
         Page::AuditExport => export::audit(app, req, ctx).await,
+        Page::Timeline => timeline::page(app, req, ctx).await,
         Page::Settings => org::settings(app, req, ctx, None).await,
         Page::SettingsUpdate => org::settings_update(app, req, ctx, &form).await,
         Page::OrgDelete => org::delete(app, req, ctx, &form).await,
