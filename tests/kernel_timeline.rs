@@ -156,3 +156,171 @@ fn kernel_timeline_shows_repairs_of_a_deleted_namespace_and_a_flushed_chain() {
         assert_eq!(count().await, 0);
     });
 }
+
+/// The org's invariants as the API gives them to `who`, by check id.
+async fn invariants(
+    api: &Api,
+    who: &User,
+    org: &str,
+) -> (Value, std::collections::BTreeMap<String, Value>) {
+    let r = api
+        .call(
+            "GET",
+            &format!("/api/v1/orgs/{org}/invariants"),
+            Some(who),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let checks = r.body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_string(), c.clone()))
+        .collect();
+    (r.body, checks)
+}
+
+/// Waits until every check holds and each of `broken` was found broken after `since` (an RFC
+/// 3339 time); returns the checks.
+async fn repaired(
+    api: &Api,
+    who: &User,
+    org: &str,
+    broken: &[&str],
+    since: &str,
+) -> std::collections::BTreeMap<String, Value> {
+    let (checks, took) = eventually(
+        Duration::from_secs(10),
+        &format!("{broken:?} broken and repaired"),
+        || async {
+            let (_, checks) = invariants(api, who, org).await;
+            let all_hold = checks.values().all(|c| c["pass"] == true);
+            let seen = broken.iter().all(|id| {
+                checks[*id]["last_failed_at"]
+                    .as_str()
+                    .is_some_and(|t| t > since)
+            });
+            (all_hold && seen).then_some(checks)
+        },
+    )
+    .await;
+    eprintln!("{broken:?} repaired and shown after {took:?}");
+    checks
+}
+
+#[test]
+fn kernel_invariants_hold_and_record_each_breakage_the_reconciler_repaired() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let op = api.operator().await;
+        let (org, admin) = api.org_with_admin(&op, "Invariants", "10.76.0.0/16").await;
+        let names = h.names(&h.org_row(&org).await);
+        let member = api
+            .user(&admin, &org, "member@invariants.test", "member")
+            .await;
+        let laptop = api.machine(&admin, &org, "laptop").await;
+        let vm1 = h.client(
+            1,
+            &meshwg::secret::Secret::new(laptop["config"].as_str().unwrap().to_string()),
+        );
+        eventually(
+            Duration::from_secs(20),
+            "laptop reaches the hub",
+            || async { vm1.ping("10.76.0.1", 1).then_some(()) },
+        )
+        .await;
+
+        // Everything holds, nothing was broken; members see no kernel detail, the operator does.
+        let (body, checks) = invariants(&api, &member, &org).await;
+        assert!(
+            body["verified_at"].is_string() && body["unverified"] == false,
+            "{body}"
+        );
+        assert_eq!(checks.len(), 7);
+        for (id, c) in &checks {
+            assert_eq!(c["pass"], true, "{id}: {c}");
+            assert!(c["last_failed_at"].is_null(), "{id}: {c}");
+            assert!(c.get("detail").is_none(), "{id}: {c}");
+        }
+        let (_, checks) = invariants(&api, &op, &org).await;
+        assert!(checks["links"]["detail"].as_str().unwrap().contains("wg0"));
+        assert!(
+            checks["hub_key"]["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("opens")
+        );
+        assert_eq!(checks["allowed_ips"]["detail"], "1 peers");
+
+        // A way out by hand — NAT, a default route, another link — is each found and undone.
+        let t0 = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        ns(
+            &names.netns,
+            &[
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-j",
+                "MASQUERADE",
+            ],
+        );
+        ns(
+            &names.netns,
+            &["ip", "route", "add", "default", "dev", "wg0"],
+        );
+        ns(
+            &names.netns,
+            &[
+                "ip", "link", "add", "rogue0", "type", "veth", "peer", "name", "rogue1",
+            ],
+        );
+        let checks = repaired(&api, &member, &org, &["nat", "routes", "links"], &t0).await;
+        for id in ["forward", "ipv6", "hub_key"] {
+            assert!(
+                checks[id]["last_failed_at"].is_null(),
+                "{id}: {:?}",
+                checks[id]
+            );
+        }
+        // The chain flushed.
+        let t1 = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        ns(&names.netns, &["iptables", "-F", "MWG-ACL"]);
+        let checks = repaired(&api, &member, &org, &["forward"], &t1).await;
+        assert!(checks["ipv6"]["last_failed_at"].is_null());
+        // The namespace deleted: every kernel promise was broken, and holds again.
+        let t2 = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        sh(&["ip", "netns", "del", &names.netns]);
+        repaired(
+            &api,
+            &admin,
+            &org,
+            &["forward", "links", "nat", "routes", "ipv6", "allowed_ips"],
+            &t2,
+        )
+        .await;
+        // The timeline recorded the broken observations the checks were repaired from.
+        let shown = timeline(&api, &member, &org).await;
+        for what in [
+            "NAT rules removed",
+            "route removed",
+            "foreign link removed",
+            "namespace recreated",
+        ] {
+            assert!(
+                shown
+                    .iter()
+                    .any(|e| e["summary"].as_str().unwrap_or("").contains(what)),
+                "{what} not in {shown:?}"
+            );
+        }
+        eventually(
+            Duration::from_secs(20),
+            "laptop reaches the hub again",
+            || async { vm1.ping("10.76.0.1", 1).then_some(()) },
+        )
+        .await;
+    });
+}

@@ -773,6 +773,16 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
     ns(&names.netns, &["iptables", "-F", "MWG-ACL"]);
     ui.wait_text("#timeline", "firewall rules restored").await;
     ui.audit("timeline").await;
+    // The overview's invariants: all hold, the flushed chain shown as broken and repaired.
+    ui.go(&org_path).await;
+    ui.wait_text("#invariants", "holds").await;
+    let forward = ui
+        .js("return [...document.querySelectorAll('#invariants tbody tr')][0].innerText")
+        .await;
+    assert!(
+        forward.as_str().unwrap().contains("ago"),
+        "the flushed chain is not shown as repaired: {forward}"
+    );
 
     // Every other page passes axe and is shot.
     for (name, path) in [

@@ -326,6 +326,16 @@ fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
                 assert!(body.contains("&#34;&#62;&#60;img src=x"), "{path}: {body}");
             }
         }
+        // The overview's live invariants: each promise holds, with the kernel detail for the
+        // operator.
+        let r = get(&api, &org_path, Some(&op)).await;
+        let body = text(&r);
+        assert!(
+            body.contains("FORWARD policy DROP with the single jump to MWG-ACL"),
+            "{body}"
+        );
+        assert_eq!(body.matches("</span>holds</td>").count(), 7, "{body}");
+        assert!(body.contains("<th scope=\"col\">Kernel</th>"));
         let r = get(&api, &format!("{org_path}/policies"), Some(&op)).await;
         let body = text(&r);
         assert!(

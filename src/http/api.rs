@@ -153,6 +153,7 @@ pub async fn run(app: &App, req: &Request, op: Op, ctx: Ctx) -> Result<Response,
             let list = crate::service::audit::list(app, ctx, q).await?;
             page(req, "entries", &list)
         }
+        Op::Invariants => json(OK, &crate::service::invariants::invariants(app, ctx).await?),
         Op::Timeline => {
             let q = crate::service::timeline::TimelineQuery::parse(
                 req.query_param("limit"),

@@ -38,6 +38,7 @@ pub enum Op {
     Status,
     Audit,
     Timeline,
+    Invariants,
 }
 
 /// Parses the JSON body into `T` (unknown fields are refused by `T`'s own serde attributes).

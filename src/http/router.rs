@@ -331,6 +331,15 @@ pub const ROUTES: &[Route] = &[
         200,
         Some("Timeline"),
     ),
+    r(
+        GET,
+        "/api/v1/orgs/{org}/invariants",
+        Op::Invariants,
+        "The hub's promises as checks of the last observation (FORWARD DROP with one jump, only lo and wg0, nat empty, no default or static route, IPv6 off, AllowedIPs exactly each /32, hub key opens), when verified and last broken; kernel detail for the operator only",
+        None,
+        200,
+        Some("Invariants"),
+    ),
 ];
 
 /// Matches `path` against a pattern; returns the raw `{org}` and `{id}` segments.

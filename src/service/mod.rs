@@ -16,6 +16,7 @@ pub mod auth;
 pub mod batch;
 pub mod console;
 pub mod error;
+pub mod invariants;
 pub mod machine_query;
 pub mod machines;
 pub mod orgs;

@@ -212,7 +212,13 @@ impl TenantState {
                 if c.applied.iter().any(Action::narrows) {
                     self.revoke().await;
                 }
-                let status = TenantStatus::from_observed(&self.names, &c.observed);
+                let mut status = TenantStatus::from_observed(&self.names, &c.observed);
+                let now = chrono::Utc::now();
+                for kind in &repairs {
+                    for id in crate::reconcile::invariants::failed_before(kind) {
+                        status.failed_at.insert(id, now);
+                    }
+                }
                 let snap = self.snapshot.clone().expect("loaded");
                 self.remember_endpoints(&status, &snap).await;
                 telemetry.reconciled(
@@ -343,6 +349,12 @@ impl TenantState {
     /// Makes `status` what readers see, with the next generation number.
     fn publish(&mut self, mut status: TenantStatus) {
         status.generation = self.status.as_ref().map_or(1, |s| s.generation + 1);
+        // When invariants were last broken outlives the observation that repaired them.
+        if let Some(old) = &self.status {
+            for (id, at) in &old.failed_at {
+                status.failed_at.entry(id).or_insert(*at);
+            }
+        }
         let status = Arc::new(status);
         self.status = Some(status.clone());
         self.status_tx.send_replace(Some(status));

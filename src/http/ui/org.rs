@@ -29,6 +29,41 @@ struct Overview {
     recent: Vec<AuditRow>,
     talkers: Vec<Talker>,
     drops: Vec<Drop>,
+    invariants: Vec<Invariant>,
+    verified: String,
+    verified_iso: String,
+}
+
+/// One promise of the hub as the last observation showed it.
+struct Invariant {
+    label: &'static str,
+    word: &'static str,
+    class: &'static str,
+    last_failed: String,
+    last_failed_iso: String,
+    detail: String,
+}
+
+fn invariant_rows(inv: &crate::service::invariants::Invariants) -> Vec<Invariant> {
+    let now = Utc::now();
+    inv.checks
+        .iter()
+        .map(|c| {
+            let (word, class) = match c.pass {
+                Some(true) => ("holds", "st-pass"),
+                Some(false) => ("broken", "st-bad"),
+                None => ("not verified", "st-bad"),
+            };
+            Invariant {
+                label: c.label,
+                word,
+                class,
+                last_failed: c.last_failed_at.map(|t| ago(t, now)).unwrap_or_default(),
+                last_failed_iso: c.last_failed_at.map(iso).unwrap_or_default(),
+                detail: c.detail.clone().unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 /// A machine among the org's busiest since its hub came up (the kernel's byte counters).
@@ -145,7 +180,11 @@ pub async fn overview(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, A
     drops.truncate(TOP);
     let q = AuditQuery::parse(Some("10"), None, None)?;
     let recent = audit_rows(audit::list(app, ctx, q).await?.items);
+    let inv = crate::service::invariants::invariants(app, ctx).await?;
     let page = Overview {
+        invariants: invariant_rows(&inv),
+        verified: inv.verified_at.map(|t| ago(t, now)).unwrap_or_default(),
+        verified_iso: inv.verified_at.map(iso).unwrap_or_default(),
         chrome: Chrome::of(req, ctx, Some(org.clone()), "Overview"),
         org,
         online,
