@@ -336,6 +336,21 @@ fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
         );
         assert_eq!(body.matches("</span>holds</td>").count(), 7, "{body}");
         assert!(body.contains("<th scope=\"col\">Kernel</th>"));
+        // Its poll gets the panel alone.
+        let r = api
+            .raw(
+                warp::test::request()
+                    .method("GET")
+                    .path(&org_path)
+                    .header("host", "localhost")
+                    .header("hx-request", "true")
+                    .header("cookie", &op.cookie),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let body = text(&r);
+        assert!(body.starts_with("<div id=\"invariants-panel\""), "{body}");
+        assert!(!body.contains("Top talkers"));
         let r = get(&api, &format!("{org_path}/policies"), Some(&op)).await;
         let body = text(&r);
         assert!(

@@ -71,7 +71,11 @@ fn schemas() -> Value {
     m.insert("MachineCreated".into(), json!({"type": "object", "properties": {"machine": machine, "config": {"type": "string", "description": "wg-quick configuration; holds the private key if the server made it (shown this once)"}, "config_qr_svg": {"type": "string"}}}));
     m.insert("MachineRotateKey".into(), json!({"type": "object", "additionalProperties": false, "properties": {"public_key": {"type": ["string", "null"], "description": "32 bytes, base64: the machine's own new key; without it (or without a body) the server makes the key pair and returns the private key once"}}}));
     m.insert("MachineRotated".into(), json!({"type": "object", "required": ["machine"], "properties": {"machine": machine, "config": {"type": "string", "description": "wg-quick configuration with the new private key (only when the server made the key pair; shown this once)"}, "config_qr_svg": {"type": "string"}}}));
-    m.insert("MachineBatch".into(), json!({"type": "object", "required": ["action", "ids"], "additionalProperties": false, "properties": {"action": {"type": "string", "enum": ["tag_add", "tag_remove", "delete"]}, "ids": {"type": "array", "minItems": 1, "maxItems": 1000, "items": uuid}, "tag": {"type": "string", "pattern": "^[\\p{L}\\p{N}_.:-]{1,64}$", "description": "required for tag_add and tag_remove, refused for delete"}}}));
+    let batch_ids = json!({"type": "array", "minItems": 1, "maxItems": 1000, "items": uuid, "description": "machines of the org; repeated ids count once"});
+    m.insert("MachineBatch".into(), json!({"oneOf": [
+        {"type": "object", "required": ["action", "ids", "tag"], "additionalProperties": false, "properties": {"action": {"type": "string", "enum": ["tag_add", "tag_remove"]}, "ids": batch_ids, "tag": {"type": "string", "pattern": "^[\\p{L}\\p{N}_.:-]{1,64}$"}}},
+        {"type": "object", "required": ["action", "ids"], "additionalProperties": false, "properties": {"action": {"const": "delete"}, "ids": batch_ids}}
+    ]}));
     m.insert("MachineBatchDone".into(), json!({"type": "object", "required": ["action", "count", "machines"], "properties": {"action": {"type": "string", "enum": ["tag_add", "tag_remove", "delete"]}, "count": {"type": "integer"}, "machines": {"type": "array", "items": machine, "description": "as they are now (deleted ones: as they were)"}}}));
     m.insert("Timeline".into(), json!({"type": "object", "required": ["entries", "next_cursor"], "properties": {"entries": {"type": "array", "items": {"type": "object", "required": ["at", "source", "kind", "summary", "count"], "properties": {"at": time, "source": {"type": "string", "enum": ["reconciler", "audit"]}, "kind": {"type": "string", "description": "repair, failure, restart, or the audit action"}, "summary": {"type": "string"}, "count": {"type": "integer", "description": "identical reconciler events within 60 s are one entry"}, "first_at": time, "duration_ms": {"type": "integer"}, "actor": {"type": "string"}, "detail": {"description": "audit entries: their detail; reconciler entries: actions or error, for the operator only"}}}}, "next_cursor": {"type": ["string", "null"], "description": "pass as ?before= for older entries"}}}));
     m.insert("Invariants".into(), json!({"type": "object", "required": ["verified_at", "unverified", "checks"], "properties": {"verified_at": nullable_time, "unverified": {"type": "boolean", "description": "the last reconcile failed: nothing is verified"}, "checks": {"type": "array", "items": {"type": "object", "required": ["id", "label", "pass", "last_failed_at"], "properties": {"id": {"type": "string", "enum": ["forward", "links", "nat", "routes", "ipv6", "allowed_ips", "hub_key"]}, "label": {"type": "string"}, "pass": {"type": ["boolean", "null"]}, "last_failed_at": nullable_time, "detail": {"type": "string", "description": "what the kernel showed (operator only)"}}}}}}));
@@ -234,7 +238,7 @@ pub fn document(cookie_secure: bool) -> Value {
             );
         }
         responses.insert(r.ok.to_string(), ok);
-        if r.body.is_some() || paged(r.op).is_some() {
+        if r.body.is_some() || paged(r.op).is_some() || r.op == Op::Timeline {
             responses.insert(
                 "400".into(),
                 error_response("malformed or invalid input; nothing changed"),

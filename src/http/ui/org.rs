@@ -2,7 +2,7 @@
 
 use super::fmt::{ago, bytes, iso};
 use super::form::Form;
-use super::page::{Chrome, after_change, fragment, html, redirect};
+use super::page::{Chrome, after_change, fragment, html, is_htmx, redirect};
 use crate::http::error::ApiError;
 use crate::http::{App, Request, Response};
 use crate::policy::Verdict;
@@ -32,6 +32,18 @@ struct Overview {
     invariants: Vec<Invariant>,
     verified: String,
     verified_iso: String,
+    operator: bool,
+}
+
+/// The invariants panel alone, for htmx's poll (no kernel call: the last observation only).
+#[derive(Template)]
+#[template(path = "overview.html", block = "invariants")]
+struct InvariantsPanel<'a> {
+    org: &'a OrgView,
+    invariants: Vec<Invariant>,
+    verified: String,
+    verified_iso: String,
+    operator: bool,
 }
 
 /// One promise of the hub as the last observation showed it.
@@ -112,6 +124,18 @@ pub fn audit_rows(records: Vec<crate::db::audit::Record>) -> Vec<AuditRow> {
 pub async fn overview(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiError> {
     let org = orgs::get(app, ctx).await?;
     let now = Utc::now();
+    let inv = crate::service::invariants::invariants(app, ctx).await?;
+    let operator = ctx.role() == crate::db::users::Role::Operator;
+    if is_htmx(req) {
+        let panel = InvariantsPanel {
+            org: &org,
+            invariants: invariant_rows(&inv),
+            verified: inv.verified_at.map(|t| ago(t, now)).unwrap_or_default(),
+            verified_iso: inv.verified_at.map(iso).unwrap_or_default(),
+            operator,
+        };
+        return Ok(fragment(req, &panel));
+    }
     let model = machines::model(app, ctx).await?;
     let (mut online, mut idle, mut never, mut stale) = (0, 0, 0, 0);
     for m in &model.machines {
@@ -180,8 +204,8 @@ pub async fn overview(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, A
     drops.truncate(TOP);
     let q = AuditQuery::parse(Some("10"), None, None)?;
     let recent = audit_rows(audit::list(app, ctx, q).await?.items);
-    let inv = crate::service::invariants::invariants(app, ctx).await?;
     let page = Overview {
+        operator,
         invariants: invariant_rows(&inv),
         verified: inv.verified_at.map(|t| ago(t, now)).unwrap_or_default(),
         verified_iso: inv.verified_at.map(iso).unwrap_or_default(),
