@@ -324,3 +324,31 @@ fn kernel_invariants_hold_and_record_each_breakage_the_reconciler_repaired() {
         .await;
     });
 }
+
+#[test]
+fn kernel_timeline_shows_an_actor_restart() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let op = api.operator().await;
+        let (org, admin) = api.org_with_admin(&op, "Restart", "10.77.0.0/16").await;
+        let id: uuid::Uuid = org.parse().unwrap();
+        h.ctl.tenant_actor(id).await.unwrap().kill();
+        let (e, _) = eventually(
+            Duration::from_secs(10),
+            "restart in the timeline",
+            || async {
+                timeline(&api, &admin, &org)
+                    .await
+                    .into_iter()
+                    .find(|e| e["kind"] == "restart")
+            },
+        )
+        .await;
+        assert_eq!(e["source"], "reconciler");
+        assert_eq!(e["summary"], "The hub's actor was restarted");
+        assert!(e.get("detail").is_none());
+        let shown = timeline(&api, &op, &org).await;
+        let e = shown.iter().find(|e| e["kind"] == "restart").unwrap();
+        assert_eq!(e["detail"], "attempt 1");
+    });
+}
