@@ -726,7 +726,18 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
 
     // Keyboard only: tick laptop and phone on the list, add a tag to both after the
     // confirmation that names them; then delete the attack-named machine, typing the count.
+    // First, "select every machine shown" ticks and unticks every box.
     ui.go(&format!("/orgs/{org}/machines")).await;
+    let ticked = "return [...document.querySelectorAll('input[form=bulk]')].map(b => b.checked)";
+    ui.el("[data-select-all]").await.click().await.unwrap();
+    let all = ui.js(ticked).await;
+    assert!(all.as_array().unwrap().iter().all(|b| b == true), "{all}");
+    ui.el("[data-select-all]").await.click().await.unwrap();
+    let none = ui.js(ticked).await;
+    assert!(
+        none.as_array().unwrap().iter().all(|b| b == false),
+        "{none}"
+    );
     ui.js("document.body.focus()").await;
     ui.tab_to("tr[data-machine='laptop'] input[type=checkbox]")
         .await;
