@@ -2,7 +2,8 @@
 // - sends the session's CSRF token with htmx requests (X-CSRF-Token, from <meta name="csrf-token">);
 // - removes one-time secrets (a new machine's config) from the DOM when the page is left, so
 //   neither the back button nor the back/forward cache shows a private key again;
-// - copy buttons; pauses polling while the tab is hidden; "/" focuses the search field;
+// - copy buttons; pauses polling while the tab is hidden or boxes in it are ticked; ticks all
+//   boxes of the bulk form; "/" focuses the search field;
 // - collects CSP violations and script errors in window.meshwgErrors (the browser tests read it).
 (function () {
   "use strict";
@@ -43,7 +44,9 @@
   // Polls (elements marked data-poll) wait while nobody looks.
   document.addEventListener("htmx:beforeRequest", function (e) {
     var elt = e.detail && e.detail.elt;
-    if (document.hidden && elt && elt.hasAttribute("data-poll")) {
+    // Nor while boxes in them are ticked (a swap would untick them).
+    var ticked = elt && elt.querySelector && elt.querySelector("input[type=checkbox]:checked");
+    if (elt && elt.hasAttribute("data-poll") && (document.hidden || ticked)) {
       e.preventDefault();
     }
   });
@@ -82,6 +85,18 @@
     }
     if (target.closest("[data-saved]")) {
       clearSecrets();
+    }
+  });
+
+  // "Select every machine shown" ticks or unticks the boxes of the bulk form.
+  document.addEventListener("change", function (e) {
+    var all = e.target instanceof Element && e.target.closest("[data-select-all]");
+    if (!all) {
+      return;
+    }
+    var boxes = document.querySelectorAll('input[type=checkbox][form="bulk"]');
+    for (var i = 0; i < boxes.length; i++) {
+      boxes[i].checked = all.checked;
     }
   });
 

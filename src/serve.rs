@@ -116,6 +116,7 @@ pub async fn run(config: Config, orphans: Orphans) -> anyhow::Result<()> {
         },
         board: Default::default(),
         poll: Default::default(),
+        events: crate::actors::events::EventLog::start(pool.clone()),
         quotas: crate::actors::Quotas {
             machines: config.quotas.0,
             policies: config.quotas.1,

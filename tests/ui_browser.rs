@@ -536,6 +536,45 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
     ui.go(&format!("/orgs/{org}/machines/new")).await;
     ui.audit("machine-new").await;
 
+    // Keyboard only: rotate phone's key on its page; the new config is shown once, the old
+    // one stops, and the page waits for the new key's first handshake, then shows it online.
+    ui.go(&format!("/orgs/{org}/machines")).await;
+    let phone_path = ui
+        .js("return [...document.querySelectorAll('#machines tbody tr')]
+               .find(r => r.dataset.machine === 'phone').querySelector('a').getAttribute('href')")
+        .await;
+    let phone_path = phone_path.as_str().unwrap().to_string();
+    ui.go(&phone_path).await;
+    ui.js("document.body.focus()").await;
+    ui.tab_to("#r-confirm").await;
+    ui.key(Key::Space).await;
+    ui.tab_to("#rotate").await;
+    ui.key(Key::Enter).await;
+    ui.wait_text("h1", "New key for phone").await;
+    ui.audit("machine-rotated").await;
+    let rotated_conf = ui.text("#config").await;
+    assert!(rotated_conf.contains("PrivateKey"), "{rotated_conf}");
+    ui.tab_to("#saved").await;
+    ui.key(Key::Enter).await;
+    ui.arrive("phone's page", |p| p == phone_path).await;
+    ui.wait_text(
+        "#machine-status",
+        "waiting for the first handshake with the new key",
+    )
+    .await;
+    ui.audit("machine-rotated-waiting").await;
+    assert!(!vm1.ping(phone_addr, 2), "phone's old config still answers");
+    drop(vm2);
+    let vm3 = h.client(3, &Secret::new(rotated_conf));
+    eventually(
+        Duration::from_secs(30),
+        "laptop pings phone's new key",
+        || async { vm1.ping(phone_addr, 1).then_some(()) },
+    )
+    .await;
+    ui.wait_text("#machine-status", "online").await;
+    let _ = vm3;
+
     // (h, b) Keyboard only: a deny policy laptop → phone for icmp.
     ui.go(&org_path).await;
     ui.js("document.body.focus()").await;
@@ -677,7 +716,7 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
     .await;
     let verdict = ui.text("#explain-answer .verdict").await;
     assert!(verdict.contains("but the reply is denied"), "{verdict}");
-    assert!(!vm2.ping("10.100.0.2", 2), "echo replies are dropped");
+    assert!(!vm3.ping("10.100.0.2", 2), "echo replies are dropped");
     // The fix pre-fills an allow above the deny in the policy form (not saved here).
     ui.js("document.body.focus()").await;
     ui.tab_to("#explain-fix").await;
@@ -856,6 +895,76 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
     ui.go(&format!("/orgs/{org}/matrix?proto=tcp&port=22&by=tag"))
         .await;
     ui.audit("matrix-tags").await;
+    // Keyboard only: tick laptop and phone on the list, add a tag to both after the
+    // confirmation that names them; then delete the attack-named machine, typing the count.
+    // First, "select every machine shown" ticks and unticks every box.
+    ui.go(&format!("/orgs/{org}/machines")).await;
+    let ticked = "return [...document.querySelectorAll('input[form=bulk]')].map(b => b.checked)";
+    ui.el("[data-select-all]").await.click().await.unwrap();
+    let all = ui.js(ticked).await;
+    assert!(all.as_array().unwrap().iter().all(|b| b == true), "{all}");
+    ui.el("[data-select-all]").await.click().await.unwrap();
+    let none = ui.js(ticked).await;
+    assert!(
+        none.as_array().unwrap().iter().all(|b| b == false),
+        "{none}"
+    );
+    ui.js("document.body.focus()").await;
+    ui.tab_to("tr[data-machine='laptop'] input[type=checkbox]")
+        .await;
+    ui.key(Key::Space).await;
+    ui.tab_to("tr[data-machine='phone'] input[type=checkbox]")
+        .await;
+    ui.key(Key::Space).await;
+    ui.js("document.body.focus()").await;
+    ui.tab_to("#b-tag").await;
+    ui.keys("lab").await;
+    ui.tab_to("#bulk-review").await;
+    ui.key(Key::Enter).await;
+    ui.wait_text("h1", "Add tag lab to 2 machines?").await;
+    assert!(ui.text("#batch-names").await.contains("laptop, phone"));
+    ui.audit("machines-bulk-confirm").await;
+    ui.tab_to("#batch-apply").await;
+    ui.key(Key::Enter).await;
+    ui.arrive("machines", |p| p.ends_with("/machines")).await;
+    ui.wait_text("tr[data-machine='laptop']", "lab").await;
+    assert!(ui.machine_row("phone").await.unwrap().contains("lab"));
+    ui.js(&format!(
+        "[...document.querySelectorAll('#machines tbody tr')].find(r => r.dataset.machine === {}).querySelector('input').click()",
+        json!(XSS)
+    ))
+    .await;
+    ui.el("#b-action")
+        .await
+        .select_by_value("delete")
+        .await
+        .unwrap();
+    ui.el("#bulk-review").await.click().await.unwrap();
+    ui.wait_text("h1", "Delete 1 machine?").await;
+    ui.fill("#b-confirm", "1").await;
+    ui.el("#batch-apply").await.click().await.unwrap();
+    ui.arrive("machines", |p| p.ends_with("/machines")).await;
+    assert!(
+        ui.machine_row(XSS).await.is_none(),
+        "the machine was not deleted"
+    );
+
+    // The timeline shows a repair of drift made by hand, live (no reload).
+    let names = h.names(&h.org_row(&org).await);
+    ui.go(&format!("/orgs/{org}/timeline")).await;
+    ns(&names.netns, &["iptables", "-F", "MWG-ACL"]);
+    ui.wait_text("#timeline", "firewall rules restored").await;
+    ui.audit("timeline").await;
+    // The overview's invariants: all hold, the flushed chain shown as broken and repaired.
+    ui.go(&org_path).await;
+    ui.wait_text("#invariants", "holds").await;
+    let forward = ui
+        .js("return [...document.querySelectorAll('#invariants tbody tr')][0].innerText")
+        .await;
+    assert!(
+        forward.as_str().unwrap().contains("ago"),
+        "the flushed chain is not shown as repaired: {forward}"
+    );
 
     // Every other page passes axe and is shot.
     for (name, path) in [

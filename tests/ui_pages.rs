@@ -57,6 +57,12 @@ fn location(r: &common::api::Reply) -> String {
     r.headers["location"].to_str().unwrap().to_string()
 }
 
+/// A machine as the API shows it.
+async fn machine_json(api: &Api, who: &Client, org: &str, id: &str) -> serde_json::Value {
+    let path = format!("/api/v1/orgs/{org}/machines/{id}");
+    api.call("GET", &path, Some(who), None).await.body
+}
+
 /// The headers every page carries, and nothing inline a strict CSP would block.
 fn assert_page(r: &common::api::Reply, authed: bool) {
     let h = &r.headers;
@@ -305,6 +311,7 @@ fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
             format!("{org_path}/policies"),
             format!("{org_path}/users"),
             format!("{org_path}/audit"),
+            format!("{org_path}/timeline"),
             format!("{org_path}/settings"),
             format!("{org_path}/explain"),
             format!("{org_path}/explain?src={machine}&dst_addr=10.100.0.9&proto=tcp&port=22"),
@@ -322,6 +329,31 @@ fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
                 assert!(body.contains("&#34;&#62;&#60;img src=x"), "{path}: {body}");
             }
         }
+        // The overview's live invariants: each promise holds, with the kernel detail for the
+        // operator.
+        let r = get(&api, &org_path, Some(&op)).await;
+        let body = text(&r);
+        assert!(
+            body.contains("FORWARD policy DROP with the single jump to MWG-ACL"),
+            "{body}"
+        );
+        assert_eq!(body.matches("</span>holds</td>").count(), 7, "{body}");
+        assert!(body.contains("<th scope=\"col\">Kernel</th>"));
+        // Its poll gets the panel alone.
+        let r = api
+            .raw(
+                warp::test::request()
+                    .method("GET")
+                    .path(&org_path)
+                    .header("host", "localhost")
+                    .header("hx-request", "true")
+                    .header("cookie", &op.cookie),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let body = text(&r);
+        assert!(body.starts_with("<div id=\"invariants-panel\""), "{body}");
+        assert!(!body.contains("Top talkers"));
         let r = get(&api, &format!("{org_path}/policies"), Some(&op)).await;
         let body = text(&r);
         assert!(
@@ -461,6 +493,199 @@ fn ui_signs_in_renders_every_page_with_its_headers_and_escapes_names() {
         let r = get(&api, "/operator", Some(&op)).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER);
         assert!(location(&r).starts_with("/login"));
+    });
+}
+
+#[test]
+fn ui_rotating_a_key_asks_shows_the_new_config_once_and_waits_for_its_handshake() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let op = api.operator().await;
+        let (org, admin) = api.org_with_admin(&op, "Rotor", "10.100.0.0/16").await;
+        let m = api.machine(&admin, &org, "laptop").await;
+        let id = m["machine"]["id"].as_str().unwrap();
+        let old_key = m["machine"]["public_key"].as_str().unwrap().to_string();
+        let page = format!("/orgs/{org}/machines/{id}");
+        let r = get(&api, &page, Some(&admin)).await;
+        let body = text(&r);
+        assert!(body.contains("Rotate laptop's key"), "{body}");
+        assert!(body.contains("laptop's current config stops working"));
+        let key_now = || async {
+            machine_json(&api, &admin, &org, id).await["public_key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+
+        // Without the confirmation nothing happens; the page says why.
+        let path = format!("{page}/rotate-key");
+        let r = post(
+            &api,
+            &path,
+            Some(&admin),
+            &[("csrf_token", &admin.csrf)],
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", text(&r));
+        assert!(text(&r).contains("tick the box"));
+        assert_eq!(key_now().await, old_key);
+        // Nor without the CSRF token.
+        let r = post(
+            &api,
+            &path,
+            Some(&admin),
+            &[("confirm", "yes")],
+            "same-origin",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert_eq!(key_now().await, old_key);
+
+        // Confirmed: the new config once, never cached, with its QR code.
+        let form = [("csrf_token", admin.csrf.as_str()), ("confirm", "yes")];
+        let r = post(&api, &path, Some(&admin), &form, "same-origin").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", text(&r));
+        assert_page(&r, true);
+        let body = text(&r);
+        assert!(
+            body.contains("New key for laptop") && body.contains("The old config no longer works")
+        );
+        assert!(
+            body.contains("[Interface]") && body.contains("PrivateKey ") && body.contains("<svg")
+        );
+        assert!(
+            body.contains(&format!("href=\"{page}\">I saved it")),
+            "{body}"
+        );
+        let new_key = key_now().await;
+        assert_ne!(new_key, old_key);
+        let r = get(&api, &page, Some(&admin)).await;
+        assert!(text(&r).contains("waiting for the first handshake with the new key"));
+        assert!(text(&r).contains(">machine.rotate_key<"));
+
+        // A key the machine made itself: back to the machine page, no config.
+        let own = meshwg::keys::PrivateKey::generate()
+            .public_key()
+            .to_base64();
+        let form = [
+            ("csrf_token", admin.csrf.as_str()),
+            ("confirm", "yes"),
+            ("public_key", own.as_str()),
+        ];
+        let r = post(&api, &path, Some(&admin), &form, "same-origin").await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", text(&r));
+        assert_eq!(location(&r), page);
+        assert_eq!(key_now().await, own);
+        // The same key again is refused on the page.
+        let r = post(&api, &path, Some(&admin), &form, "same-origin").await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", text(&r));
+        assert!(text(&r).contains("already the machine"));
+    });
+}
+
+#[test]
+fn ui_bulk_actions_confirm_with_the_count_and_names_then_change_all_or_nothing() {
+    run(|h| async move {
+        let api = Api::new(&h).await;
+        let op = api.operator().await;
+        let (org, admin) = api.org_with_admin(&op, "Bulk", "10.100.0.0/16").await;
+        let mut ids = Vec::new();
+        for name in ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", XSS] {
+            let m = api.machine(&admin, &org, name).await;
+            ids.push(m["machine"]["id"].as_str().unwrap().to_string());
+        }
+        let list = format!("/orgs/{org}/machines");
+        let r = get(&api, &list, Some(&admin)).await;
+        let body = text(&r);
+        assert!(body.contains("<form id=\"bulk\""), "{body}");
+        assert!(body.contains(&format!("name=\"ids\" value=\"{}\" form=\"bulk\"", ids[0])));
+        let member = api.user(&admin, &org, "member@bulk.test", "member").await;
+        let r = get(&api, &list, Some(&member)).await;
+        assert!(!text(&r).contains("form=\"bulk\""), "a member gets boxes");
+        let tags_of = |i: usize| {
+            let (api, admin, org, id) = (api.clone(), admin.clone(), org.clone(), ids[i].clone());
+            async move { machine_json(&api, &admin, &org, &id).await["tags"].clone() }
+        };
+
+        // Review: the count and the first names (escaped), nothing changed yet.
+        let path = format!("{list}/batch");
+        let mut form: Vec<(&str, &str)> = vec![
+            ("csrf_token", &admin.csrf),
+            ("action", "tag_add"),
+            ("tag", "lab"),
+        ];
+        for id in &ids {
+            form.push(("ids", id));
+        }
+        let r = post(&api, &path, Some(&admin), &form, "same-origin").await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+        assert_page(&r, true);
+        let body = text(&r);
+        assert!(body.contains("Add tag lab to 7 machines?"), "{body}");
+        assert!(
+            body.contains("7 selected: alpha, bravo, charlie, delta, echo and 2 more."),
+            "{body}"
+        );
+        assert_eq!(tags_of(0).await, serde_json::json!([]));
+        // Applied.
+        form.push(("step", "apply"));
+        let r = post(&api, &path, Some(&admin), &form, "same-origin").await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", text(&r));
+        assert_eq!(location(&r), list);
+        assert_eq!(tags_of(6).await, serde_json::json!(["lab"]));
+
+        // A delete needs the count typed; a wrong count changes nothing.
+        let mut del: Vec<(&str, &str)> = vec![
+            ("csrf_token", &admin.csrf),
+            ("action", "delete"),
+            ("tag", "ignored"),
+        ];
+        del.push(("ids", &ids[0]));
+        del.push(("ids", &ids[1]));
+        let r = post(&api, &path, Some(&admin), &del, "same-origin").await;
+        assert_eq!(r.status, 200);
+        let body = text(&r);
+        assert!(
+            body.contains("Delete 2 machines?")
+                && body.contains("Type <strong>2</strong> to confirm"),
+            "{body}"
+        );
+        del.push(("step", "apply"));
+        del.push(("confirm", "7"));
+        let r = post(&api, &path, Some(&admin), &del, "same-origin").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(text(&r).contains("type 2 to delete these machines"));
+        assert_eq!(tags_of(0).await, serde_json::json!(["lab"]));
+        // A member's forged post and a foreign id change nothing either.
+        let mut forged = del.clone();
+        forged[0] = ("csrf_token", &member.csrf);
+        let r = post(&api, &path, Some(&member), &forged, "same-origin").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let (other, other_admin) = api.org_with_admin(&op, "Elsewhere", "10.100.0.0/16").await;
+        let theirs = api.machine(&other_admin, &other, "theirs").await;
+        let theirs = theirs["machine"]["id"].as_str().unwrap().to_string();
+        let mut foreign = del.clone();
+        foreign.retain(|(k, _)| *k != "confirm");
+        foreign.push(("ids", &theirs));
+        foreign.push(("confirm", "3"));
+        let r = post(&api, &path, Some(&admin), &foreign, "same-origin").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", text(&r));
+        assert_eq!(tags_of(0).await, serde_json::json!(["lab"]));
+        // The right count deletes both.
+        del.retain(|(k, _)| *k != "confirm");
+        del.push(("confirm", "2"));
+        let r = post(&api, &path, Some(&admin), &del, "same-origin").await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", text(&r));
+        let r = api
+            .call(
+                "GET",
+                &format!("/api/v1/orgs/{org}/machines"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.body["machines"].as_array().unwrap().len(), 5);
     });
 }
 

@@ -2,6 +2,7 @@
 //! [`ip_allocator::IpAllocator`]. Callers use the typed handles; every call has a timeout.
 
 pub mod board;
+pub mod events;
 pub mod ip_allocator;
 pub mod poller;
 pub mod supervisor;
@@ -59,6 +60,8 @@ pub struct Deps {
     /// The tenants the cheap poll visits.
     pub poll: Arc<poller::PollRegistry>,
     pub quotas: Quotas,
+    /// Where repairs, failures and restarts go for the org's timeline (never waited for).
+    pub events: events::EventLog,
 }
 
 /// Per-org limits, enforced inside the creating transaction.

@@ -10,6 +10,7 @@
 //! not need PostgreSQL at once (actor, kernel) and what does as soon as PostgreSQL answers.
 
 mod pending;
+mod rotation;
 
 use crate::actors::supervisor::{Supervisor, SupervisorMsg};
 use crate::actors::tenant::{TenantMsg, TenantStatus};

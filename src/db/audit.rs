@@ -124,15 +124,20 @@ pub async fn list(
         )
         .await?
         .iter()
-        .map(|r| Record {
-            id: r.get(0),
-            at: r.get(1),
-            actor_id: r.get(2),
-            actor_email: r.get(3),
-            action: r.get(4),
-            target_type: r.get(5),
-            target_id: r.get(6),
-            detail: r.get(7),
-        })
+        .map(record_of)
         .collect())
+}
+
+/// A row of `SELECT id, at, actor_id, actor_email, action, target_type, target_id, detail`.
+pub(crate) fn record_of(r: &tokio_postgres::Row) -> Record {
+    Record {
+        id: r.get(0),
+        at: r.get(1),
+        actor_id: r.get(2),
+        actor_email: r.get(3),
+        action: r.get(4),
+        target_type: r.get(5),
+        target_id: r.get(6),
+        detail: r.get(7),
+    }
 }

@@ -31,9 +31,10 @@ pub struct NewMachine {
     pub tags: Vec<String>,
 }
 
-const COLUMNS: &str = "id, org_id, name, address, public_key, tags, created_at, last_endpoint";
+pub(super) const COLUMNS: &str =
+    "id, org_id, name, address, public_key, tags, created_at, last_endpoint";
 
-fn from_row(row: &Row) -> Result<Machine, DbError> {
+pub(super) fn from_row(row: &Row) -> Result<Machine, DbError> {
     let address = match row.get::<_, IpAddr>(3) {
         IpAddr::V4(a) => a,
         IpAddr::V6(_) => return Err(DbError::Corrupt("machines.address".into())),
@@ -220,4 +221,28 @@ impl Machine {
             tags: self.tags.iter().cloned().collect(),
         }
     }
+}
+
+/// Replaces a confirmed machine's public key, if it still is `old` (a concurrent rotation
+/// loses); returns the machine as it now is.
+pub async fn set_public_key(
+    pool: &Pool,
+    org_id: Uuid,
+    id: Uuid,
+    old: &PublicKey,
+    new: &PublicKey,
+) -> Result<Option<Machine>, DbError> {
+    let conn = pool.get().await?;
+    conn.query_opt(
+        &format!(
+            "UPDATE machines SET public_key = $4 \
+             WHERE org_id = $1 AND id = $2 AND public_key = $3 AND {} RETURNING {COLUMNS}",
+            pending::CONFIRMED
+        ),
+        &[&org_id, &id, &old.to_base64(), &new.to_base64()],
+    )
+    .await?
+    .as_ref()
+    .map(from_row)
+    .transpose()
 }

@@ -3,6 +3,8 @@
 //! constraint), constraint, other.
 
 pub mod audit;
+pub mod batch;
+pub mod events;
 pub mod installation;
 pub mod machines;
 pub mod orgs;

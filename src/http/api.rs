@@ -99,6 +99,15 @@ pub async fn run(app: &App, req: &Request, op: Op, ctx: Ctx) -> Result<Response,
             machines::delete(app, ctx).await?;
             no_content()
         }
+        Op::MachineRotateKey => {
+            // The body is optional: without one the server makes the key pair.
+            let input = match req.body.is_empty() {
+                true => machines::RotateKey::default(),
+                false => body(req)?,
+            };
+            secret_json(OK, &machines::rotate_key(app, ctx, input).await?)
+        }
+        Op::MachineBatch => json(OK, &crate::service::batch::run(app, ctx, body(req)?).await?),
         Op::PolicyCreate => json(CREATED, &policies::create(app, ctx, body(req)?).await?),
         Op::PolicyList => {
             let (limit, cursor) = paging(req);
@@ -162,6 +171,14 @@ pub async fn run(app: &App, req: &Request, op: Op, ctx: Ctx) -> Result<Response,
         Op::Explain => {
             let q = crate::service::explain::ExplainQuery::parse(&req.query)?;
             json(OK, &crate::service::explain::explain(app, ctx, &q).await?)
+        }
+        Op::Invariants => json(OK, &crate::service::invariants::invariants(app, ctx).await?),
+        Op::Timeline => {
+            let q = crate::service::timeline::TimelineQuery::parse(
+                req.query_param("limit"),
+                decoded(req, "before")?.as_deref(),
+            )?;
+            json(OK, &crate::service::timeline::list(app, ctx, q).await?)
         }
     })
 }

@@ -69,6 +69,16 @@ fn schemas() -> Value {
     m.insert("Machine".into(), json!(machine));
     m.insert("MachineCreate".into(), json!({"type": "object", "required": ["name"], "additionalProperties": false, "properties": {"name": name, "public_key": {"type": ["string", "null"], "description": "32 bytes, base64; without it (or null) the server makes the key pair and returns the private key once"}, "tags": {"type": "array", "maxItems": 32, "items": {"type": "string"}}}}));
     m.insert("MachineCreated".into(), json!({"type": "object", "properties": {"machine": machine, "config": {"type": "string", "description": "wg-quick configuration; holds the private key if the server made it (shown this once)"}, "config_qr_svg": {"type": "string"}}}));
+    m.insert("MachineRotateKey".into(), json!({"type": "object", "additionalProperties": false, "properties": {"public_key": {"type": ["string", "null"], "description": "32 bytes, base64: the machine's own new key; without it (or without a body) the server makes the key pair and returns the private key once"}}}));
+    m.insert("MachineRotated".into(), json!({"type": "object", "required": ["machine"], "properties": {"machine": machine, "config": {"type": "string", "description": "wg-quick configuration with the new private key (only when the server made the key pair; shown this once)"}, "config_qr_svg": {"type": "string"}}}));
+    let batch_ids = json!({"type": "array", "minItems": 1, "maxItems": 1000, "items": uuid, "description": "machines of the org; repeated ids count once"});
+    m.insert("MachineBatch".into(), json!({"oneOf": [
+        {"type": "object", "required": ["action", "ids", "tag"], "additionalProperties": false, "properties": {"action": {"type": "string", "enum": ["tag_add", "tag_remove"]}, "ids": batch_ids, "tag": {"type": "string", "pattern": "^[\\p{L}\\p{N}_.:-]{1,64}$"}}},
+        {"type": "object", "required": ["action", "ids"], "additionalProperties": false, "properties": {"action": {"const": "delete"}, "ids": batch_ids}}
+    ]}));
+    m.insert("MachineBatchDone".into(), json!({"type": "object", "required": ["action", "count", "machines"], "properties": {"action": {"type": "string", "enum": ["tag_add", "tag_remove", "delete"]}, "count": {"type": "integer"}, "machines": {"type": "array", "items": machine, "description": "as they are now (deleted ones: as they were)"}}}));
+    m.insert("Timeline".into(), json!({"type": "object", "required": ["entries", "next_cursor"], "properties": {"entries": {"type": "array", "items": {"type": "object", "required": ["at", "source", "kind", "summary", "count"], "properties": {"at": time, "source": {"type": "string", "enum": ["reconciler", "audit"]}, "kind": {"type": "string", "description": "repair, failure, restart, or the audit action"}, "summary": {"type": "string"}, "count": {"type": "integer", "description": "identical reconciler events within 60 s are one entry"}, "first_at": time, "duration_ms": {"type": "integer"}, "actor": {"type": "string"}, "detail": {"description": "audit entries: their detail; reconciler entries: actions or error, for the operator only"}}}}, "next_cursor": {"type": ["string", "null"], "description": "pass as ?before= for older entries"}}}));
+    m.insert("Invariants".into(), json!({"type": "object", "required": ["verified_at", "unverified", "checks"], "properties": {"verified_at": nullable_time, "unverified": {"type": "boolean", "description": "the last reconcile failed: nothing is verified"}, "checks": {"type": "array", "items": {"type": "object", "required": ["id", "label", "pass", "last_failed_at"], "properties": {"id": {"type": "string", "enum": ["forward", "links", "nat", "routes", "ipv6", "allowed_ips", "hub_key"]}, "label": {"type": "string"}, "pass": {"type": ["boolean", "null"]}, "last_failed_at": nullable_time, "detail": {"type": "string", "description": "what the kernel showed (operator only)"}}}}}}));
     m.insert("MachinePatch".into(), json!({"type": "object", "additionalProperties": false, "properties": {"name": name, "tags": {"type": "array", "items": {"type": "string"}}}}));
     m.insert(
         "MachineList".into(),
@@ -312,6 +322,10 @@ pub fn document(cookie_secure: bool) -> Value {
             params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": default}, "description": "items per page"}));
             params.push(json!({"name": "cursor", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CURSOR_LEN, "pattern": "^[A-Za-z0-9_-]+$"}, "description": "where the page starts: the next_cursor of the page before (opaque); a cursor of another list is a 400"}));
         }
+        if r.op == Op::Timeline {
+            params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": crate::service::timeline::MAX_LIMIT, "default": crate::service::timeline::DEFAULT_LIMIT}, "description": "entries per page"}));
+            params.push(json!({"name": "before", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "entries older than this (the next_cursor of the page before)"}));
+        }
         if r.op == Op::Audit {
             params.push(json!({"name": "before", "in": "query", "schema": {"type": "integer"}, "description": "entries older than this id (instead of cursor)"}));
             for (name, what) in [
@@ -363,7 +377,9 @@ pub fn document(cookie_secure: bool) -> Value {
             op["parameters"] = json!(params);
         }
         if let Some(body) = r.body {
-            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}});
+            // A key rotation may come without a body (the server makes the pair).
+            let required = r.op != Op::MachineRotateKey;
+            op["requestBody"] = json!({"required": required, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}});
         }
         let mut responses = serde_json::Map::new();
         let ok = match r.returns {
@@ -385,7 +401,10 @@ pub fn document(cookie_secure: bool) -> Value {
             );
         }
         responses.insert(r.ok.to_string(), ok);
-        if r.body.is_some() || paged(r.op).is_some() || r.op == Op::Explain || r.op == Op::Matrix {
+        if r.body.is_some()
+            || paged(r.op).is_some()
+            || matches!(r.op, Op::Explain | Op::Matrix | Op::Timeline)
+        {
             responses.insert(
                 "400".into(),
                 error_response("malformed or invalid input; nothing changed"),

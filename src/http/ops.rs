@@ -27,6 +27,8 @@ pub enum Op {
     MachineGet,
     MachinePatch,
     MachineDelete,
+    MachineRotateKey,
+    MachineBatch,
     PolicyCreate,
     PolicyList,
     PolicyGet,
@@ -41,6 +43,8 @@ pub enum Op {
     Explain,
     WatchCreate,
     WatchList,
+    Timeline,
+    Invariants,
 }
 
 /// Parses the JSON body into `T` (unknown fields are refused by `T`'s own serde attributes).

@@ -7,6 +7,7 @@
 //! `apply` executes a plan; the caller re-observes and re-plans until the plan is empty.
 
 pub mod apply;
+pub mod invariants;
 
 use crate::kernel::firewall::forward_rules;
 use crate::kernel::{

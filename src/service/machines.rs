@@ -13,7 +13,7 @@ use crate::actors::CoreError;
 use crate::controller::Audit;
 use crate::db::machines::{self, Machine, NewMachine};
 use crate::db::orgs::OrgState;
-use crate::keys::PrivateKey;
+use crate::keys::{PrivateKey, PublicKey};
 use crate::secret::Secret;
 use crate::wgconfig::{MachineConfig, render};
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,25 @@ fn qr_svg(text: &Secret<String>) -> Result<Secret<String>, ApiError> {
     ))
 }
 
+/// The machine's public key: the one supplied, or a new pair's (then with its private half);
+/// and how it came about, for the audit entry.
+fn key_pair(
+    supplied: Option<PublicKey>,
+    org: &crate::db::orgs::Org,
+) -> Result<(PublicKey, Option<PrivateKey>, &'static str), ApiError> {
+    let (public_key, generated, how) = match supplied {
+        Some(k) => (k, None, "supplied"),
+        None => {
+            let pair = PrivateKey::generate();
+            (pair.public_key(), Some(pair), "server-generated")
+        }
+    };
+    if public_key == org.hub_public_key {
+        return Err(ApiError::invalid("public_key", "is the hub's own key"));
+    }
+    Ok((public_key, generated, how))
+}
+
 /// `POST /orgs/{org}/machines`: answered once the peer is live in the hub, confirmed and
 /// audited (or abandoned).
 pub async fn create(app: &App, ctx: &Ctx, input: MachineCreate) -> Result<Created, ApiError> {
@@ -81,17 +100,7 @@ pub async fn create(app: &App, ctx: &Ctx, input: MachineCreate) -> Result<Create
         .map(validate::public_key)
         .transpose()?;
     let org = active_org(app, ctx).await?;
-    let generated = supplied.is_none().then(PrivateKey::generate);
-    let public_key =
-        supplied.unwrap_or_else(|| generated.as_ref().expect("generated").public_key());
-    if public_key == org.hub_public_key {
-        return Err(ApiError::invalid("public_key", "is the hub's own key"));
-    }
-    let key = if generated.is_some() {
-        "server-generated"
-    } else {
-        "supplied"
-    };
+    let (public_key, generated, key) = key_pair(supplied, &org)?;
     // Audited by the controller, in the transaction that confirms the machine.
     let audit = Audit {
         actor: actor(ctx),
@@ -107,18 +116,100 @@ pub async fn create(app: &App, ctx: &Ctx, input: MachineCreate) -> Result<Create
     };
     let m = app.ctl.add_machine_by(org.id, new, audit).await?;
     app.reads.wrote(org.id);
+    let (config, config_qr_svg) = config_of(app, &org, &m, generated.as_ref())?;
+    Ok(Created {
+        machine: MachineView::of(&m),
+        config,
+        config_qr_svg,
+    })
+}
+
+/// A machine's wg-quick config (with `private_key` if the server made it) and its QR code.
+fn config_of(
+    app: &App,
+    org: &crate::db::orgs::Org,
+    m: &Machine,
+    private_key: Option<&PrivateKey>,
+) -> Result<(Secret<String>, Secret<String>), ApiError> {
     let config = render(&MachineConfig {
         machine_name: &m.name,
         address: m.address,
         cidr: org.cidr,
-        private_key: generated.as_ref(),
+        private_key,
         org_name: &org.name,
         hub_public_key: &org.hub_public_key,
         endpoint: &app.config.public_endpoint,
         listen_port: org.listen_port,
     });
-    let config_qr_svg = qr_svg(&config)?;
-    Ok(Created {
+    let qr = qr_svg(&config)?;
+    Ok((config, qr))
+}
+
+/// The body of a key rotation: a public key the machine made itself, or nothing (the server
+/// makes the pair).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    #[serde(default)]
+    pub public_key: Option<String>,
+}
+
+/// A machine with its new key; with the config (and its QR code) when the server made the key
+/// pair, shown this once. Renderers must not keep copies: see `http::secret_json`.
+#[derive(Serialize)]
+pub struct Rotated {
+    pub machine: MachineView,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "expose_some"
+    )]
+    pub config: Option<Secret<String>>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "expose_some"
+    )]
+    pub config_qr_svg: Option<Secret<String>>,
+}
+
+fn expose_some<S: serde::Serializer>(
+    s: &Option<Secret<String>>,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    match s {
+        Some(s) => expose(s, ser),
+        None => ser.serialize_none(),
+    }
+}
+
+/// `POST /orgs/{org}/machines/{id}/rotate-key`: answered once the hub knows the machine by its
+/// new key only (the old config stops working at once), and audited.
+pub async fn rotate_key(app: &App, ctx: &Ctx, input: RotateKey) -> Result<Rotated, ApiError> {
+    require_write(ctx)?;
+    let supplied = input
+        .public_key
+        .as_deref()
+        .map(validate::public_key)
+        .transpose()?;
+    let org = active_org(app, ctx).await?;
+    let (public_key, generated, key) = key_pair(supplied, &org)?;
+    let audit = Audit {
+        actor: actor(ctx),
+        detail: Box::new(move |m: &Machine| serde_json::json!({"name": m.name, "key": key})),
+    };
+    let rotated = app
+        .ctl
+        .rotate_machine_key(org.id, ctx.id(), public_key, audit)
+        .await;
+    app.reads.wrote(org.id);
+    let m = rotated?;
+    let (config, config_qr_svg) = match &generated {
+        Some(k) => {
+            let (c, q) = config_of(app, &org, &m, Some(k))?;
+            (Some(c), Some(q))
+        }
+        None => (None, None),
+    };
+    Ok(Rotated {
         machine: MachineView::of(&m),
         config,
         config_qr_svg,

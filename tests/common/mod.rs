@@ -498,6 +498,7 @@ impl Harness {
             listen: Some(database_url(&world.db_name).parse().unwrap()),
             board: Default::default(),
             poll: Default::default(),
+            events: meshwg::actors::events::EventLog::start(pool.clone()),
             quotas,
         };
         meshwg::telemetry::recorder();
@@ -517,6 +518,14 @@ impl Harness {
 
     pub fn names(&self, org: &Org) -> TenantNames {
         self.deps.prefix.tenant(org.kid).unwrap()
+    }
+
+    /// An org made through the API (`id` as the API gives it), as its row.
+    pub async fn org_row(&self, id: &str) -> Org {
+        meshwg::db::orgs::get(&self.pool, id.parse().unwrap())
+            .await
+            .unwrap()
+            .expect("org row")
     }
 
     pub async fn tenant(&self, name: &str, cidr: &str) -> Org {

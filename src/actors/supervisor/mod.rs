@@ -287,7 +287,10 @@ impl SupervisorState {
                 *self.restarts.entry(org_id).or_default() += 1;
                 self.deps.telemetry.restarted(org_id);
                 match self.spawn_tenant(myself, org_id, org.kid, false).await {
-                    Ok(_) => tracing::info!(tenant = %org_id, attempt, "tenant actor restarted"),
+                    Ok(_) => {
+                        tracing::info!(tenant = %org_id, attempt, "tenant actor restarted");
+                        self.deps.events.restarted(org_id, attempt);
+                    }
                     Err(e) => {
                         // Never leave a tenant unmanaged: try again later.
                         tracing::error!(tenant = %org_id, error = %e, "tenant actor restart failed");

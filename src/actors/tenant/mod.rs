@@ -222,13 +222,22 @@ impl TenantState {
                     .collect();
                 if !repairs.is_empty() {
                     tracing::warn!(tenant = %self.org_id, repairs = ?repairs, "kernel drift repaired");
+                    self.deps
+                        .events
+                        .repaired(self.org_id, &repairs, &c.applied, took);
                 }
                 self.failures = 0;
                 self.counters_at = Some(Instant::now());
                 if c.applied.iter().any(Action::narrows) {
                     self.revoke().await;
                 }
-                let status = TenantStatus::from_observed(&self.names, &c.observed);
+                let mut status = TenantStatus::from_observed(&self.names, &c.observed);
+                let now = chrono::Utc::now();
+                for kind in &repairs {
+                    for id in crate::reconcile::invariants::failed_before(kind) {
+                        status.failed_at.insert(id, now);
+                    }
+                }
                 let snap = self.snapshot.clone().expect("loaded");
                 self.remember_endpoints(&status, &snap).await;
                 telemetry.reconciled(
@@ -259,6 +268,7 @@ impl TenantState {
                     telemetry.down(self.org_id);
                     self.failures += 1;
                     tracing::error!(tenant = %self.org_id, error = %e, failures = self.failures, "reconcile failed");
+                    self.deps.events.failed(self.org_id, &e.to_string(), took);
                 }
                 if let Some(s) = self.status.as_deref() {
                     let mut s = s.clone();
@@ -358,6 +368,12 @@ impl TenantState {
     /// Makes `status` what readers see, with the next generation number.
     fn publish(&mut self, mut status: TenantStatus) {
         status.generation = self.status.as_ref().map_or(1, |s| s.generation + 1);
+        // When invariants were last broken outlives the observation that repaired them.
+        if let Some(old) = &self.status {
+            for (id, at) in &old.failed_at {
+                status.failed_at.entry(id).or_insert(*at);
+            }
+        }
         let status = Arc::new(status);
         self.status = Some(status.clone());
         self.status_tx.send_replace(Some(status));

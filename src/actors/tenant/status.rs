@@ -37,6 +37,10 @@ pub struct TenantStatus {
     pub last_error: Option<String>,
     /// Moves with every published change (for readers that cache what they made of it).
     pub generation: u64,
+    /// The kernel's invariants as this observation shows them (`reconcile::invariants`).
+    pub checks: Vec<crate::reconcile::invariants::Check>,
+    /// When each invariant was last found broken (and repaired), by check id.
+    pub failed_at: BTreeMap<&'static str, DateTime<Utc>>,
 }
 
 impl TenantStatus {
@@ -63,6 +67,8 @@ impl TenantStatus {
                 .unwrap_or_default(),
             last_error: None,
             generation: 0,
+            checks: crate::reconcile::invariants::kernel_checks(o),
+            failed_at: BTreeMap::new(),
         }
     }
 }

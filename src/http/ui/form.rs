@@ -25,6 +25,15 @@ impl Form {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a field (a field repeated, like checked boxes of one name).
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// A field's value, or "" when absent.
     pub fn text(&self, name: &str) -> &str {
         self.get(name).unwrap_or("")

@@ -1,11 +1,12 @@
 //! An org's machines: the list (status words, paging, live refresh), adding one (its config
-//! shown once), one machine's page (rename, tags, delete).
+//! shown once), one machine's page (rename, tags, key rotation, delete).
 
 use super::fmt::{ago, bytes, iso};
 use super::form::{Form, tags};
 use super::page::{Chrome, after_change, fragment, html, is_htmx, secret_html};
 use crate::http::error::ApiError;
 use crate::http::{App, Request, Response};
+use crate::secret::Secret;
 use crate::service::machine_query::{self, MachineQuery, SortKey};
 use crate::service::views::{MachineView, OrgView, Presence};
 use crate::service::{Ctx, machines, orgs};
@@ -77,6 +78,8 @@ struct ListPage {
     all: Option<String>,
     csv: String,
     json: String,
+    /// Rows get a box for the bulk form.
+    can_write: bool,
 }
 
 /// The table alone, for htmx's poll.
@@ -88,6 +91,7 @@ struct ListTable<'a> {
     columns: &'a [Column],
     q: &'a str,
     here: &'a str,
+    can_write: bool,
 }
 
 const PER_PAGE: usize = 100;
@@ -195,6 +199,7 @@ pub async fn list(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiEr
         all: (more || p.page > 0).then(|| link(&base, q, sort, desc, &[("all", "1")])),
         csv: link(&format!("{base}/export.csv"), q, sort, desc, &[]),
         json: link(&format!("{base}/export.json"), q, sort, desc, &[]),
+        can_write: crate::service::access::can_write(ctx.session()),
         here: if p.all || p.page > 0 {
             match req.query.is_empty() {
                 true => base.clone(),
@@ -212,6 +217,7 @@ pub async fn list(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiEr
             columns: &page.columns,
             q: &page.q,
             here: &page.here,
+            can_write: page.can_write,
         };
         return Ok(fragment(req, &table));
     }
@@ -265,6 +271,8 @@ struct CreatedPage<'a> {
     config_data_url: String,
     qr_svg: &'a str,
     file_name: String,
+    /// A new key for a machine that exists (not a new machine).
+    rotated: bool,
 }
 
 pub async fn create(
@@ -287,22 +295,89 @@ pub async fn create(
         Err(e) => return Err(e),
     };
     let org = orgs::get(app, ctx).await?;
-    let config = created.config.expose();
+    let config = (&created.config, &created.config_qr_svg);
+    Ok(config_page(req, ctx, org, &created.machine, config, false))
+}
+
+/// The page showing a config once (a new machine's, or a machine's after a key rotation).
+fn config_page(
+    req: &Request,
+    ctx: &Ctx,
+    org: OrgView,
+    machine: &MachineView,
+    (config, qr): (&Secret<String>, &Secret<String>),
+    rotated: bool,
+) -> Response {
+    let config = config.expose();
     let encoded = zeroize::Zeroizing::new(
         base64::engine::general_purpose::STANDARD.encode(config.as_bytes()),
     );
     let page = CreatedPage {
         chrome: Chrome::of(req, ctx, Some(org.clone()), "Machines"),
         org,
-        machine: Row::of(&created.machine, Utc::now()),
+        machine: Row::of(machine, Utc::now()),
         config,
         config_data_url: format!("data:text/plain;charset=utf-8;base64,{}", encoded.as_str()),
-        qr_svg: created.config_qr_svg.expose(),
-        file_name: format!("{}.conf", created.machine.name),
+        qr_svg: qr.expose(),
+        file_name: format!("{}.conf", machine.name),
+        rotated,
     };
-    let resp = secret_html(StatusCode::CREATED, &page);
+    let status = if rotated {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let resp = secret_html(status, &page);
     zeroize::Zeroize::zeroize(&mut { page.config_data_url });
-    Ok(resp)
+    resp
+}
+
+/// `POST …/machines/{id}/rotate-key`: confirmed by a checkbox naming the machine. A server-made
+/// key answers with the new config (once); a supplied public key goes back to the machine page.
+pub async fn rotate_key(
+    app: &App,
+    req: &Request,
+    ctx: &Ctx,
+    form: &Form,
+) -> Result<Response, ApiError> {
+    let m = machines::get(app, ctx).await?;
+    if form.text("confirm") != "yes" {
+        let e = ApiError::invalid(
+            "confirm",
+            format!(
+                "tick the box to confirm that {}'s current config stops working",
+                m.name
+            ),
+        );
+        return detail(app, req, ctx, Some(&e)).await;
+    }
+    let key = form.text("public_key").trim();
+    let input = machines::RotateKey {
+        public_key: (!key.is_empty()).then(|| key.to_string()),
+    };
+    let rotated = match machines::rotate_key(app, ctx, input).await {
+        Ok(r) => r,
+        Err(e) if matches!(e.status.as_u16(), 400 | 409) => {
+            return detail(app, req, ctx, Some(&e)).await;
+        }
+        Err(e) => return Err(e),
+    };
+    let (Some(config), Some(qr)) = (&rotated.config, &rotated.config_qr_svg) else {
+        return Ok(super::page::redirect(&format!(
+            "/orgs/{}/machines/{}",
+            ctx.org(),
+            ctx.id()
+        )));
+    };
+    let org = orgs::get(app, ctx).await?;
+    Ok(config_page(
+        req,
+        ctx,
+        org,
+        &rotated.machine,
+        (config, qr),
+        true,
+    ))
 }
 
 /// The status line alone, for htmx's poll.
@@ -311,6 +386,7 @@ pub async fn create(
 struct StatusLine<'a> {
     org: &'a OrgView,
     m: &'a Row,
+    rotated: bool,
 }
 
 #[derive(Template)]
@@ -321,6 +397,24 @@ struct DetailPage {
     m: Row,
     error: Option<String>,
     history: Vec<super::org::AuditRow>,
+    /// The key was rotated: a missing handshake is the new key's.
+    rotated: bool,
+}
+
+/// Whether the machine's key was ever rotated (asked only while no handshake is known).
+async fn rotated(app: &App, ctx: &Ctx, row: &Row) -> Result<bool, ApiError> {
+    if !row.seen.is_empty() {
+        return Ok(false);
+    }
+    let q = crate::service::audit::AuditQuery::parse(Some("1"), None, None)?.filtered(
+        Some("machine.rotate_key"),
+        None,
+        Some(&row.id),
+    )?;
+    Ok(!crate::service::audit::list(app, ctx, q)
+        .await?
+        .items
+        .is_empty())
 }
 
 pub async fn detail(
@@ -333,7 +427,13 @@ pub async fn detail(
     let m = machines::get(app, ctx).await?;
     if is_htmx(req) && failed.is_none() {
         let row = Row::of(&m, Utc::now());
-        return Ok(fragment(req, &StatusLine { org: &org, m: &row }));
+        let rotated = rotated(app, ctx, &row).await?;
+        let line = StatusLine {
+            org: &org,
+            m: &row,
+            rotated,
+        };
+        return Ok(fragment(req, &line));
     }
     let id = m.id.to_string();
     let q = crate::service::audit::AuditQuery::parse(Some("20"), None, None)?.filtered(
@@ -342,10 +442,12 @@ pub async fn detail(
         Some(&id),
     )?;
     let history = super::org::audit_rows(crate::service::audit::list(app, ctx, q).await?.items);
+    let row = Row::of(&m, Utc::now());
     let page = DetailPage {
         chrome: Chrome::of(req, ctx, Some(org.clone()), "Machines"),
         org,
-        m: Row::of(&m, Utc::now()),
+        rotated: rotated(app, ctx, &row).await?,
+        m: row,
         error: failed.map(|e| e.message.clone()),
         history,
     };

@@ -5,6 +5,7 @@
 
 mod account;
 pub mod assets;
+mod batch;
 mod explain;
 mod export;
 mod fmt;
@@ -17,6 +18,7 @@ pub mod page;
 mod policies;
 mod preview;
 pub mod routes;
+mod timeline;
 
 pub use routes::{dispatch, is_ui};
 

@@ -2,7 +2,7 @@
 
 use super::fmt::{ago, bytes, iso};
 use super::form::Form;
-use super::page::{Chrome, after_change, fragment, html, redirect};
+use super::page::{Chrome, after_change, fragment, html, is_htmx, redirect};
 use crate::http::error::ApiError;
 use crate::http::{App, Request, Response};
 use crate::policy::Verdict;
@@ -29,6 +29,53 @@ struct Overview {
     recent: Vec<AuditRow>,
     talkers: Vec<Talker>,
     drops: Vec<Drop>,
+    invariants: Vec<Invariant>,
+    verified: String,
+    verified_iso: String,
+    operator: bool,
+}
+
+/// The invariants panel alone, for htmx's poll (no kernel call: the last observation only).
+#[derive(Template)]
+#[template(path = "overview.html", block = "invariants")]
+struct InvariantsPanel<'a> {
+    org: &'a OrgView,
+    invariants: Vec<Invariant>,
+    verified: String,
+    verified_iso: String,
+    operator: bool,
+}
+
+/// One promise of the hub as the last observation showed it.
+struct Invariant {
+    label: &'static str,
+    word: &'static str,
+    class: &'static str,
+    last_failed: String,
+    last_failed_iso: String,
+    detail: String,
+}
+
+fn invariant_rows(inv: &crate::service::invariants::Invariants) -> Vec<Invariant> {
+    let now = Utc::now();
+    inv.checks
+        .iter()
+        .map(|c| {
+            let (word, class) = match c.pass {
+                Some(true) => ("holds", "st-pass"),
+                Some(false) => ("broken", "st-bad"),
+                None => ("not verified", "st-bad"),
+            };
+            Invariant {
+                label: c.label,
+                word,
+                class,
+                last_failed: c.last_failed_at.map(|t| ago(t, now)).unwrap_or_default(),
+                last_failed_iso: c.last_failed_at.map(iso).unwrap_or_default(),
+                detail: c.detail.clone().unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 /// A machine among the org's busiest since its hub came up (the kernel's byte counters).
@@ -77,6 +124,18 @@ pub fn audit_rows(records: Vec<crate::db::audit::Record>) -> Vec<AuditRow> {
 pub async fn overview(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, ApiError> {
     let org = orgs::get(app, ctx).await?;
     let now = Utc::now();
+    let inv = crate::service::invariants::invariants(app, ctx).await?;
+    let operator = ctx.role() == crate::db::users::Role::Operator;
+    if is_htmx(req) {
+        let panel = InvariantsPanel {
+            org: &org,
+            invariants: invariant_rows(&inv),
+            verified: inv.verified_at.map(|t| ago(t, now)).unwrap_or_default(),
+            verified_iso: inv.verified_at.map(iso).unwrap_or_default(),
+            operator,
+        };
+        return Ok(fragment(req, &panel));
+    }
     let model = machines::model(app, ctx).await?;
     let (mut online, mut idle, mut never, mut stale) = (0, 0, 0, 0);
     for m in &model.machines {
@@ -146,6 +205,10 @@ pub async fn overview(app: &App, req: &Request, ctx: &Ctx) -> Result<Response, A
     let q = AuditQuery::parse(Some("10"), None, None)?;
     let recent = audit_rows(audit::list(app, ctx, q).await?.items);
     let page = Overview {
+        operator,
+        invariants: invariant_rows(&inv),
+        verified: inv.verified_at.map(|t| ago(t, now)).unwrap_or_default(),
+        verified_iso: inv.verified_at.map(iso).unwrap_or_default(),
         chrome: Chrome::of(req, ctx, Some(org.clone()), "Overview"),
         org,
         online,

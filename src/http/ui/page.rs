@@ -123,6 +123,7 @@ impl Chrome {
                 ("/policies", "Policies"),
                 ("/explain", "Explain"),
                 ("/matrix", "Matrix"),
+                ("/timeline", "Timeline"),
                 ("/audit", "Audit"),
                 ("/users", "Users"),
                 ("/settings", "Settings"),

@@ -7,7 +7,8 @@
 use super::form::Form;
 use super::page::{Chrome, error_page, redirect};
 use super::{
-    account, assets, explain, export, machines, matrix, operator, org, policies, preview,
+    account, assets, batch, explain, export, machines, matrix, operator, org, policies, preview,
+    timeline,
 };
 use crate::http::error::ApiError;
 use crate::http::router::matches;
@@ -37,6 +38,8 @@ pub enum Page {
     Machine,
     MachineUpdate,
     MachineDelete,
+    MachineRotateKey,
+    MachineBatch,
     Policies,
     PolicyCreate,
     Policy,
@@ -52,6 +55,7 @@ pub enum Page {
     UserDelete,
     Audit,
     AuditExport,
+    Timeline,
     Settings,
     SettingsUpdate,
     OrgDelete,
@@ -86,12 +90,19 @@ pub const ROUTES: &[(Method, &str, Page)] = &[
         Page::MachinesExport,
     ),
     (POST, "/orgs/{org}/machines", Page::MachineCreate),
+    // Before `…/machines/{id}`, which would take `batch` for an id.
+    (POST, "/orgs/{org}/machines/batch", Page::MachineBatch),
     (GET, "/orgs/{org}/machines/{id}", Page::Machine),
     (POST, "/orgs/{org}/machines/{id}", Page::MachineUpdate),
     (
         POST,
         "/orgs/{org}/machines/{id}/delete",
         Page::MachineDelete,
+    ),
+    (
+        POST,
+        "/orgs/{org}/machines/{id}/rotate-key",
+        Page::MachineRotateKey,
     ),
     (GET, "/orgs/{org}/policies", Page::Policies),
     (POST, "/orgs/{org}/policies", Page::PolicyCreate),
@@ -109,6 +120,7 @@ pub const ROUTES: &[(Method, &str, Page)] = &[
     (POST, "/orgs/{org}/users", Page::UserCreate),
     (POST, "/orgs/{org}/users/{id}/delete", Page::UserDelete),
     (GET, "/orgs/{org}/audit", Page::Audit),
+    (GET, "/orgs/{org}/timeline", Page::Timeline),
     (GET, "/orgs/{org}/audit/export.csv", Page::AuditExport),
     (GET, "/orgs/{org}/audit/export.jsonl", Page::AuditExport),
     (GET, "/orgs/{org}/settings", Page::Settings),
@@ -291,6 +303,8 @@ async fn run(
         Page::Machine => machines::detail(app, req, ctx, None).await,
         Page::MachineUpdate => machines::update(app, req, ctx, &form).await,
         Page::MachineDelete => machines::delete(app, req, ctx, &form).await,
+        Page::MachineRotateKey => machines::rotate_key(app, req, ctx, &form).await,
+        Page::MachineBatch => batch::batch(app, req, ctx, &form).await,
         Page::Policies => policies::list(app, req, ctx, None).await,
         Page::PolicyCreate => policies::create(app, req, ctx, &form).await,
         Page::Policy => policies::detail(app, req, ctx, None).await,
@@ -306,6 +320,7 @@ async fn run(
         Page::UserDelete => org::user_delete(app, ctx).await,
         Page::Audit => org::audit(app, req, ctx).await,
         Page::AuditExport => export::audit(app, req, ctx).await,
+        Page::Timeline => timeline::page(app, req, ctx).await,
         Page::Settings => org::settings(app, req, ctx, None).await,
         Page::SettingsUpdate => org::settings_update(app, req, ctx, &form).await,
         Page::OrgDelete => org::delete(app, req, ctx, &form).await,
