@@ -254,17 +254,32 @@ pub struct Snapshot {
 }
 
 pub async fn snapshot(pool: &Pool, id: Uuid) -> Result<Option<Snapshot>, DbError> {
+    Ok(snapshot_seen(pool, id).await?.map(|(snap, _)| snap))
+}
+
+/// [`snapshot`], with the oldest transaction still running before it was read (the snapshot
+/// `xmin`): every transaction whose id is lower had ended, so what it committed was read.
+pub async fn snapshot_seen(pool: &Pool, id: Uuid) -> Result<Option<(Snapshot, u64)>, DbError> {
     let conn = pool.get().await?;
+    // Taken first: each read below sees at least what this snapshot does.
+    let xmin: i64 = conn
+        .query_one(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+            &[],
+        )
+        .await?
+        .get(0);
     let Some(org) = get_with(&conn, id).await? else {
         return Ok(None);
     };
     let machines = machines::list_with(&conn, id).await?;
     let policies = policies::list_with(&conn, id).await?;
-    Ok(Some(Snapshot {
+    let snap = Snapshot {
         org,
         machines,
         policies,
-    }))
+    };
+    Ok(Some((snap, xmin as u64)))
 }
 
 #[cfg(test)]

@@ -50,6 +50,17 @@ pub fn database_feed(
     })
 }
 
+/// `<org id>` (migration V3) or `<org id> <transaction id>` (V5).
+fn parse_payload(payload: &str) -> Option<(Uuid, Option<u64>)> {
+    let mut words = payload.split(' ');
+    let org_id = words.next()?.parse().ok()?;
+    let xid = match words.next() {
+        Some(w) => Some(w.parse().ok()?),
+        None => None,
+    };
+    words.next().is_none().then_some((org_id, xid))
+}
+
 /// One `LISTEN` connection, until it breaks.
 async fn listen_once(
     config: &tokio_postgres::Config,
@@ -80,14 +91,33 @@ async fn listen_once(
             });
         }
         while let Some(payload) = rx.recv().await {
-            if let Ok(org_id) = payload.parse::<Uuid>() {
-                let _ = supervisor.cast(SupervisorMsg::Kick {
-                    org_id,
-                    bits: Dirty::DATABASE,
-                });
+            if let Some((org_id, xid)) = parse_payload(&payload) {
+                let _ = supervisor.cast(SupervisorMsg::Notified { org_id, xid });
             }
         }
     }
     driver.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_payload;
+    use uuid::Uuid;
+
+    #[test]
+    fn payloads_with_and_without_a_transaction() {
+        let id = Uuid::new_v4();
+        assert_eq!(parse_payload(&id.to_string()), Some((id, None)));
+        assert_eq!(parse_payload(&format!("{id} 7345")), Some((id, Some(7345))));
+        for bad in [
+            "",
+            "x",
+            &format!("{id} x"),
+            &format!("{id} 1 2"),
+            &format!("{id}  1"),
+        ] {
+            assert_eq!(parse_payload(bad), None, "{bad:?}");
+        }
+    }
 }

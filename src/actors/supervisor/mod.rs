@@ -63,6 +63,11 @@ pub enum SupervisorMsg {
         org_id: Uuid,
         bits: u32,
     },
+    /// A tenant's rows changed (a database notification), in transaction `xid` if known.
+    Notified {
+        org_id: Uuid,
+        xid: Option<u64>,
+    },
     /// The same, for the tenant with this kernel id.
     KickKid {
         kid: i64,
@@ -480,6 +485,11 @@ impl Actor for Supervisor {
             SupervisorMsg::Kick { org_id, bits } => {
                 if let Some(child) = state.tenants.get(&org_id) {
                     let _ = child.actor.cast(TenantMsg::Kick(bits));
+                }
+            }
+            SupervisorMsg::Notified { org_id, xid } => {
+                if let Some(child) = state.tenants.get(&org_id) {
+                    let _ = child.actor.cast(TenantMsg::Notified(xid));
                 }
             }
             SupervisorMsg::KickKid { kid, bits } => {

@@ -67,6 +67,9 @@ pub struct TenantState {
     desired: Option<Desired>,
     /// Something changed in the database since it was last read.
     db_stale: bool,
+    /// Transactions below this id had ended when the database was last read (so a
+    /// notification of one of them brings nothing new).
+    seen_below: Option<u64>,
     /// The kernel as the last successful reconcile left it.
     observed: Option<Observed>,
     status: Option<Arc<TenantStatus>>,
@@ -91,6 +94,8 @@ pub enum TenantMsg {
     Full,
     /// Something of these kinds ([`Dirty`]) changed.
     Kick(u32),
+    /// The tenant's rows changed (a database notification), in this transaction if known.
+    Notified(Option<u64>),
     /// The debounced reconcile after events.
     Reconcile,
     /// Reconcile now; answered once the kernel reflects the database.
@@ -141,8 +146,8 @@ fn phase(kid: i64, period: Duration) -> Duration {
 impl TenantState {
     /// Reads the database; `Ok(false)` when the org is gone or being deleted.
     async fn load(&mut self) -> Result<bool, CoreError> {
-        let snap = match orgs::snapshot(&self.deps.pool, self.org_id).await {
-            Ok(Some(snap)) if snap.org.state != OrgState::Deleting => snap,
+        let (snap, xmin) = match orgs::snapshot_seen(&self.deps.pool, self.org_id).await {
+            Ok(Some((snap, xmin))) if snap.org.state != OrgState::Deleting => (snap, xmin),
             Ok(_) => return Ok(false),
             Err(e) => {
                 tracing::warn!(tenant = %self.org_id, error = %e, "database unreadable");
@@ -157,6 +162,7 @@ impl TenantState {
             self.desired = Some(desired);
         }
         self.db_stale = false;
+        self.seen_below = Some(xmin);
         Ok(true)
     }
 
@@ -494,6 +500,7 @@ impl Actor for TenantActor {
             snapshot: None,
             desired: None,
             db_stale: true,
+            seen_below: None,
             observed: None,
             status: None,
             watch: None,
@@ -516,6 +523,15 @@ impl Actor for TenantActor {
             TenantMsg::Numbers(device, rules) => state.numbers(*device, rules).await,
             TenantMsg::Full => state.run(&myself, Why::Full).await?,
             TenantMsg::Kick(bits) => state.kick(&myself, bits),
+            TenantMsg::Notified(xid) => {
+                // Our own change's notification arrives after the reconcile that read it: no
+                // second read for it (readers' views are still refreshed).
+                if xid.is_some_and(|x| state.seen_below.is_some_and(|below| x < below)) {
+                    state.db_changed();
+                } else {
+                    state.kick(&myself, Dirty::DATABASE);
+                }
+            }
             TenantMsg::Reconcile => {
                 state.kicked = false;
                 state.run(&myself, Why::Drift).await?;
