@@ -1,7 +1,8 @@
 //! The short history against the kernel (root; see common/mod.rs): pings between two real
 //! `wg-quick` clients show, through `GET /orgs/{org}/history`, as growth in the allowing
 //! policy's packets series and in both peers' rx series; a policy no packet matched says
-//! "never hit since"; a deleted policy's series goes with it. The harness samples every
+//! "never hit since"; Explain shows the deciding rule's last two steps; a deleted policy's
+//! series goes with it. The harness samples every
 //! second (its counters period), production every 15 s.
 //!
 //! ```text
@@ -141,7 +142,40 @@ fn kernel_history_shows_pings_as_policy_and_peer_series() {
             "{after:#}"
         );
 
-        // A deleted policy's series goes with it.
+        // Explain's deciding-rule counter carries the last two steps too ("30s" in
+        // production; 2 s here) while pings flow, beside the total.
+        let (from, target) = (pair.vm1.netns.clone(), two.clone());
+        let pinging = std::thread::spawn(move || {
+            let args = [
+                "ping", "-n", "-q", "-c", "40", "-i", "0.2", "-W", "1", &target,
+            ];
+            ns_out(&from, &args).status.success()
+        });
+        let deadline = Instant::now() + Duration::from_secs(20) * slowdown();
+        let recent = loop {
+            let r = api
+                .call(
+                    "GET",
+                    &format!("/api/v1/orgs/{id}/explain?src=one&dst=two&proto=icmp"),
+                    Some(&op),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            let c = r.body["counter"].clone();
+            assert_eq!(c["window"], "total", "{c}");
+            if c["recent"]["packets"].as_u64().unwrap_or(0) > 0 {
+                assert!(c["packets"].as_u64().unwrap() >= SENT, "{c}");
+                break c["recent"].clone();
+            }
+            assert!(Instant::now() < deadline, "no recent packets: {c}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert_eq!(recent["window"], "2s", "{recent}");
+        assert!(recent["until"].is_string(), "{recent}");
+        assert!(pinging.join().unwrap());
+
+        // A deleted policy's series goes with it.        // A deleted policy's series goes with it.
         let r = api
             .call(
                 "DELETE",

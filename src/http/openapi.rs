@@ -233,10 +233,12 @@ fn explain_schema(selector: &Value) -> Value {
         "reachable": {"type": "boolean", "description": "the first packet passes, and its reply too where the protocol needs one (tcp, icmp)"},
         "reply_needed": {"type": "boolean"},
         "forward": trace, "reply": trace,
-        "counter": {"type": ["object", "null"], "required": ["rule", "packets", "bytes", "window", "read_at"], "properties": {
+        "counter": {"type": ["object", "null"], "required": ["rule", "packets", "bytes", "window", "read_at", "recent"], "properties": {
             "rule": {"type": "string"}, "packets": {"type": "integer"}, "bytes": {"type": "integer"},
-            "window": {"type": "string", "enum": ["total"], "description": "total: since the rule was installed"},
-            "read_at": time}},
+            "window": {"type": "string", "enum": ["total"], "description": "total: packets and bytes since the rule was installed"},
+            "read_at": time,
+            "recent": {"type": ["object", "null"], "description": "the rule's growth over the last two steps of the short history (GET …/history); null until it has them", "required": ["window", "packets", "bytes", "until"], "properties": {
+                "window": {"type": "string", "description": "30s: two 15 s steps"}, "packets": {"type": "integer"}, "bytes": {"type": "integer"}, "until": time}}}},
         "data_plane": {"type": ["object", "null"], "required": ["hub_up", "observed_at", "last_reconcile", "last_error", "src", "dst"], "properties": {
             "hub_up": {"type": "boolean"}, "observed_at": time,
             "last_reconcile": {"type": "string", "enum": ["ok", "failed"]},
