@@ -20,6 +20,7 @@ mod status;
 mod watches;
 
 pub use history::{History, Series, rule_key};
+pub use ring::SLOTS;
 pub use status::TenantStatus;
 pub use watches::WatchInfo;
 
