@@ -6,8 +6,8 @@ use super::fmt::{ago, iso};
 use crate::service::views::{HistoryView, PolicyHistory};
 use chrono::{DateTime, Utc};
 
-/// The drawing's size in SVG units (and CSS pixels).
-pub const WIDTH: u32 = 120;
+/// The drawing's size in SVG units (and CSS pixels); templates/spark.html draws at this size.
+pub const WIDTH: u32 = 96;
 pub const HEIGHT: u32 = 24;
 
 pub struct Spark {
@@ -17,8 +17,9 @@ pub struct Spark {
     pub title: String,
     /// What the numbers count ("Packets", "Bytes received").
     pub unit: String,
-    /// The steps that counted anything, oldest first: (end of the step, value).
-    pub rows: Vec<(String, u64)>,
+    /// The steps that counted anything, oldest first: (end of the step as ISO and as
+    /// `HH:MM:SS` UTC, value).
+    pub rows: Vec<(String, String, u64)>,
 }
 
 impl Spark {
@@ -36,10 +37,16 @@ impl Spark {
         }
         let peak = values.iter().copied().max().unwrap_or(0);
         let n = values.len();
+        // One step alone is drawn as a short flat stroke (a single point draws nothing).
+        let drawn: Vec<u64> = if n == 1 {
+            vec![values[0]; 2]
+        } else {
+            values.to_vec()
+        };
         // Right-aligned: the newest step is at the right edge whatever the series' length.
-        let dx = f64::from(WIDTH) / (crate::actors::tenant::SLOTS.max(2) - 1) as f64;
-        let x0 = f64::from(WIDTH) - dx * (n - 1) as f64;
-        let points = values
+        let dx = f64::from(WIDTH) / (crate::actors::tenant::SLOTS - 1) as f64;
+        let x0 = f64::from(WIDTH) - dx * (drawn.len() - 1) as f64;
+        let points = drawn
             .iter()
             .enumerate()
             .map(|(i, &v)| {
@@ -65,7 +72,8 @@ impl Spark {
             .filter(|(_, v)| **v > 0)
             .map(|(i, &v)| {
                 let back = (n - 1 - i) as i64 * step as i64;
-                (iso(newest - chrono::Duration::seconds(back)), v)
+                let t = newest - chrono::Duration::seconds(back);
+                (iso(t), t.format("%H:%M:%S").to_string(), v)
             })
             .collect();
         Some(Spark {
@@ -115,11 +123,13 @@ mod tests {
         let s = Spark::of("Packets", "Packets", &[0, 4, 2], at, 15).unwrap();
         let pts: Vec<&str> = s.points.split(' ').collect();
         assert_eq!(pts.len(), 3);
-        assert!(pts[2].starts_with("120.0,"), "{pts:?}");
+        assert!(pts[2].starts_with("96.0,"), "{pts:?}");
         assert!(pts[1].ends_with(",1.0"), "{pts:?}");
         assert!(pts[0].ends_with(",23.0"), "{pts:?}");
         assert_eq!(s.rows.len(), 2);
-        assert_eq!(s.rows[1], (iso(at), 2));
+        assert_eq!(s.rows[1], (iso(at), "16:00:00".to_string(), 2));
+        let one = Spark::of("x", "x", &[3], at, 15).unwrap();
+        assert_eq!(one.points.split(' ').count(), 2, "{}", one.points);
         assert!(
             s.title.contains("last 45 s in 15 s steps: 6 in all"),
             "{}",
