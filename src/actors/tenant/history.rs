@@ -148,3 +148,89 @@ fn sample<K: Ord + Clone>(
     }
     map.retain(|k, _| seen.contains(k));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::{PeerObserved, RuleObserved};
+
+    fn status(peers: &[(u8, u64)], rules: &[(&str, u64)]) -> TenantStatus {
+        TenantStatus {
+            kid: 1,
+            netns: "n".into(),
+            device: "d".into(),
+            observed_at: Utc::now(),
+            up: true,
+            listen_port: 1,
+            public_key: None,
+            daemon_pid: None,
+            netns_inode: None,
+            peers: peers
+                .iter()
+                .map(|&(k, rx)| {
+                    let p = PeerObserved {
+                        allowed_ips: Default::default(),
+                        endpoint: None,
+                        last_handshake: None,
+                        rx_bytes: rx,
+                        tx_bytes: rx * 2,
+                    };
+                    (PublicKey::from_bytes([k; 32]), p)
+                })
+                .collect(),
+            rules: rules
+                .iter()
+                .map(|&(c, n)| RuleObserved {
+                    rule: format!("-A MWG-ACL -m comment --comment \"mwg:{c}\" -j ACCEPT"),
+                    packets: n,
+                    bytes: n * 100,
+                })
+                .collect(),
+            last_error: None,
+            generation: 0,
+            checks: vec![],
+            failed_at: Default::default(),
+            history: Default::default(),
+        }
+    }
+
+    #[test]
+    fn samples_once_per_slot_drops_gone_series_and_keeps_rules_when_unread() {
+        let step = Duration::from_secs(15);
+        let t0 = DateTime::from_timestamp(1_764_000_000, 0).unwrap();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let mut h = History::default();
+        h.record(
+            at(0),
+            step,
+            &status(&[(1, 100), (2, 0)], &[("p1", 5), ("default", 0)]),
+        );
+        // Within the same slot: not sampled again.
+        assert!(!h.due(at(10), step));
+        h.record(at(10), step, &status(&[(1, 999), (2, 0)], &[("p1", 999)]));
+        h.record(
+            at(15),
+            step,
+            &status(&[(1, 300)], &[("p1", 8), ("default", 0)]),
+        );
+        assert_eq!(h.peers.len(), 1, "peer 2 is gone");
+        let s1 = &h.peers[&PublicKey::from_bytes([1; 32])];
+        assert_eq!(h.values(s1), (vec![200], vec![400]));
+        // Counters unread (no rules): the rule series stay, with nothing counted.
+        h.record(at(30), step, &status(&[(1, 300)], &[]));
+        let p1 = &h.rules["p1"];
+        let (packets, _) = h.values(p1);
+        assert_eq!(packets, vec![3, 0]);
+        assert_eq!(h.hits(p1, &packets), (Some(at(15)), None));
+        let d = &h.rules["default"];
+        let (zeros, _) = h.values(d);
+        assert_eq!(h.hits(d, &zeros), (None, Some(at(0))));
+        // A rule that goes from the chain goes from the history.
+        h.record(at(45), step, &status(&[(1, 300)], &[("default", 1)]));
+        assert!(!h.rules.contains_key("p1"));
+        assert_eq!(
+            rule_key("-A X -m comment --comment \"mwg:established\" -j ACCEPT").as_deref(),
+            Some("established")
+        );
+    }
+}
