@@ -228,6 +228,23 @@ impl Ui {
 
     /// axe-core on the page in light, dark and high contrast, at desktop and phone size;
     /// screenshots of each.
+    /// Waits (refreshing) until the page shows a history sparkline.
+    async fn wait_spark(&self, name: &str) {
+        let start = Instant::now();
+        while self
+            .js("return document.querySelectorAll('svg.spark').length")
+            .await
+            == json!(0)
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no sparkline on {name}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            self.b.refresh().await.unwrap();
+        }
+    }
+
     async fn audit(&self, name: &str) {
         for (w, hgt) in [(1280, 800), (390, 844)] {
             self.b.set_window_size(w, hgt).await.unwrap();
@@ -502,6 +519,7 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
     let key = key_line.split('=').nth(1).unwrap().trim();
     assert!(!html.contains(key));
     ui.go(&laptop_path).await;
+    ui.wait_spark("machine").await;
     ui.audit("machine").await;
 
     // (a) The config read out of the page brings the machine up; the list turns it online
@@ -635,6 +653,16 @@ async fn phases(h: &Harness, api: &Api, ui: &Ui) {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The audit covers the rows' sparklines, badges and their tables (one opened).
+    ui.wait_spark("policies").await;
+    ui.js("document.querySelector('#policies details.spark-table').open = true")
+        .await;
+    assert!(
+        ui.js("return document.querySelector('#policies .badge.hit').textContent")
+            .await
+            .as_str()
+            .is_some_and(|t| t.starts_with("last hit") || t.starts_with("never hit since")),
+    );
     ui.audit("policies").await;
 
     // (h) Keyboard only: Explain says why laptop cannot ping phone, row by row, and the

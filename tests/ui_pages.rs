@@ -1213,6 +1213,61 @@ fn ui_policy_analysis_preview_and_matrix() {
         let body = text(&page);
         assert!(body.contains("⚠ shadowed by #1"), "{body}");
         assert!(body.contains("⚠ matches no current machine"), "{body}");
+        // The short history: once sampled, each row has an SVG sparkline (attributes only,
+        // a <title>, its numbers as a table) and, with no packet counted, "never hit since".
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let body = loop {
+            let page = get(&api, &format!("/orgs/{org}/policies"), Some(&admin)).await;
+            assert_page(&page, true);
+            let body = text(&page);
+            if body.matches("<svg class=\"spark\"").count() >= 4 {
+                break body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no sparklines: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let ghost_row = body
+            .split(&format!("data-policy=\"{ghost}\""))
+            .nth(1)
+            .and_then(|r| r.split("</details>").next())
+            .unwrap();
+        assert!(
+            ghost_row.contains("<span class=\"badge hit\">never hit since 20"),
+            "{ghost_row}"
+        );
+        assert!(ghost_row.contains("role=\"img\""), "{ghost_row}");
+        assert!(
+            ghost_row.contains("<title>Packets per step, last "),
+            "{ghost_row}"
+        );
+        assert!(
+            ghost_row.contains("<summary>Packets as a table</summary>"),
+            "{ghost_row}"
+        );
+        assert!(ghost_row.contains("0 in every step"), "{ghost_row}");
+        assert!(!body.contains(" style="), "no inline style (CSP)");
+        // The default row has its own.
+        let default_row = body.rsplit("<tr class=\"implicit\">").next().unwrap();
+        assert!(default_row.contains("never hit since"), "{default_row}");
+        let m = get(
+            &api,
+            &format!("/orgs/{org}/machines/{}", machines[0]),
+            Some(&admin),
+        )
+        .await;
+        assert_page(&m, true);
+        let mbody = text(&m);
+        assert!(
+            mbody.contains("<title>Bytes the hub received per step"),
+            "{mbody}"
+        );
+        assert!(
+            mbody.contains("<summary>Bytes sent as a table</summary>"),
+            "{mbody}"
+        );
         // A preview says what a change would do and writes nothing.
         let audit_before = api
             .call("GET", &format!("{base}/audit"), Some(&admin), None)

@@ -153,6 +153,7 @@ pub async fn run(app: &App, req: &Request, op: Op, ctx: Ctx) -> Result<Response,
             let (body, etag) = status::status(app, ctx).await?.json();
             tagged(req, &etag, || body)
         }
+        Op::History => json(OK, &status::history(app, ctx).await?),
         Op::Audit => {
             let (limit, cursor) = paging(req);
             let q = AuditQuery::parse(limit, cursor, req.query_param("before"))?.filtered(

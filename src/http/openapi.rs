@@ -145,6 +145,16 @@ fn schemas() -> Value {
         "kind": {"type": "string", "enum": ["policy", "established", "default"]},
         "policy_id": {"type": ["string", "null"]}, "packets": {"type": "integer"}, "bytes": {"type": "integer"}}});
     m.insert("Status".into(), json!({"type": "object", "required": ["hub", "peers", "rules", "observed_at", "last_error"], "properties": {"hub": hub, "peers": {"type": "array", "items": peer}, "rules": {"type": "array", "items": rule}, "observed_at": time, "last_error": {"type": ["string", "null"]}}}));
+    let series = json!({"type": "array", "maxItems": 120, "items": {"type": "integer", "minimum": 0}, "description": "growth per step, oldest first; the last item is the step ending at newest_at"});
+    m.insert("History".into(), json!({"type": "object", "required": ["step_seconds", "newest_at", "machines", "policies"], "properties": {
+        "step_seconds": {"type": "integer"}, "newest_at": nullable_time,
+        "machines": {"type": "array", "items": {"type": "object", "required": ["machine_id", "name", "public_key", "since", "rx_bytes", "tx_bytes"], "properties": {
+            "machine_id": {"type": ["string", "null"], "format": "uuid"}, "name": {"type": ["string", "null"]}, "public_key": {"type": "string"},
+            "since": time, "rx_bytes": series, "tx_bytes": series}}},
+        "policies": {"type": "array", "items": {"type": "object", "required": ["kind", "policy_id", "since", "packets", "bytes", "last_hit_at", "never_hit_since"], "properties": {
+            "kind": {"type": "string", "enum": ["policy", "established", "default"]}, "policy_id": {"type": ["string", "null"]},
+            "since": time, "packets": series, "bytes": series,
+            "last_hit_at": nullable_time, "never_hit_since": nullable_time}}}}}));
     m.insert(
         "Explain".into(),
         explain_schema(&json!({"$ref": "#/components/schemas/Selector"})),
@@ -223,10 +233,12 @@ fn explain_schema(selector: &Value) -> Value {
         "reachable": {"type": "boolean", "description": "the first packet passes, and its reply too where the protocol needs one (tcp, icmp)"},
         "reply_needed": {"type": "boolean"},
         "forward": trace, "reply": trace,
-        "counter": {"type": ["object", "null"], "required": ["rule", "packets", "bytes", "window", "read_at"], "properties": {
+        "counter": {"type": ["object", "null"], "required": ["rule", "packets", "bytes", "window", "read_at", "recent"], "properties": {
             "rule": {"type": "string"}, "packets": {"type": "integer"}, "bytes": {"type": "integer"},
-            "window": {"type": "string", "enum": ["total"], "description": "total: since the rule was installed"},
-            "read_at": time}},
+            "window": {"type": "string", "enum": ["total"], "description": "total: packets and bytes since the rule was installed"},
+            "read_at": time,
+            "recent": {"type": ["object", "null"], "description": "the rule's growth over the last two steps of the short history (GET …/history); null until it has them", "required": ["window", "packets", "bytes", "until"], "properties": {
+                "window": {"type": "string", "description": "30s: two 15 s steps"}, "packets": {"type": "integer"}, "bytes": {"type": "integer"}, "until": time}}}},
         "data_plane": {"type": ["object", "null"], "required": ["hub_up", "observed_at", "last_reconcile", "last_error", "src", "dst"], "properties": {
             "hub_up": {"type": "boolean"}, "observed_at": time,
             "last_reconcile": {"type": "string", "enum": ["ok", "failed"]},
@@ -646,6 +658,40 @@ mod tests {
             "Status.rules",
             &s["rules"]["items"],
             status["rules"][0].clone(),
+        );
+        let history = serde_json::to_value(HistoryView {
+            step_seconds: 15,
+            newest_at: Some(at),
+            machines: vec![MachineHistory {
+                machine_id: Some(id),
+                name: Some("m".into()),
+                public_key: "k".into(),
+                since: at,
+                rx_bytes: vec![1],
+                tx_bytes: vec![2],
+            }],
+            policies: vec![PolicyHistory {
+                kind: "policy",
+                policy_id: Some(id.to_string()),
+                since: at,
+                packets: vec![0],
+                bytes: vec![0],
+                last_hit_at: None,
+                never_hit_since: Some(at),
+            }],
+        })
+        .unwrap();
+        check("History", &schemas["History"], history.clone());
+        let h = &schemas["History"]["properties"];
+        check(
+            "History.machines",
+            &h["machines"]["items"],
+            history["machines"][0].clone(),
+        );
+        check(
+            "History.policies",
+            &h["policies"]["items"],
+            history["policies"][0].clone(),
         );
         let preview = crate::service::preview::PreviewView::empty();
         let preview = serde_json::to_value(&preview).unwrap();

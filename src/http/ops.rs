@@ -39,6 +39,7 @@ pub enum Op {
     PolicyPreview,
     Matrix,
     Status,
+    History,
     Audit,
     Explain,
     WatchCreate,

@@ -342,6 +342,15 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         GET,
+        "/api/v1/orgs/{org}/history",
+        Op::History,
+        "The last 30 min of each machine's rx/tx bytes and each policy's packets/bytes in 15 s steps, with when each policy last counted a packet",
+        None,
+        200,
+        Some("History"),
+    ),
+    r(
+        GET,
         "/api/v1/orgs/{org}/audit",
         Op::Audit,
         "Who did what, when, to what (newest first)",

@@ -92,9 +92,43 @@ pub struct CounterView {
     pub rule: String,
     pub packets: u64,
     pub bytes: u64,
-    /// `total`: since the rule was installed (no counter history is kept to give a window).
+    /// `total`: `packets` and `bytes` count since the rule was installed.
     pub window: &'static str,
     pub read_at: DateTime<Utc>,
+    /// The rule's growth over the last two steps of the tenant's short history (30 s with the
+    /// 15 s counters period); `None` until the history has two samples of the rule.
+    pub recent: Option<RecentCounter>,
+}
+
+/// A rule's packets over a recent window, from the tenant actor's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentCounter {
+    /// `30s`: the last two history steps (their length in seconds).
+    pub window: String,
+    pub packets: u64,
+    pub bytes: u64,
+    /// The end of the window: the history's newest sample.
+    pub until: DateTime<Utc>,
+}
+
+/// The last two steps of a rule's history, if it has them.
+fn recent(
+    status: Option<&crate::actors::tenant::TenantStatus>,
+    rule: &str,
+) -> Option<RecentCounter> {
+    let h = &*status?.history;
+    let series = h.rules.get(&crate::actors::tenant::rule_key(rule)?)?;
+    let (packets, bytes) = h.values(series);
+    if packets.len() < 2 {
+        return None;
+    }
+    let last2 = |v: &[u64]| v[v.len() - 2..].iter().sum();
+    Some(RecentCounter {
+        window: format!("{}s", h.step.as_secs() * 2),
+        packets: last2(&packets),
+        bytes: last2(&bytes),
+        until: h.newest?.1,
+    })
 }
 
 /// What the hub's kernel knows of one end's peer.
@@ -451,6 +485,7 @@ pub async fn explain(app: &App, ctx: &Ctx, q: &ExplainQuery) -> Result<ExplainVi
         bytes: r.bytes,
         window: "total",
         read_at: now,
+        recent: recent(status.as_deref(), &r.rule),
     });
     let data_plane = status.as_deref().map(|s| DataPlane {
         hub_up: s.up,

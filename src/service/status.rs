@@ -17,17 +17,25 @@ pub async fn ready(app: &App) -> Result<(), ApiError> {
     }
 }
 
+/// The org's read model; `None` while PostgreSQL cannot be read (kernel facts are still served).
+async fn model(
+    app: &App,
+    org_id: uuid::Uuid,
+) -> Result<Option<std::sync::Arc<super::reads::Model>>, ApiError> {
+    match app.reads.machines(app, org_id).await {
+        Ok(Some(m)) => Ok(Some(m)),
+        Ok(None) => Err(ApiError::not_found()),
+        Err(e) if e.is_unavailable() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `GET /orgs/{org}/status`: the tenant's last observation with rule counters read from the
 /// kernel now. Names come from the read model (PostgreSQL) when it can be had; without
 /// PostgreSQL the kernel facts are still served.
 pub async fn status(app: &App, ctx: &Ctx) -> Result<StatusView, ApiError> {
     let org_id = ctx.org();
-    let model = match app.reads.machines(app, org_id).await {
-        Ok(Some(m)) => Some(m),
-        Ok(None) => return Err(ApiError::not_found()),
-        Err(e) if e.is_unavailable() => None,
-        Err(e) => return Err(e.into()),
-    };
+    let model = model(app, org_id).await?;
     // The observation as published (no copy of it), its rule counters read from the kernel now.
     let s = app.ctl.status_snapshot(org_id).await?;
     let rules = match app.ctl.counters(&s).await {
@@ -59,4 +67,17 @@ pub async fn status(app: &App, ctx: &Ctx) -> Result<StatusView, ApiError> {
         observed_at: s.observed_at,
         last_error,
     })
+}
+
+/// `GET /orgs/{org}/history`: the tenant actor's last 30 min of peer and rule numbers, peers
+/// named from the read model when PostgreSQL can be read.
+pub async fn history(app: &App, ctx: &Ctx) -> Result<super::views::HistoryView, ApiError> {
+    let org_id = ctx.org();
+    let model = model(app, org_id).await?;
+    let s = app.ctl.status_snapshot(org_id).await?;
+    let rows = model.as_ref().map(|m| &m.rows);
+    Ok(super::views::HistoryView::of(&s, |key| {
+        rows.and_then(|r| r.machine_by_key(key))
+            .map(|m| (m.id, m.name.clone()))
+    }))
 }

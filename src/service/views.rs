@@ -433,3 +433,97 @@ mod tests {
         assert_eq!(comment("-A MWG-ACL -j DROP"), None);
     }
 }
+
+/// `GET /orgs/{org}/history`: the last 30 min in 15 s steps (the counters period), oldest
+/// first; the last value of every series is the step ending at `newest_at`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryView {
+    pub step_seconds: u64,
+    pub newest_at: Option<DateTime<Utc>>,
+    pub machines: Vec<MachineHistory>,
+    pub policies: Vec<PolicyHistory>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineHistory {
+    pub machine_id: Option<Uuid>,
+    pub name: Option<String>,
+    pub public_key: String,
+    pub since: DateTime<Utc>,
+    pub rx_bytes: Vec<u64>,
+    pub tx_bytes: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyHistory {
+    pub kind: &'static str,
+    pub policy_id: Option<String>,
+    pub since: DateTime<Utc>,
+    pub packets: Vec<u64>,
+    pub bytes: Vec<u64>,
+    /// The newest step in which the rule counted a packet, in the window.
+    pub last_hit_at: Option<DateTime<Utc>>,
+    /// No packet in the window: since when (the series' start, or the window's).
+    pub never_hit_since: Option<DateTime<Utc>>,
+}
+
+impl HistoryView {
+    pub fn of(s: &TenantStatus, machine: impl Fn(&PublicKey) -> Option<(Uuid, String)>) -> Self {
+        let h = &*s.history;
+        let machines = h
+            .peers
+            .iter()
+            .map(|(key, series)| {
+                let (rx, tx) = h.values(series);
+                let m = machine(key);
+                MachineHistory {
+                    machine_id: m.as_ref().map(|m| m.0),
+                    name: m.map(|m| m.1),
+                    public_key: key.to_base64(),
+                    since: series.since,
+                    rx_bytes: rx,
+                    tx_bytes: tx,
+                }
+            })
+            .collect();
+        let policies = h
+            .rules
+            .iter()
+            .map(|(key, series)| {
+                let (packets, bytes) = h.values(series);
+                let (last_hit_at, never_hit_since) = h.hits(series, &packets);
+                let kind = match key.as_str() {
+                    "default" => "default",
+                    "established" => "established",
+                    _ => "policy",
+                };
+                PolicyHistory {
+                    kind,
+                    policy_id: (kind == "policy").then(|| key.clone()),
+                    since: series.since,
+                    packets,
+                    bytes,
+                    last_hit_at,
+                    never_hit_since,
+                }
+            })
+            .collect();
+        HistoryView {
+            step_seconds: h.step.as_secs(),
+            newest_at: h.newest.map(|(_, at)| at),
+            machines,
+            policies,
+        }
+    }
+
+    /// A policy's row (`policy_id`, or `default` / `established`).
+    pub fn policy(&self, key: &str) -> Option<&PolicyHistory> {
+        self.policies
+            .iter()
+            .find(|p| p.policy_id.as_deref() == Some(key) || (p.kind != "policy" && p.kind == key))
+    }
+
+    pub fn machine(&self, id: Uuid) -> Option<&MachineHistory> {
+        self.machines.iter().find(|m| m.machine_id == Some(id))
+    }
+}

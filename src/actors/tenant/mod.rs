@@ -14,9 +14,13 @@
 //! repair uses the desired state last read, so a database outage never empties a tenant and
 //! drift is still repaired meanwhile.
 
+mod history;
+mod ring;
 mod status;
 mod watches;
 
+pub use history::{History, Series, rule_key};
+pub use ring::SLOTS;
 pub use status::TenantStatus;
 pub use watches::WatchInfo;
 
@@ -85,6 +89,8 @@ pub struct TenantState {
     gone: bool,
     /// Live watches: desired state this actor alone holds (see `watches`).
     watches: watches::Watches,
+    /// The last 30 min of numbers, sampled from what is published (see `history`).
+    history: Arc<History>,
 }
 
 pub enum TenantMsg {
@@ -380,6 +386,12 @@ impl TenantState {
                 status.failed_at.entry(id).or_insert(*at);
             }
         }
+        // Every new observation passes here: the history samples it, at most once per slot.
+        let (now, step) = (chrono::Utc::now(), self.deps.observer.counters);
+        if self.history.due(now, step) {
+            Arc::make_mut(&mut self.history).record(now, step, &status);
+        }
+        status.history = self.history.clone();
         let status = Arc::new(status);
         self.status = Some(status.clone());
         self.status_tx.send_replace(Some(status));
@@ -509,6 +521,7 @@ impl Actor for TenantActor {
             failures: 0,
             gone: false,
             watches: Default::default(),
+            history: Default::default(),
         })
     }
 

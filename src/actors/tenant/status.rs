@@ -41,6 +41,8 @@ pub struct TenantStatus {
     pub checks: Vec<crate::reconcile::invariants::Check>,
     /// When each invariant was last found broken (and repaired), by check id.
     pub failed_at: BTreeMap<&'static str, DateTime<Utc>>,
+    /// The last 30 min of peer and rule numbers (shared, not copied, between publications).
+    pub history: std::sync::Arc<super::History>,
 }
 
 impl TenantStatus {
@@ -69,6 +71,7 @@ impl TenantStatus {
             generation: 0,
             checks: crate::reconcile::invariants::kernel_checks(o),
             failed_at: BTreeMap::new(),
+            history: Default::default(),
         }
     }
 }

@@ -212,10 +212,16 @@ fn answer(org: &OrgView, v: &ExplainView) -> Answer {
         }
     );
     let counter = match &v.counter {
-        Some(c) => format!(
-            "{} packets, {} bytes on the deciding rule ({}), in total since the rule was installed (no history is kept for a 30-second window)",
-            c.packets, c.bytes, c.rule
-        ),
+        Some(c) => {
+            let recent = match &c.recent {
+                Some(r) => format!("{} packets in the last {}; ", r.packets, r.window),
+                None => String::new(),
+            };
+            format!(
+                "{recent}{} packets, {} bytes on the deciding rule ({}) in total since the rule was installed",
+                c.packets, c.bytes, c.rule
+            )
+        }
         None => "the kernel holds no such rule right now".into(),
     };
     let (hub, reconcile, peers) = match &v.data_plane {

@@ -8,6 +8,7 @@ use crate::http::error::ApiError;
 use crate::http::{App, Request, Response};
 use crate::secret::Secret;
 use crate::service::machine_query::{self, MachineQuery, SortKey};
+use crate::service::views::MachineHistory;
 use crate::service::views::{MachineView, OrgView, Presence};
 use crate::service::{Ctx, machines, orgs};
 use askama::Template;
@@ -399,6 +400,9 @@ struct DetailPage {
     history: Vec<super::org::AuditRow>,
     /// The key was rotated: a missing handshake is the new key's.
     rotated: bool,
+    /// The last 30 min of bytes received and sent by the hub from and to this machine.
+    rx_spark: Option<super::spark::Spark>,
+    tx_spark: Option<super::spark::Spark>,
 }
 
 /// Whether the machine's key was ever rotated (asked only while no handshake is known).
@@ -443,7 +447,26 @@ pub async fn detail(
     )?;
     let history = super::org::audit_rows(crate::service::audit::list(app, ctx, q).await?.items);
     let row = Row::of(&m, Utc::now());
+    let (rx_spark, tx_spark) = match crate::service::status::history(app, ctx).await {
+        Ok(h) => {
+            let series = h.machine(m.id).zip(h.newest_at);
+            let spark = |what: &str, unit: &str, pick: fn(&MachineHistory) -> &Vec<u64>| {
+                series.and_then(|(s, at)| {
+                    super::spark::Spark::of(what, unit, pick(s), at, h.step_seconds)
+                })
+            };
+            (
+                spark("Bytes the hub received per step", "Bytes received", |s| {
+                    &s.rx_bytes
+                }),
+                spark("Bytes the hub sent per step", "Bytes sent", |s| &s.tx_bytes),
+            )
+        }
+        Err(_) => (None, None),
+    };
     let page = DetailPage {
+        rx_spark,
+        tx_spark,
         chrome: Chrome::of(req, ctx, Some(org.clone()), "Machines"),
         org,
         rotated: rotated(app, ctx, &row).await?,

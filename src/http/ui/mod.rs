@@ -18,6 +18,7 @@ pub mod page;
 mod policies;
 mod preview;
 pub mod routes;
+mod spark;
 mod timeline;
 
 pub use routes::{dispatch, is_ui};

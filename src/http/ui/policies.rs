@@ -33,6 +33,9 @@ pub struct Row {
     pub bytes: String,
     /// The static analysis' badge ("shadowed by #3"), empty when it has nothing to say.
     pub finding: String,
+    /// The last 30 min of packets, and "last hit 12 s ago" / "never hit since …".
+    pub spark: Option<super::spark::Spark>,
+    pub hit: String,
 }
 
 /// What the policy form shows: a policy's fields as form values (or what was typed).
@@ -210,6 +213,13 @@ pub async fn list(
     let machines: Vec<MachineView> = machines::model(app, ctx).await?.machines.clone();
     let names: HashMap<Uuid, String> = machines.iter().map(|m| (m.id, m.name.clone())).collect();
     let analysis = preview::analysis(app, ctx).await?;
+    // No history (no observation yet): rows without sparklines.
+    let history = status::history(app, ctx).await.ok();
+    let now = chrono::Utc::now();
+    let hist = |key: &str| match &history {
+        Some(h) => super::spark::policy(h, h.policy(key), now),
+        None => (None, String::new()),
+    };
     let count = all.items.len();
     let mut rows: Vec<Row> = all
         .items
@@ -217,6 +227,7 @@ pub async fn list(
         .enumerate()
         .map(|(i, v)| {
             let p = &v.policy;
+            let (spark, hit) = hist(&p.id.to_string());
             Row {
                 id: p.id.to_string(),
                 number: (i + 1).to_string(),
@@ -233,6 +244,8 @@ pub async fn list(
                 packets: v.packets,
                 bytes: bytes(v.bytes),
                 finding: analysis.of(p.id).map(|f| f.badge()).unwrap_or_default(),
+                spark,
+                hit,
             }
         })
         .collect();
@@ -247,31 +260,38 @@ pub async fn list(
             .find(|r| r.kind == kind)
             .map_or((0, 0), |r| (r.packets, r.bytes))
     };
-    let implicit = |name: &str, action: &'static str, (packets, b): (u64, u64)| Row {
-        id: String::new(),
-        number: "—".into(),
-        name: name.into(),
-        action,
-        src: "any".into(),
-        dst: "any".into(),
-        protocol: "any",
-        ports: String::new(),
-        enabled: true,
-        implicit: true,
-        first: false,
-        last: false,
-        packets,
-        bytes: bytes(b),
-        finding: String::new(),
+    let implicit = |name: &str, kind: &str, action: &'static str, (packets, b): (u64, u64)| {
+        let (spark, hit) = hist(kind);
+        Row {
+            id: String::new(),
+            number: "—".into(),
+            name: name.into(),
+            action,
+            src: "any".into(),
+            dst: "any".into(),
+            protocol: "any",
+            ports: String::new(),
+            enabled: true,
+            implicit: true,
+            first: false,
+            last: false,
+            packets,
+            bytes: bytes(b),
+            finding: String::new(),
+            spark,
+            hit,
+        }
     };
     if org.default_action == Verdict::Deny {
         rows.push(implicit(
             "replies (established, related)",
+            "established",
             "allow",
             counted("established"),
         ));
     }
     rows.push(implicit(
+        "default",
         "default",
         org.default_action.as_str(),
         counted("default"),
