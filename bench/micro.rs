@@ -108,6 +108,33 @@ fn main() {
                 5000,
                 k.firewall.counters(&names).await
             );
+            // The cheap poll's parts, as it runs them for an idle tenant every 1.5 s.
+            let inode = k.netns.identity(&names).expect("a namespace");
+            let held = k.namespaces.held(&names.netns, inode).expect("handles");
+            let dev = match k.wg.observe(&names).await {
+                Ok(meshwg::kernel::DeviceState::Up(d)) => d,
+                other => panic!("no device: {other:?}"),
+            };
+            measure!(
+                "poll: namespace identity (one stat)",
+                20000,
+                k.netns.identity(&names)
+            );
+            measure!(
+                "poll: silent sysctls (three held files)",
+                20000,
+                held.silent_switches_hold()
+            );
+            measure!(
+                "poll: ipset members (netlink list)",
+                20000,
+                k.firewall.sets(&held).await
+            );
+            measure!(
+                "poll: device unless unchanged (a quiet daemon is not asked)",
+                20000,
+                k.wg.observe_unless(&names, &dev).await
+            );
             measure!(
                 "namespace identity (stat + statfs)",
                 20000,

@@ -208,26 +208,32 @@ fn healthy(names: &TenantNames, peers: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// A tenant with two machines (one tagged, one tag policy), healthy: its names and peers.
+async fn healthy_tenant(h: &Harness) -> (TenantNames, Vec<String>) {
+    let org = h.tenant("Events", "10.100.0.0/16").await;
+    let names = h.names(&org);
+    let (a, _) = h.machine(&org, "a", &["web"]).await;
+    let (b, _) = h.machine(&org, "b", &[]).await;
+    h.policy(
+        &org,
+        "deny",
+        serde_json::json!({"tag": "web"}),
+        serde_json::json!("any"),
+    )
+    .await;
+    let peers = vec![a.public_key.to_base64(), b.public_key.to_base64()];
+    eventually(Duration::from_secs(10), "healthy at start", || async {
+        healthy(&names, &peers).ok()
+    })
+    .await;
+    (names, peers)
+}
+
 /// Sets up a tenant with two machines (one tagged, one tag policy) and inflicts each kind,
 /// expecting a repair within `bound`.
 fn repairs(observer: Observer, kinds: Vec<Kind>, bound: Duration) {
     run_observed(observer, move |h| async move {
-        let org = h.tenant("Events", "10.100.0.0/16").await;
-        let names = h.names(&org);
-        let (a, _) = h.machine(&org, "a", &["web"]).await;
-        let (b, _) = h.machine(&org, "b", &[]).await;
-        h.policy(
-            &org,
-            "deny",
-            serde_json::json!({"tag": "web"}),
-            serde_json::json!("any"),
-        )
-        .await;
-        let peers = vec![a.public_key.to_base64(), b.public_key.to_base64()];
-        eventually(Duration::from_secs(10), "healthy at start", || async {
-            healthy(&names, &peers).ok()
-        })
-        .await;
+        let (names, peers) = healthy_tenant(&h).await;
         for kind in kinds {
             (kind.inflict)(&h, &names, &peers[1]);
             let (_, took) =
@@ -401,7 +407,8 @@ fn kernel_a_slow_daemon_is_left_alone_and_a_hung_one_replaced() {
         assert_eq!(daemon_pid(&h, &names), pid, "a slow daemon is not replaced");
         // Stopped for good: after a run of failed reads it is replaced, and traffic flows again.
         sh(&["kill", "-STOP", &pid.to_string()]);
-        eventually(Duration::from_secs(40), "hung daemon replaced", || async {
+        // (A quiet daemon is asked at least every 15 s; then three reads of 3 s fail.)
+        eventually(Duration::from_secs(60), "hung daemon replaced", || async {
             let now =
                 std::fs::read_to_string(h.world.runtime_dir.join(format!("{}.pid", names.birth)))
                     .ok()?;
@@ -417,4 +424,55 @@ fn kernel_a_slow_daemon_is_left_alone_and_a_hung_one_replaced() {
         )
         .await;
     });
+}
+
+/// Bytes a process has read with read(2) (`rchar` of `/proc/<pid>/io`).
+fn rchar(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn kernel_an_idle_daemon_is_not_asked_at_every_glance_yet_hand_changes_are_seen() {
+    if backend() != Backend::Userspace {
+        eprintln!("the kernel backend has no daemon; nothing to test");
+        return;
+    }
+    run_observed(
+        Observer {
+            poll: Some(Duration::from_secs(1)),
+            full: HOUR,
+            counters: HOUR,
+            events: true,
+        },
+        |h| async move {
+            let (names, peers) = healthy_tenant(&h).await;
+            let pid = daemon_pid(&h, &names);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            // Six glances: a daemon asked at each would read six `get=1\n\n` requests (7
+            // bytes each); a quiet one is asked at most once (numbers every 15 s).
+            let before = rchar(pid);
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            let read = rchar(pid) - before;
+            assert!(
+                read <= 7,
+                "the idle daemon read {read} bytes in 6 s of polling"
+            );
+            // What anybody asks the daemon rings the doorbell: a read by hand, then a change.
+            wg(&names, "show", &[]);
+            wg(&names, "set", &["peer", &peers[1], "remove"]);
+            let (_, took) = eventually(Duration::from_secs(5), "peer put back", || async {
+                healthy(&names, &peers).ok()
+            })
+            .await;
+            eprintln!("peer removed by hand repaired in {took:?}");
+            assert_eq!(daemon_pid(&h, &names), pid, "the same daemon");
+        },
+    );
 }

@@ -269,11 +269,15 @@ pub async fn snapshot_seen(pool: &Pool, id: Uuid) -> Result<Option<(Snapshot, u6
         )
         .await?
         .get(0);
-    let Some(org) = get_with(&conn, id).await? else {
+    // Then the three reads, pipelined on the one connection (one round trip).
+    let (org, machines, policies) = tokio::try_join!(
+        get_with(&conn, id),
+        machines::list_with(&conn, id),
+        policies::list_with(&conn, id),
+    )?;
+    let Some(org) = org else {
         return Ok(None);
     };
-    let machines = machines::list_with(&conn, id).await?;
-    let policies = policies::list_with(&conn, id).await?;
     let snap = Snapshot {
         org,
         machines,

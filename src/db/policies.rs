@@ -4,6 +4,7 @@ use super::{Conn, DbError, Pool, pending};
 use crate::policy::{Policy, PortRange, Protocol, Selector, Verdict};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
+use tokio_postgres::types::Json;
 use uuid::Uuid;
 
 /// The writable fields of a policy.
@@ -46,8 +47,16 @@ fn from_row(row: &Row) -> Result<Policy, DbError> {
         name: row.get(1),
         priority: row.get(2),
         action: Verdict::parse(&action).ok_or_else(|| corrupt("action"))?,
-        src: serde_json::from_value(row.get(4)).map_err(|_| corrupt("src"))?,
-        dst: serde_json::from_value(row.get(5)).map_err(|_| corrupt("dst"))?,
+        // Straight from the column's bytes (no `serde_json::Value` in between: a tenant's read
+        // of 2,000 policies is on the way of every policy change).
+        src: row
+            .try_get::<_, Json<Selector>>(4)
+            .map_err(|_| corrupt("src"))?
+            .0,
+        dst: row
+            .try_get::<_, Json<Selector>>(5)
+            .map_err(|_| corrupt("dst"))?
+            .0,
         protocol: Protocol::parse(&protocol).ok_or_else(|| corrupt("protocol"))?,
         ports: ports
             .map(|p| p.parse())

@@ -200,12 +200,16 @@ pub fn edit_script(have: &[String], want: &[String]) -> Option<String> {
 }
 
 /// The `ipset restore` script that replaces each desired set atomically (build, then swap).
+/// Sets start with the fewest hash buckets (they grow as members come): the cheap poll lists
+/// every set every 1.5 s, and the kernel walks all buckets of a set to list it, 1,024 of them
+/// by default for a tag of five machines. (`-exist` takes a set that differs only in its hash
+/// size for the same set, so sets made with the default are kept until they next change.)
 pub fn ipset_script(sets: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> String {
     let mut s = String::new();
     for (name, members) in sets {
         let tmp = format!("{name}-n");
-        let _ = writeln!(s, "create {name} hash:ip family inet");
-        let _ = writeln!(s, "create {tmp} hash:ip family inet");
+        let _ = writeln!(s, "create {name} hash:ip family inet hashsize 64");
+        let _ = writeln!(s, "create {tmp} hash:ip family inet hashsize 64");
         let _ = writeln!(s, "flush {tmp}");
         for ip in members {
             let _ = writeln!(s, "add {tmp} {ip}");
@@ -375,9 +379,13 @@ impl Firewall for Iptables {
         let h = self.handles(names).await?;
         // Whatever happens next, the next read verifies the result.
         self.lock().remove(&names.netns);
-        let before = nft::ipsets(&h.nfnl)
-            .await
-            .map_err(|e| nl(&names.netns, e))?;
+        // The sets as just observed, or read now.
+        let before = match have {
+            Some(fw) => fw.sets.clone(),
+            None => nft::ipsets(&h.nfnl)
+                .await
+                .map_err(|e| nl(&names.netns, e))?,
+        };
         // Sets already as wanted (a policy change that moves no tag) need no process.
         if !rules.sets.is_empty() && before != rules.sets {
             Cmd::new("ipset")
@@ -399,16 +407,28 @@ impl Firewall for Iptables {
             table_ok.then(|| edit_script(&acl, &rules.acl)).flatten()
         });
         let edited = edit.is_some();
-        let script = edit.unwrap_or_else(|| {
-            let carry: BTreeMap<String, (u64, u64)> = have
-                .iter()
-                .flat_map(|fw| fw.acl.iter().flatten().chain(fw.watch.iter().flatten()))
-                .map(|r| (r.rule.clone(), (r.packets, r.bytes)))
-                .collect();
-            // Not known to be absent: make sure a watch chain nobody needs is gone.
-            let drop_watch = have.is_none_or(|fw| fw.watch.is_some());
-            restore_script_watching(rules, &carry, drop_watch)
-        });
+        let script = match edit {
+            Some(script) => script,
+            None => {
+                let mut carry: BTreeMap<String, (u64, u64)> = have
+                    .iter()
+                    .flat_map(|fw| fw.acl.iter().flatten().chain(fw.watch.iter().flatten()))
+                    .map(|r| (r.rule.clone(), (r.packets, r.bytes)))
+                    .collect();
+                // A change looks at the chain without its counters: carry the chain's own.
+                if let Some(acl) = have.and_then(|fw| fw.acl.as_ref())
+                    && let Ok(now) = nft::chain_counters(&h.nfnl, "filter", ACL_CHAIN).await
+                    && now.len() == acl.len()
+                {
+                    for (rule, numbers) in acl.iter().zip(now) {
+                        carry.insert(rule.rule.clone(), numbers);
+                    }
+                }
+                // Not known to be absent: make sure a watch chain nobody needs is gone.
+                let drop_watch = have.is_none_or(|fw| fw.watch.is_some());
+                restore_script_watching(rules, &carry, drop_watch)
+            }
+        };
         Cmd::new("iptables-restore")
             .args(["--noflush", "--counters"])
             .netns(&names.netns)

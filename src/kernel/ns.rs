@@ -80,12 +80,12 @@ impl NsHandles {
         })
     }
 
-    /// Are the switches that announce no change as they must be: IPv6 off and ICMP redirects
-    /// off, for all and for new interfaces? (`ip_forward` is announced by a netconf event, so
-    /// the cheap poll need not read it.)
+    /// Are the switches that announce no change as they must be: IPv6 off for new interfaces,
+    /// ICMP redirects off for all and for new ones? (`ip_forward` is announced by a netconf
+    /// event, and `all/disable_ipv6` going to 0 by the `::1` address and route it gives `lo`,
+    /// so the cheap poll need not read them.)
     pub fn silent_switches_hold(&self) -> io::Result<bool> {
-        Ok(read_flag(&self.ipv6_off_all)?
-            && read_flag(&self.ipv6_off_default)?
+        Ok(read_flag(&self.ipv6_off_default)?
             && !read_flag(&self.redirects_all)?
             && !read_flag(&self.redirects_default)?)
     }

@@ -5,8 +5,9 @@ use super::{DeviceObserved, PeerObserved};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::secret::Secret;
 use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -15,6 +16,13 @@ pub const SOCKET_DIR: &str = "/var/run/wireguard";
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_RESPONSE: usize = 16 << 20;
+/// A quiet daemon is still asked this often, for the numbers that move without a request
+/// (bytes, handshakes, endpoints).
+const NUMBERS_EVERY: Duration = Duration::from_secs(15);
+/// The fewest bytes of a UAPI request that changes what a reconcile enforces: the shortest,
+/// `set=1\nlisten_port=N\n`, has 20 (a key or a peer takes 64 hex digits). A daemon reads
+/// less on its own: its Go runtime wakes itself through a pipe, one byte at a time.
+const LEAST_CHANGE: u64 = 16;
 
 pub fn socket_path(birth: &str) -> PathBuf {
     Path::new(SOCKET_DIR).join(format!("{birth}.sock"))
@@ -46,6 +54,18 @@ pub struct Connection {
     /// The last `get` answer and what it parsed to: an idle device answers the same bytes, which
     /// then need no parsing (the answer holds the private key, hence the wiping wrapper).
     last: Option<(Secret<String>, DeviceObserved)>,
+    /// The daemon's `/proc/<pid>/io`, a doorbell: every UAPI request (ours, `wg`'s, anybody's)
+    /// reaches the daemon through read(2), which counts its bytes in `rchar`. `None` where it
+    /// cannot be read (then every glance asks the daemon).
+    io: Option<std::fs::File>,
+    /// `rchar` right after our last exchange.
+    mark: Option<u64>,
+    /// Between the end of the exchange before our last `get` and the end of that `get`, the
+    /// daemon read nothing that could change it: `last` is its shape for as long as `rchar`
+    /// grows by less than [`LEAST_CHANGE`] past `mark`.
+    quiet: bool,
+    /// When the daemon was last asked for the device.
+    read_at: Instant,
 }
 
 /// Derives public keys, remembering the last one.
@@ -78,18 +98,88 @@ pub async fn connect(path: &Path) -> Result<Connection, UapiError> {
                 .ok()
                 .and_then(|c| c.pid())
                 .map(|p| p as u32);
+            let io = pid.and_then(|p| std::fs::File::open(format!("/proc/{p}/io")).ok());
             Ok(Connection {
                 stream,
                 pid,
                 memo: KeyMemo::default(),
                 last: None,
+                io,
+                mark: None,
+                quiet: false,
+                read_at: Instant::now(),
             })
         }
     }
 }
 
+/// The `rchar` line of a `/proc/<pid>/io` text.
+fn parse_rchar(text: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(text).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Two `get` answers that say the same: wireguard-go lists peers in no fixed order (a Go map),
+/// so the peer blocks are compared as sets.
+fn same_answer(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    if a.len() != b.len() {
+        return false;
+    }
+    parts(a).is_some_and(|pa| Some(pa) == parts(b))
+}
+
+/// The header, the peer blocks sorted, and the `errno` line of a `get` answer.
+fn parts(t: &str) -> Option<(Vec<&str>, &str)> {
+    let (body, tail) = t.rsplit_once("\nerrno=")?;
+    let mut blocks: Vec<&str> = body.split("\npublic_key=").collect();
+    blocks[1..].sort_unstable();
+    Some((blocks, tail))
+}
+
 impl Connection {
+    /// Bytes the daemon has read so far (`None`: unknown).
+    fn rchar(&self) -> Option<u64> {
+        let mut buf = [0u8; 256];
+        let n = self.io.as_ref()?.read_at(&mut buf, 0).ok()?;
+        parse_rchar(&buf[..n])
+    }
+
+    /// Has nobody asked the daemon to change anything since our last `get`, recently enough?
+    fn still_quiet(&self) -> bool {
+        self.quiet
+            && self.last.is_some()
+            && self.read_at.elapsed() < NUMBERS_EVERY
+            && self
+                .mark
+                .zip(self.rchar())
+                .is_some_and(|(m, now)| now >= m && now - m < LEAST_CHANGE)
+    }
+
     async fn exchange(&mut self, request: &[u8]) -> Result<Secret<String>, UapiError> {
+        self.quiet = false;
+        let mark = self.mark.take();
+        let text = self.exchange_raw(request).await?;
+        // The daemon read our request before it answered. Whatever else it read since our
+        // previous exchange ended may be a change it applies after this answer: only if that
+        // is less than any change can be is the answer taken as the device's shape.
+        let after = self.rchar();
+        let sent = request.len() as u64;
+        self.quiet = mark.zip(after).is_some_and(|(m, a)| {
+            a.checked_sub(m + sent)
+                .is_some_and(|foreign| foreign < LEAST_CHANGE)
+        });
+        self.mark = after;
+        Ok(text)
+    }
+
+    async fn exchange_raw(&mut self, request: &[u8]) -> Result<Secret<String>, UapiError> {
         let work = async {
             self.stream.write_all(request).await?;
             let mut buf = Vec::with_capacity(4096);
@@ -119,7 +209,8 @@ impl Connection {
     /// need no parsing.
     async fn read(&mut self) -> Result<&DeviceObserved, UapiError> {
         let text = self.exchange(b"get=1\n\n").await?;
-        let fresh = !matches!(&self.last, Some((t, _)) if t.expose() == text.expose());
+        self.read_at = Instant::now();
+        let fresh = !matches!(&self.last, Some((t, _)) if same_answer(t.expose(), text.expose()));
         if fresh {
             let mut dev = parse_get_with(text.expose(), &mut self.memo)?;
             dev.pid = self.pid;
@@ -135,20 +226,27 @@ impl Connection {
         self.read().await.cloned()
     }
 
-    /// The device, or `None` when it equals `same` (then without a copy).
+    /// The device, or `None` when it equals `same` (then without a copy). A quiet daemon (see
+    /// `io`) is not asked: its device has the shape last read, and its numbers are at most
+    /// [`NUMBERS_EVERY`] old.
     pub async fn get_unless(
         &mut self,
         same: &DeviceObserved,
     ) -> Result<Option<DeviceObserved>, UapiError> {
-        let dev = self.read().await?;
+        let dev = match &self.last {
+            Some((_, dev)) if self.still_quiet() => dev,
+            _ => self.read().await?,
+        };
         Ok((dev != same).then(|| dev.clone()))
     }
 
     /// Sends a `set=1` body (lines without the leading `set=1` and trailing blank line).
     pub async fn set(&mut self, body: &Secret<String>) -> Result<(), UapiError> {
         let request = Secret::new(format!("set=1\n{}\n", body.expose()).into_bytes());
-        let answer = self.exchange(request.expose()).await?;
-        match errno(answer.expose())? {
+        let answer = self.exchange(request.expose()).await;
+        // The device changed: the next `get` must ask.
+        self.quiet = false;
+        match errno(answer?.expose())? {
             0 => Ok(()),
             n => Err(UapiError::Errno(n)),
         }
@@ -265,6 +363,35 @@ mod tests {
         assert!(a.allowed_ips.contains("10.100.0.2/32"));
         assert_eq!(dev.peers[&p2].last_handshake, None);
         assert!(!format!("{dev:?}").contains(private.expose_hex().expose().as_str()));
+    }
+
+    #[test]
+    fn answers_with_peers_in_another_order_are_the_same() {
+        let head = "private_key=aa\nlisten_port=1\n";
+        let a = "public_key=01\nallowed_ip=10.0.0.2/32";
+        let b = "public_key=02\nallowed_ip=10.0.0.3/32";
+        let one = format!("{head}{a}\n{b}\nerrno=0\n\n");
+        let two = format!("{head}{b}\n{a}\nerrno=0\n\n");
+        assert!(same_answer(&one, &two));
+        let moved = format!("{head}{b}\n{}\nerrno=0\n\n", a.replace(".2/", ".4/"));
+        assert!(!same_answer(&one, &moved));
+        assert!(!same_answer(&one, &one.replace("errno=0", "errno=1")));
+        assert!(!same_answer(
+            &one,
+            &one.replace("listen_port=1", "listen_port=2")
+        ));
+    }
+
+    #[test]
+    fn rchar_is_read_from_proc_io() {
+        let text = b"rchar: 20984\nwchar: 52\nsyscr: 41\n";
+        assert_eq!(parse_rchar(text), Some(20984));
+        assert_eq!(parse_rchar(b"wchar: 1\n"), None);
+        // This process reads its own counter, and reading moves it.
+        let io = std::fs::File::open("/proc/self/io").unwrap();
+        let mut buf = [0u8; 256];
+        let n = io.read_at(&mut buf, 0).unwrap();
+        assert!(parse_rchar(&buf[..n]).is_some());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!
 //! One UAPI connection per tenant stays open and serves every read and write. A daemon that is
 //! slow to answer is not replaced; only a refused socket, a dead pid or a run of failed reads
-//! makes it stale.
+//! makes it stale. A quiet daemon (nobody sent it a request since we last read it: its
+//! `/proc/<pid>/io` says so, see `uapi`) is not asked by the cheap poll, except every 15 s for
+//! its numbers; so a stopped daemon is found slow once it is next asked.
 //!
 //! A daemon is identified by its pid *and* its command line (`<WIREGUARD_GO> -f <birth>`, the
 //! program compared by file name), read from `/proc`, so a recycled pid is never killed. Its pid is kept in `<runtime>/<birth>.pid`

@@ -9,12 +9,13 @@ use crate::names::{TENANT_IFACE, TenantNames};
 /// How many observe → plan → apply rounds a reconcile may take before it reports failure.
 const MAX_ROUNDS: usize = 4;
 
-/// Reads everything the planner compares, concurrently.
-pub async fn observe(kernel: &Kernel, names: &TenantNames) -> KResult<Observed> {
+/// Reads everything the planner compares, concurrently; the rule counters only if `counters`
+/// (the plan needs none; what is published does).
+pub async fn observe(kernel: &Kernel, names: &TenantNames, counters: bool) -> KResult<Observed> {
     let (netns, device, firewall) = tokio::join!(
         kernel.netns.observe(names),
         kernel.wg.observe(names),
-        kernel.firewall.observe(names, true),
+        kernel.firewall.observe(names, counters),
     );
     let netns = netns?;
     let device = device?;
@@ -143,16 +144,24 @@ fn firewall_drift(d: &Desired, o: &Observed) -> String {
 }
 
 /// Observe, plan and apply until the plan is empty; returns only when the kernel equals `d`.
-pub async fn converge(kernel: &Kernel, d: &Desired) -> Result<Converged, ReconcileError> {
+/// With `eager`, the first look skips the rule counters (a change reaches the kernel a
+/// 2,000-rule counter dump sooner); what is returned always carries them.
+pub async fn converge(
+    kernel: &Kernel,
+    d: &Desired,
+    eager: bool,
+) -> Result<Converged, ReconcileError> {
     let mut applied = Vec::new();
+    let mut counters = !eager;
     for _ in 0..MAX_ROUNDS {
-        let observed = observe(kernel, &d.names)
+        let observed = observe(kernel, &d.names, counters)
             .await
             .map_err(ReconcileError::Observe)?;
         let actions = plan(d, &observed);
-        if actions.is_empty() {
+        if actions.is_empty() && counters {
             return Ok(Converged { observed, applied });
         }
+        counters = true;
         for action in actions {
             if action == Action::ApplyFirewall {
                 tracing::info!(tenant_kid = d.names.kid, differs = %firewall_drift(d, &observed), "firewall");
@@ -167,7 +176,7 @@ pub async fn converge(kernel: &Kernel, d: &Desired) -> Result<Converged, Reconci
             applied.push(action);
         }
     }
-    let observed = observe(kernel, &d.names)
+    let observed = observe(kernel, &d.names, true)
         .await
         .map_err(ReconcileError::Observe)?;
     let left = plan(d, &observed);

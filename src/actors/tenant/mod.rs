@@ -199,7 +199,7 @@ impl TenantState {
         // What a run applies counts as drift only if the target did not move meanwhile (a
         // change saved elsewhere and announced by NOTIFY is a change, not drift).
         let target_moved = before.is_some_and(|b| b != want.target());
-        match converge(&self.deps.kernel, want).await {
+        match converge(&self.deps.kernel, want, why == Why::Change).await {
             Ok(c) => (Outcome::Done(Box::new(c)), target_moved),
             Err(e) => (
                 Outcome::Failed(CoreError::Kernel(e.to_string())),
