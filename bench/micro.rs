@@ -135,6 +135,13 @@ fn main() {
                 20000,
                 k.wg.observe_unless(&names, &dev).await
             );
+            // What a full check costs (a `Sync` is one too: the rows read, the kernel read
+            // with counters, nothing to apply, the status published).
+            measure!(
+                "a reconcile with nothing to do (database and kernel read)",
+                2000,
+                h.ctl.sync(org.id).await
+            );
             measure!(
                 "namespace identity (stat + statfs)",
                 20000,

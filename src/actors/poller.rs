@@ -4,8 +4,9 @@
 //! each tenant's actor last saw when its kernel was right. Only a difference costs the actor
 //! anything: a change of shape (a peer, a key, a port, a set member, the namespace itself) is a
 //! kick and a reconcile; moved numbers (bytes, handshakes, counters) are handed over for
-//! readers, once (numbers that did not move since are not handed again). An idle tenant whose
-//! kernel is as it should be never wakes its actor.
+//! readers (with the rule counters every counters period, moved or not: the history rings
+//! sample each period). An idle tenant whose kernel is as it should be wakes its actor for
+//! nothing else.
 //!
 //! A glance costs a few system calls: one `stat`, three sysctl reads, the daemon's `rchar` (a
 //! quiet wireguard-go is not asked, see `kernel::uapi`), and an ipset list over netlink.
@@ -73,34 +74,6 @@ struct Due {
     actor: ActorRef<TenantMsg>,
     expect: Arc<Expect>,
     counters: bool,
-    handed: Handed,
-}
-
-/// Digests of the numbers last handed to a tenant's actor: numbers that did not move since are
-/// not handed again (an idle tenant's status is not rebuilt every counters period).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Handed {
-    device: u64,
-    rules: u64,
-}
-
-fn digest_device(d: &DeviceObserved) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    for (key, p) in &d.peers {
-        key.as_bytes().hash(&mut h);
-        (&p.endpoint, p.last_handshake, p.rx_bytes, p.tx_bytes).hash(&mut h);
-    }
-    h.finish()
-}
-
-fn digest_rules(rules: &[RuleObserved]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    for r in rules {
-        (r.packets, r.bytes).hash(&mut h);
-    }
-    h.finish()
 }
 
 fn same_rules(a: &FirewallObserved, b: &FirewallObserved) -> bool {
@@ -126,7 +99,6 @@ struct Entry {
     actor: ActorRef<TenantMsg>,
     expect: Option<Arc<Expect>>,
     counters_at: Instant,
-    handed: Handed,
 }
 
 /// Tenants to poll, registered by their actors.
@@ -149,15 +121,8 @@ impl PollRegistry {
                 actor,
                 expect: None,
                 counters_at: Instant::now(),
-                handed: Handed::default(),
             },
         );
-    }
-
-    fn handed(&self, org: Uuid, handed: Handed) {
-        if let Some(e) = self.lock().get_mut(&org) {
-            e.handed = handed;
-        }
     }
 
     /// The kernel as the tenant's last reconcile left it (`None`: do not poll until next).
@@ -285,7 +250,6 @@ pub fn start(
                             actor: e.actor.clone(),
                             expect,
                             counters: counters_due,
-                            handed: e.handed,
                         })
                     })
                     .collect()
@@ -297,17 +261,10 @@ pub fn start(
                     let found = poll_one(kernel, &d.names, &d.expect, events, d.counters).await;
                     let sent = match found {
                         Found::Same => Ok(()),
+                        // Also when nothing moved: the status is sampled into the history
+                        // rings once per counters period, and their time axis follows it.
                         Found::Numbers(device, rules) => {
-                            let now = Handed {
-                                device: digest_device(&device),
-                                rules: rules.as_deref().map_or(d.handed.rules, digest_rules),
-                            };
-                            if now == d.handed {
-                                Ok(())
-                            } else {
-                                registry.handed(d.org, now);
-                                d.actor.send_message(TenantMsg::Numbers(device, rules))
-                            }
+                            d.actor.send_message(TenantMsg::Numbers(device, rules))
                         }
                         Found::Drift(bits) => {
                             // Until the actor has looked, there is nothing to compare with.
