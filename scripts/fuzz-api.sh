@@ -149,6 +149,12 @@ done
 SNAP
 chmod 700 "$TMP/snapshot.sh"
 
+# Not among the checks: ensure_resource_availability (ST302). Its stateful runs follow inferred
+# links from a new org to operations whose 404 is about ids in the body or query (machines of
+# another org in a batch, an address that is no machine), and take that for "the org just
+# created is not found" (seed 947 reproduces it; a per-operation opt-out in the config file
+# loses to the command line's list). That a new org is found by every operation is proven by
+# the integration tests (tests/http_tenants.rs and every kernel test), not by this check.
 # fuzz WHO [ORG]: one Schemathesis run with WHO's session; with ORG, every {org} in a path is
 # that org (an org admin can reach no other, nor create one). The operator's runs follow the
 # ids its own creations return instead.
@@ -161,7 +167,7 @@ fuzz() {
     SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$ROOT/scripts/fuzz" MESHWG_FUZZ_SNAPSHOT="$TMP/snapshot.sh" \
     MESHWG_FUZZ_SESSION="$(cat "$TMP/session.$1")" \
     "$ST" --config-file "$TMP/fuzz.$1.toml" run "$API/api/v1/openapi.json" \
-      --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,use_after_free,ensure_resource_availability,no_state_change_on_client_error \
+      --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,use_after_free,no_state_change_on_client_error \
       -H "X-CSRF-Token: $(cat "$TMP/csrf.$1")" \
       --seed "${FUZZ_SEED:-$RUN}" --no-color ${FUZZ_ARGS:-})
 }
