@@ -187,6 +187,148 @@ fn kernel_policies_render_exactly_keep_counters_and_deny_established_flows() {
     });
 }
 
+/// The tenant namespace's nf_tables generation (moves by one per commit).
+async fn generation(h: &Harness, netns: &str) -> u32 {
+    let handles = h.deps.kernel.namespaces.get(netns).await.unwrap();
+    meshwg::kernel::nl::nft::generation(&handles.nfnl)
+        .await
+        .unwrap()
+}
+
+#[test]
+fn kernel_small_policy_changes_edit_the_chain_in_place_and_are_enforced() {
+    run(|h| async move {
+        let org = h.tenant("Edits", "10.100.0.0/16").await;
+        let names = h.names(&org);
+        let pair = h.pair(&org, [&["web"], &["db"]]).await;
+        let (m1, m2, vm1, dst) = (&pair.m1, &pair.m2, &pair.vm1, pair.dst());
+        let machines: Vec<MachineAddr> = [&m1, &m2].into_iter().map(|m| m.addr()).collect();
+        let rendered = || async {
+            let all = policies::list(&h.pool, org.id).await.unwrap();
+            render(&all, &machines, Verdict::Allow).acl
+        };
+        for port in [80u16, 443, 8080] {
+            let mut p = fields(
+                Verdict::Allow,
+                Selector::Tag("web".into()),
+                Selector::Tag("db".into()),
+            );
+            p.protocol = Protocol::Tcp;
+            p.ports = Some(PortRange {
+                first: port,
+                last: port,
+            });
+            p.priority = i32::from(port);
+            policies::insert(&h.pool, org.id, Uuid::new_v4(), &p)
+                .await
+                .unwrap();
+        }
+        h.ctl.sync(org.id).await.unwrap();
+        assert!(vm1.ping(&dst, 3));
+        let before = counters(&names.netns, "mwg:default").unwrap();
+        assert!(before.0 >= 6, "pings counted: {before:?}");
+
+        // A deny between the allows, by tags (x_tables set matches): two commits — the rule
+        // staged by iptables, then the batch that puts it in place — and nothing else moves.
+        let g0 = generation(&h, &names.netns).await;
+        let mut deny = fields(
+            Verdict::Deny,
+            Selector::Tag("web".into()),
+            Selector::Tag("db".into()),
+        );
+        deny.priority = 100;
+        let deny = policies::insert(&h.pool, org.id, Uuid::new_v4(), &deny)
+            .await
+            .unwrap();
+        h.ctl.sync(org.id).await.unwrap();
+        assert_eq!(
+            generation(&h, &names.netns).await,
+            g0 + 2,
+            "staged, then edited in one batch"
+        );
+        let want = rendered().await;
+        assert_eq!(
+            acl_rules(&names.netns),
+            want,
+            "kernel chain equals the rendering"
+        );
+        assert!(want[1].contains(&policy_comment(deny.id)), "{want:?}");
+        let save = ns(&names.netns, &["iptables-save", "-t", "filter"]);
+        assert!(!save.contains("MWG-STAGE"), "no staging chain left: {save}");
+        let after = counters(&names.netns, "mwg:default").unwrap();
+        assert!(
+            after.0 >= before.0,
+            "counters kept: {before:?} -> {after:?}"
+        );
+        assert!(!vm1.ping(&dst, 2), "the new deny is enforced");
+        let (dropped, _) = counters(&names.netns, &policy_comment(deny.id)).unwrap();
+        assert!(dropped >= 2, "the deny counted the pings: {dropped}");
+
+        // A port changed (a TCP match, which the kernel checks against the rule's protocol):
+        // the old rule goes and the new one takes its place in the same batch.
+        let allows = policies::list(&h.pool, org.id).await.unwrap();
+        let web = allows
+            .iter()
+            .find(|p| p.ports.is_some_and(|r| r.first == 443))
+            .unwrap();
+        let mut moved = PolicyFields::of(web);
+        moved.ports = Some(PortRange {
+            first: 4443,
+            last: 4444,
+        });
+        policies::update(&h.pool, org.id, web.id, &moved)
+            .await
+            .unwrap();
+        let g1 = generation(&h, &names.netns).await;
+        h.ctl.sync(org.id).await.unwrap();
+        assert_eq!(generation(&h, &names.netns).await, g1 + 2);
+        assert_eq!(acl_rules(&names.netns), rendered().await);
+        assert!(
+            acl_rules(&names.netns)
+                .iter()
+                .any(|r| r.contains("--dport 4443:4444")),
+            "{:?}",
+            acl_rules(&names.netns)
+        );
+
+        // Switched off: only a deletion, one commit; traffic flows again.
+        let mut off = PolicyFields::of(&deny);
+        off.enabled = false;
+        policies::update(&h.pool, org.id, deny.id, &off)
+            .await
+            .unwrap();
+        let g2 = generation(&h, &names.netns).await;
+        h.ctl.sync(org.id).await.unwrap();
+        assert_eq!(generation(&h, &names.netns).await, g2 + 1);
+        assert_eq!(acl_rules(&names.netns), rendered().await);
+        assert!(vm1.ping(&dst, 2));
+
+        // Somebody else's rule in the chain: the edit's premise is gone, the next change still
+        // lands exactly as rendered (read back, then written through iptables-restore).
+        ns(
+            &names.netns,
+            &[
+                "iptables",
+                "-I",
+                "MWG-ACL",
+                "2",
+                "-s",
+                "10.100.9.9",
+                "-j",
+                "DROP",
+            ],
+        );
+        let mut on = off.clone();
+        on.enabled = true;
+        policies::update(&h.pool, org.id, deny.id, &on)
+            .await
+            .unwrap();
+        h.ctl.sync(org.id).await.unwrap();
+        assert_eq!(acl_rules(&names.netns), rendered().await);
+        assert!(!vm1.ping(&dst, 2));
+    });
+}
+
 #[test]
 fn kernel_hub_keys_are_sealed_at_rest() {
     run(|h| async move {

@@ -304,8 +304,13 @@ pub trait Firewall: Send + Sync {
         rules: &FirewallRules,
         have: Option<&FirewallObserved>,
     ) -> KResult<()>;
-    /// The ipsets and their members (what changes without any event).
-    async fn sets(&self, h: &ns::NsHandles) -> KResult<BTreeMap<String, BTreeSet<Ipv4Addr>>>;
+    /// The named ipsets and their members (what changes without any event); a set that does
+    /// not exist is missing from the answer.
+    async fn sets(
+        &self,
+        h: &ns::NsHandles,
+        names: &[&str],
+    ) -> KResult<BTreeMap<String, BTreeSet<Ipv4Addr>>>;
     /// Deletes the tracked flows `keep` rejects, so that a narrowed policy cuts flows the
     /// `ESTABLISHED` shortcut would keep alive; returns how many were cut.
     async fn revoke(

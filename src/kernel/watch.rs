@@ -236,8 +236,10 @@ async fn watch_loop(
 }
 
 /// Watches `/run/netns` for namespaces appearing, disappearing or being renamed; `notify` gets
-/// each name.
-pub fn watch_netns_dir(notify: impl Fn(&str) + Send + 'static) -> io::Result<JoinHandle<()>> {
+/// each name, or `None` when events were lost (the queue overflowed: anything may have changed).
+pub fn watch_netns_dir(
+    notify: impl Fn(Option<&str>) + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
     prepare_netns_dir()?;
     // SAFETY: inotify_init1 with valid flags; the descriptor is ours to own.
     let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
@@ -275,8 +277,10 @@ pub fn watch_netns_dir(notify: impl Fn(&str) + Send + 'static) -> io::Result<Joi
                     unsafe { std::ptr::read_unaligned(buf[off..].as_ptr().cast()) };
                 let name = &buf[off + header..off + header + ev.len as usize];
                 let name = name.split(|b| *b == 0).next().unwrap_or(&[]);
-                if let Ok(name) = std::str::from_utf8(name) {
-                    notify(name);
+                if ev.mask & libc::IN_Q_OVERFLOW != 0 {
+                    notify(None);
+                } else if let Ok(name) = std::str::from_utf8(name) {
+                    notify(Some(name));
                 }
                 off += header + ev.len as usize;
             }

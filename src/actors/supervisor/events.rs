@@ -17,12 +17,18 @@ pub fn netns_feed(
     prefix: KernelPrefix,
     supervisor: ActorRef<SupervisorMsg>,
 ) -> std::io::Result<JoinHandle<()>> {
-    watch_netns_dir(move |name| {
-        if let Some(kid) = prefix.parse_netns(name) {
-            let _ = supervisor.cast(SupervisorMsg::KickKid {
-                kid,
-                bits: Dirty::NETNS,
-            });
+    watch_netns_dir(move |name| match name {
+        Some(name) => {
+            if let Some(kid) = prefix.parse_netns(name) {
+                let _ = supervisor.cast(SupervisorMsg::KickKid {
+                    kid,
+                    bits: Dirty::NETNS,
+                });
+            }
+        }
+        // The cheap poll trusts this feed to say a namespace went: lost events, look at all.
+        None => {
+            let _ = supervisor.cast(SupervisorMsg::KickAll { bits: Dirty::NETNS });
         }
     })
 }

@@ -347,6 +347,16 @@ impl TenantState {
         let Some(last) = self.observed.as_mut() else {
             return;
         };
+        let moved = !matches!(&last.device, DeviceState::Up(d) if *d == device)
+            || rules.as_ref().is_some_and(|rules| {
+                last.firewall.as_ref().and_then(|fw| fw.acl.as_ref()) != Some(rules)
+            });
+        if !moved {
+            // Idle (most tenants, most of the time): the status stands as published; only the
+            // history's clock moves, once per slot.
+            self.sample_unmoved();
+            return;
+        }
         last.device = DeviceState::Up(device);
         if let Some(rules) = rules
             && let Some(fw) = last
@@ -357,6 +367,24 @@ impl TenantState {
             last.firewall = Some(fw);
         }
         self.refresh_status().await;
+    }
+
+    /// The poll read the same numbers as last published: the history samples them again (its
+    /// time axis follows its newest sample), with no status to rebuild, no endpoint to store
+    /// and no metric to move.
+    fn sample_unmoved(&mut self) {
+        let Some(old) = self.status.as_deref() else {
+            return;
+        };
+        if !self
+            .history
+            .due(chrono::Utc::now(), self.deps.observer.counters)
+        {
+            return;
+        }
+        let mut status = old.clone();
+        status.observed_at = chrono::Utc::now();
+        self.publish(status);
     }
 
     /// Publishes the last observation (after a poll changed it).

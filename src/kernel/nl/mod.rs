@@ -108,7 +108,36 @@ impl NlSocket {
         // The request may carry a private key (the caller wipes its message).
         out.zeroize();
         sent?;
-        tokio::time::timeout(TIMEOUT, self.collect(*seq))
+        tokio::time::timeout(TIMEOUT, self.collect(*seq, 1))
+            .await
+            .map_err(|_| NlError::Timeout)?
+    }
+
+    /// Sends `msgs` in one datagram (an nf_tables batch: begin, requests, end) and collects
+    /// what the kernel answers until `acks` acknowledgements arrived; the first error ends it.
+    /// Every message carries the same sequence number, so an error about any of them (the
+    /// batch's begin included) is ours.
+    pub async fn batch<I>(
+        &self,
+        msgs: &mut [NetlinkMessage<I>],
+        acks: usize,
+    ) -> Result<Vec<I>, NlError>
+    where
+        I: NetlinkSerializable + NetlinkDeserializable,
+    {
+        let mut seq = self.seq.lock().await;
+        *seq = seq.wrapping_add(1).max(1);
+        let mut out = Vec::new();
+        for msg in msgs.iter_mut() {
+            msg.header.sequence_number = *seq;
+            msg.header.flags |= NLM_F_REQUEST;
+            msg.finalize();
+            let at = out.len();
+            out.resize(at + msg.buffer_len().next_multiple_of(4), 0);
+            msg.serialize(&mut out[at..at + msg.buffer_len()]);
+        }
+        self.send(&out).await?;
+        tokio::time::timeout(TIMEOUT, self.collect(*seq, acks))
             .await
             .map_err(|_| NlError::Timeout)?
     }
@@ -125,7 +154,12 @@ impl NlSocket {
 
     /// Receives one datagram into this thread's buffer and parses it there (no await between
     /// the two, so the buffer is never shared); `Ok(true)` when the answer is complete.
-    fn take<I>(&self, seq: u32, out: &mut Vec<I>) -> io::Result<Result<bool, NlError>>
+    fn take<I>(
+        &self,
+        seq: u32,
+        out: &mut Vec<I>,
+        acks: &mut usize,
+    ) -> io::Result<Result<bool, NlError>>
     where
         I: NetlinkDeserializable + NetlinkSerializable,
     {
@@ -138,7 +172,7 @@ impl NlSocket {
             let result = if n > got {
                 Err(NlError::Decode(format!("{n}-byte message truncated")))
             } else {
-                parse_datagram::<I>(buf, seq, out)
+                parse_datagram::<I>(buf, seq, out, acks)
             };
             // Answers may hold a private key (a device dump does).
             buf[..got].zeroize();
@@ -146,7 +180,7 @@ impl NlSocket {
         })
     }
 
-    async fn collect<I>(&self, seq: u32) -> Result<Vec<I>, NlError>
+    async fn collect<I>(&self, seq: u32, mut acks: usize) -> Result<Vec<I>, NlError>
     where
         I: NetlinkDeserializable + NetlinkSerializable,
     {
@@ -154,7 +188,7 @@ impl NlSocket {
         loop {
             // The kernel answers while the request is sent (and fills the next part of a dump
             // while the previous one is read): try first, wait only if nothing is there.
-            match self.take(seq, &mut answers) {
+            match self.take(seq, &mut answers, &mut acks) {
                 Ok(done) => {
                     if done? {
                         return Ok(answers);
@@ -173,9 +207,14 @@ thread_local! {
     static RECV: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(RECV_BUFFER));
 }
 
-/// Parses one datagram; `Ok(true)` when the answer to `seq` is complete: the acknowledgement
-/// of a request (which follows any answer message), or the end of a dump.
-fn parse_datagram<I>(buf: &[u8], seq: u32, out: &mut Vec<I>) -> Result<bool, NlError>
+/// Parses one datagram; `Ok(true)` when the answer to `seq` is complete: the last of `acks`
+/// acknowledgements (which follow any answer message), or the end of a dump.
+fn parse_datagram<I>(
+    buf: &[u8],
+    seq: u32,
+    out: &mut Vec<I>,
+    acks: &mut usize,
+) -> Result<bool, NlError>
 where
     I: NetlinkDeserializable + NetlinkSerializable,
 {
@@ -200,12 +239,15 @@ where
         }
         match msg.payload {
             NetlinkPayload::InnerMessage(inner) => out.push(inner),
-            NetlinkPayload::Error(e) => {
-                return match e.code {
-                    None => Ok(true),
-                    Some(code) => Err(NlError::Kernel(-code.get())),
-                };
-            }
+            NetlinkPayload::Error(e) => match e.code {
+                None => {
+                    *acks = acks.saturating_sub(1);
+                    if *acks == 0 {
+                        return Ok(true);
+                    }
+                }
+                Some(code) => return Err(NlError::Kernel(-code.get())),
+            },
             NetlinkPayload::Done(done) if done.code != 0 => {
                 return Err(NlError::Kernel(-done.code));
             }
