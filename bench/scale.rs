@@ -6,7 +6,7 @@
 //! the daemons apart), RSS, descriptors and threads, and the daemons' summed PSS. At the top:
 //! drift injected into random tenants, kind by kind, with the time until the kernel is
 //! repaired; machine additions over the API; policy changes in a 2,000-rule tenant (API answer,
-//! and until the kernel committed the change).
+//! and until the kernel announced a rule added to or deleted from the tenant's ACL chain).
 //!
 //! `MESHWG_BENCH_TENANTS` caps the ladder (default 1000), `MESHWG_BENCH_WINDOW` sets the idle
 //! window in seconds (default 120: two full-check rounds), `MESHWG_BENCH_SOAK` the idle soak at

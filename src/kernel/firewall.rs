@@ -483,7 +483,10 @@ impl Iptables {
         Ok(())
     }
 
-    /// Destroys the sets no rule needs any more (only now unreferenced, so they can go).
+    /// Destroys the sets no rule needs any more. The kernel lets go of a deleted rule's
+    /// references after its commit, from a deferred work item (after an RCU grace period), so
+    /// a set the commit just freed may still be "in use" for a few milliseconds: tried again
+    /// with backoff for up to ~0.3 s before the error is reported.
     async fn drop_stale_sets(
         &self,
         names: &TenantNames,
@@ -495,15 +498,26 @@ impl Iptables {
             .filter(|n| !rules.sets.contains_key(*n))
             .map(|n| format!("destroy {n}\n"))
             .collect();
-        if !stale.is_empty() {
-            Cmd::new("ipset")
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let mut wait = std::time::Duration::from_millis(5);
+        loop {
+            let done = Cmd::new("ipset")
                 .args(["-exist", "restore"])
                 .netns(&names.netns)
-                .stdin(stale.into_bytes())
+                .stdin(stale.clone().into_bytes())
                 .run()
-                .await?;
+                .await;
+            match done {
+                Err(e) if wait < std::time::Duration::from_millis(200) => {
+                    tracing::debug!(netns = %names.netns, error = %e, "stale sets not destroyed yet");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                done => return Ok(done.map(|_| ())?),
+            }
         }
-        Ok(())
     }
 
     async fn handles(&self, names: &TenantNames) -> KResult<Arc<NsHandles>> {
