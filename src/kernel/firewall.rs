@@ -415,6 +415,12 @@ impl Iptables {
                 dumped.iter().map(|c| c.handle).collect()
             }
         };
+        // The chain is already as rendered (only a set's members moved): nothing to commit, and
+        // the generation stays the one read.
+        if edit.gone == 0 && edit.new.is_empty() {
+            self.remember_edit(names, h, have, rules, read_at, Some(handles));
+            return Ok(());
+        }
         let mut generation = read_at;
         let mut staged = Vec::new();
         if !edit.new.is_empty() {
