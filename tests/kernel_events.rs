@@ -364,22 +364,126 @@ fn kernel_a_database_change_made_elsewhere_reaches_the_kernel_by_notification() 
             )
             .await
             .unwrap();
+            let acl = || {
+                ns(&names.netns, &["iptables-save", "-t", "filter"])
+                    .lines()
+                    .filter(|l| l.starts_with("-A MWG-ACL"))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            };
             eventually(
                 Duration::from_secs(5),
                 "peer gone and rule in place",
                 || async {
                     let peers = wg(&names, "show", &["peers"]);
-                    let chain = ns(&names.netns, &["iptables-save", "-t", "filter"]);
-                    let rules = chain
-                        .lines()
-                        .filter(|l| l.starts_with("-A MWG-ACL"))
-                        .count();
-                    (peers.trim().is_empty() && rules == 2).then_some(())
+                    (peers.trim().is_empty() && acl().len() == 2).then_some(())
                 },
             )
             .await;
+            // A row changed in place (each notification names its row, which alone is read
+            // again): the deny becomes an allow of TCP 22.
+            conn.execute(
+                "UPDATE policies SET action = 'allow', protocol = 'tcp', ports = '22' WHERE org_id = $1",
+                &[&org.id],
+            )
+            .await
+            .unwrap();
+            eventually(Duration::from_secs(5), "rule changed", || async {
+                let acl = acl();
+                (acl.len() == 2 && acl[0].contains("--dport 22") && acl[0].contains("ACCEPT"))
+                    .then_some(())
+            })
+            .await;
+            // Switched off: only the default rule is left.
+            conn.execute(
+                "UPDATE policies SET enabled = false WHERE org_id = $1",
+                &[&org.id],
+            )
+            .await
+            .unwrap();
+            eventually(Duration::from_secs(5), "rule switched off", || async {
+                (acl().len() == 1).then_some(())
+            })
+            .await;
         },
     );
+}
+
+/// What a tenant holds of its rows after reading only the changed ones again is what reading
+/// all of them gives, whatever the change (order, deletion, a row past its pending deadline).
+#[test]
+fn kernel_rows_read_again_alone_add_up_to_the_whole_snapshot() {
+    use meshwg::db::orgs::{Rows, rows_seen, snapshot};
+    run(|h| async move {
+        let org = h.tenant("Rows", "10.100.0.0/16").await;
+        let (a, _) = h.machine(&org, "a", &["x"]).await;
+        let (b, _) = h.machine(&org, "b", &[]).await;
+        let conn = h.pool.get().await.unwrap();
+        // Twenty policies made in one transaction: equal priority and creation time, ordered
+        // by id.
+        let ids: Vec<uuid::Uuid> = (0..20).map(|_| uuid::Uuid::new_v4()).collect();
+        conn.execute(
+            "INSERT INTO policies (id, org_id, action, src, dst, priority) \
+             SELECT id, $2, 'deny', '\"any\"', '\"any\"', 100 FROM unnest($1::uuid[]) AS id",
+            &[&ids, &org.id],
+        )
+        .await
+        .unwrap();
+        let mut held = snapshot(&h.pool, org.id).await.unwrap().unwrap();
+        assert_eq!(held.policies.len(), 20);
+        let fresh = uuid::Uuid::new_v4();
+        let expired = uuid::Uuid::new_v4();
+        let steps: Vec<(&str, Rows)> = vec![
+            (
+                "UPDATE policies SET priority = 5 WHERE id = '{p3}'",
+                Rows::policy(ids[3]),
+            ),
+            (
+                "UPDATE policies SET priority = 500 WHERE id = '{p0}'",
+                Rows::policy(ids[0]),
+            ),
+            (
+                "DELETE FROM policies WHERE id = '{p7}'",
+                Rows::policy(ids[7]),
+            ),
+            (
+                "INSERT INTO policies (id, org_id, action, src, dst, priority) \
+                 VALUES ('{fresh}', '{org}', 'allow', '{{\"tag\": \"x\"}}', '\"any\"', 100)",
+                Rows::policy(fresh),
+            ),
+            (
+                "INSERT INTO policies (id, org_id, action, src, dst, pending_until) \
+                 VALUES ('{expired}', '{org}', 'allow', '\"any\"', '\"any\"', now() - interval '1 second')",
+                Rows::policy(expired),
+            ),
+            (
+                "UPDATE machines SET tags = '{y,z}' WHERE id = '{a}'",
+                Rows::machine(a.id),
+            ),
+            ("DELETE FROM machines WHERE id = '{b}'", Rows::machine(b.id)),
+        ];
+        for (sql, rows) in steps {
+            let sql = sql
+                .replace("{p3}", &ids[3].to_string())
+                .replace("{p0}", &ids[0].to_string())
+                .replace("{p7}", &ids[7].to_string())
+                .replace("{fresh}", &fresh.to_string())
+                .replace("{expired}", &expired.to_string())
+                .replace("{org}", &org.id.to_string())
+                .replace("{a}", &a.id.to_string())
+                .replace("{b}", &b.id.to_string())
+                .replace("{{", "{")
+                .replace("}}", "}");
+            conn.batch_execute(&sql).await.unwrap();
+            let reread = rows_seen(&h.pool, org.id, &rows).await.unwrap().unwrap();
+            held.patch(&rows, reread);
+            let whole = snapshot(&h.pool, org.id).await.unwrap().unwrap();
+            assert_eq!(held, whole, "after {sql}");
+        }
+        assert_eq!(held.policies[0].id, ids[3]);
+        assert_eq!(held.policies.last().unwrap().id, ids[0]);
+        assert_eq!(held.machines.len(), 1);
+    });
 }
 
 #[test]
@@ -393,6 +497,16 @@ fn kernel_a_slow_daemon_is_left_alone_and_a_hung_one_replaced() {
         let names = h.names(&org);
         let pair = h.pair(&org, [&[], &[]]).await;
         let pid = daemon_pid(&h, &names);
+        // Daemons yield the CPU to the controller (niceness, field 19 of /proc/<pid>/stat).
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after_name = stat.rsplit_once(')').unwrap().1;
+        let nice: i32 = after_name
+            .split_whitespace()
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(nice, meshwg::kernel::userspace::DAEMON_NICE);
         // Stopped long enough to miss a read or two (each waits 3 s), then back: still the
         // same daemon, and the machines never lost their hub.
         sh(&["kill", "-STOP", &pid.to_string()]);

@@ -15,7 +15,7 @@ mod rotation;
 use crate::actors::supervisor::{Supervisor, SupervisorMsg};
 use crate::actors::tenant::{TenantMsg, TenantStatus};
 use crate::actors::{CoreError, Deps, KERNEL_CALL_TIMEOUT, QUICK_CALL_TIMEOUT, call};
-use crate::db::orgs::{self, NewOrg, Org, OrgState};
+use crate::db::orgs::{self, NewOrg, Org, OrgState, Rows};
 use crate::db::{audit, machines};
 use crate::installation::Orphans;
 use crate::kernel::RuleObserved;
@@ -104,14 +104,36 @@ impl Controller {
 
     /// Makes the tenant's kernel equal to the database now; returns once it is.
     pub async fn sync(&self, org_id: Uuid) -> Result<(), CoreError> {
+        self.sync_read(org_id, None).await
+    }
+
+    /// [`Self::sync`] after a change that touched these rows of the tenant only (and not its
+    /// org row): only they are read again.
+    pub async fn sync_rows(&self, org_id: Uuid, rows: Rows) -> Result<(), CoreError> {
+        self.sync_read(org_id, Some(rows)).await
+    }
+
+    async fn sync_read(&self, org_id: Uuid, rows: Option<Rows>) -> Result<(), CoreError> {
         let tenant = self.tenant(org_id).await?;
-        call(&tenant, TenantMsg::Sync, KERNEL_CALL_TIMEOUT).await?
+        call(
+            &tenant,
+            |reply| TenantMsg::Sync(rows, reply),
+            KERNEL_CALL_TIMEOUT,
+        )
+        .await?
     }
 
     /// [`Self::sync`] after a change already committed: its failure is
     /// [`CoreError::NotConfirmed`], since the reconciler will still enforce the change.
     pub async fn apply_saved(&self, org_id: Uuid) -> Result<(), CoreError> {
         self.sync(org_id).await.map_err(CoreError::unconfirmed)
+    }
+
+    /// [`Self::apply_saved`] after a change to these rows alone (see [`Self::sync_rows`]).
+    pub async fn apply_saved_rows(&self, org_id: Uuid, rows: Rows) -> Result<(), CoreError> {
+        self.sync_rows(org_id, rows)
+            .await
+            .map_err(CoreError::unconfirmed)
     }
 
     /// The kernel state of the tenant as of its last observation, with rule counters read
@@ -376,7 +398,8 @@ impl Controller {
             if !machines::delete(&this.deps.pool, org_id, machine_id).await? {
                 return Err(CoreError::NotFound);
             }
-            this.sync(org_id).await.map_err(CoreError::unconfirmed)
+            this.apply_saved_rows(org_id, Rows::machine(machine_id))
+                .await
         })
         .await
     }

@@ -9,6 +9,7 @@ use crate::actors::ip_allocator::IpAllocatorMsg;
 use crate::actors::supervisor::SupervisorMsg;
 use crate::actors::{CoreError, KERNEL_CALL_TIMEOUT, QUICK_CALL_TIMEOUT, call};
 use crate::db::machines::{Machine, NewMachine};
+use crate::db::orgs::Rows;
 use crate::db::pending::{self, Table};
 use crate::db::policies::{self, PolicyFields};
 use crate::policy::Policy;
@@ -33,16 +34,37 @@ impl Controller {
         new: NewMachine,
         audit: Audit<Machine>,
     ) -> Result<Machine, CoreError> {
-        let this = self.clone();
-        detached(async move { this.add_machine_now(org_id, new, audit).await }).await
+        let added = self.add_machine_then(org_id, new, audit, |_| ()).await?;
+        Ok(added.0)
     }
 
-    async fn add_machine_now(
+    /// [`Self::add_machine_by`], running `then` on the machine as soon as its address is
+    /// allocated, on a blocking thread while the hub takes the machine (what the API answers
+    /// with, e.g. the config's QR code, costs no time after the kernel is done).
+    pub async fn add_machine_then<T: Send + 'static>(
         &self,
         org_id: Uuid,
         new: NewMachine,
         audit: Audit<Machine>,
-    ) -> Result<Machine, CoreError> {
+        then: impl FnOnce(Machine) -> T + Send + 'static,
+    ) -> Result<(Machine, T), CoreError> {
+        let this = self.clone();
+        detached(async move {
+            let machine = this.allocate(org_id, new).await?;
+            let made = tokio::task::spawn_blocking({
+                let machine = machine.clone();
+                move || then(machine)
+            });
+            this.install(Table::Machines, org_id, machine.id, &audit, &machine)
+                .await?;
+            let made = made.await.map_err(|e| CoreError::Internal(e.to_string()))?;
+            Ok((machine, made))
+        })
+        .await
+    }
+
+    /// Inserts the machine, pending, at the lowest free address.
+    async fn allocate(&self, org_id: Uuid, new: NewMachine) -> Result<Machine, CoreError> {
         let id = new.id;
         let allocator = call(
             &self.supervisor,
@@ -63,17 +85,14 @@ impl Controller {
             KERNEL_CALL_TIMEOUT,
         )
         .await;
-        let machine = match allocated {
-            Ok(result) => result?,
+        match allocated {
+            Ok(result) => result,
             // The allocator may still insert it after we stopped waiting.
             Err(e) => {
                 self.abandon(Table::Machines, org_id, id);
-                return Err(e);
+                Err(e)
             }
-        };
-        self.install(Table::Machines, org_id, id, &audit, &machine)
-            .await?;
-        Ok(machine)
+        }
     }
 
     /// Inserts a policy and returns once the kernel enforces it and it is confirmed and audited.
@@ -117,7 +136,9 @@ impl Controller {
             .actor
             .entry(Some(org_id), action, target, Some(id.to_string()), detail);
         let result = async {
-            self.sync(org_id).await?;
+            let mut rows = Rows::default();
+            rows.insert(table, id);
+            self.sync_rows(org_id, rows).await?;
             if pending::confirm(&self.deps.pool, table, org_id, id, &entry).await? {
                 Ok(())
             } else {

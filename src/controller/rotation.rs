@@ -4,6 +4,7 @@ use super::{Audit, Controller, detached, retry_db};
 use crate::actors::CoreError;
 use crate::db::audit;
 use crate::db::machines::{self, Machine};
+use crate::db::orgs::Rows;
 use crate::keys::PublicKey;
 use uuid::Uuid;
 
@@ -34,7 +35,7 @@ impl Controller {
                 .ok_or_else(|| {
                     CoreError::Conflict("the machine changed meanwhile; try again".into())
                 })?;
-            if let Err(e) = this.sync(org_id).await {
+            if let Err(e) = this.sync_rows(org_id, Rows::machine(machine_id)).await {
                 tracing::error!(tenant = %org_id, machine = %machine_id, error = %e, "key rotation not confirmed; putting the old key back");
                 this.unrotate(org_id, machine_id, old.public_key, new_key);
                 return Err(e);

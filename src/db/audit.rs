@@ -18,6 +18,16 @@ pub struct Entry<'a> {
 const INSERT: &str = "INSERT INTO audit_log (org_id, actor_id, actor_email, action, target_type, \
                       target_id, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
+/// SQL that records `e` once per row of `rows` (a `WITH` query of the same statement), with
+/// [`Entry::params`] as `$1`…`$7`.
+pub(super) fn insert_per_row(rows: &str) -> String {
+    format!(
+        "INSERT INTO audit_log (org_id, actor_id, actor_email, action, target_type, target_id, \
+         detail) SELECT $1::uuid, $2::uuid, $3::text, $4::text, $5::text, $6::text, $7::jsonb \
+         FROM {rows}"
+    )
+}
+
 pub async fn record(pool: &Pool, e: &Entry<'_>) -> Result<(), DbError> {
     let conn = pool.get().await?;
     conn.execute(INSERT, &e.params()).await?;
@@ -31,7 +41,7 @@ pub async fn record_in(tx: &tokio_postgres::Transaction<'_>, e: &Entry<'_>) -> R
 }
 
 impl Entry<'_> {
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 7] {
+    pub(super) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 7] {
         [
             &self.org_id,
             &self.actor_id,

@@ -63,24 +63,34 @@ pub async fn insert_lowest_free(
     max: u32,
 ) -> Result<Machine, DbError> {
     let mut conn = pool.get().await?;
+    // Prepared once per connection; each statement below is then one round trip.
+    let lock = conn
+        .prepared("SELECT cidr::text FROM orgs WHERE id = $1 AND state = 'active' FOR UPDATE")
+        .await?;
+    let addresses = conn
+        .prepared("SELECT address FROM machines WHERE org_id = $1")
+        .await?;
+    let insert = conn
+        .prepared(&format!(
+            "INSERT INTO machines (id, org_id, name, address, public_key, tags, pending_until) \
+             VALUES ($1, $2, $3, $4, $5, $6, {}) RETURNING {COLUMNS}",
+            pending::deadline(7)
+        ))
+        .await?;
     let tx = conn.transaction().await?;
-    // Serialises allocation per org, across processes too.
-    let Some(org) = tx
-        .query_opt(
-            "SELECT cidr::text FROM orgs WHERE id = $1 AND state = 'active' FOR UPDATE",
-            &[&org_id],
-        )
-        .await?
-    else {
+    // Serialises allocation per org, across processes too. Pipelined: the server reads the
+    // addresses once it holds the lock.
+    let by_org: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&org_id];
+    let (org, used) =
+        tokio::try_join!(tx.query_opt(&lock, &by_org), tx.query(&addresses, &by_org))?;
+    let Some(org) = org else {
         return Err(DbError::NotFound);
     };
     let cidr: Ipv4Cidr = org
         .get::<_, String>(0)
         .parse()
         .map_err(|_| DbError::Corrupt("orgs.cidr".into()))?;
-    let used: BTreeSet<Ipv4Addr> = tx
-        .query("SELECT address FROM machines WHERE org_id = $1", &[&org_id])
-        .await?
+    let used: BTreeSet<Ipv4Addr> = used
         .iter()
         .filter_map(|r| match r.get::<_, IpAddr>(0) {
             IpAddr::V4(a) => Some(a),
@@ -99,11 +109,7 @@ pub async fn insert_lowest_free(
         .ok_or(DbError::Exhausted("address in the org network"))?;
     let row = tx
         .query_one(
-            &format!(
-                "INSERT INTO machines (id, org_id, name, address, public_key, tags, pending_until) \
-                 VALUES ($1, $2, $3, $4, $5, $6, {}) RETURNING {COLUMNS}",
-                pending::deadline(7)
-            ),
+            &insert,
             &[
                 &new.id,
                 &org_id,
@@ -133,6 +139,25 @@ async fn list_where(conn: &Conn<'_>, org_id: Uuid, rows: &str) -> Result<Vec<Mac
 /// The machines the hub should have as peers: confirmed or pending within their deadline.
 pub(crate) async fn list_with(conn: &Conn<'_>, org_id: Uuid) -> Result<Vec<Machine>, DbError> {
     list_where(conn, org_id, pending::LIVE).await
+}
+
+/// Those of `ids` the hub should have as peers (see [`list_with`]).
+pub(crate) async fn some_with(
+    conn: &Conn<'_>,
+    org_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<Machine>, DbError> {
+    conn.query_cached(
+        &format!(
+            "SELECT {COLUMNS} FROM machines WHERE org_id = $1 AND id = ANY($2) AND {}",
+            pending::LIVE
+        ),
+        &[&org_id, &ids],
+    )
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
 }
 
 /// The org's machines (confirmed ones: a machine being created is not one yet).

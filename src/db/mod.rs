@@ -251,44 +251,57 @@ pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
     result
 }
 
-/// Fails with [`DbError::Quota`] if `org_id` already has `max` rows in `table`. Call inside a
-/// transaction that locked the org row (`FOR UPDATE`), so parallel creations cannot both pass.
-pub(crate) async fn within_quota(
-    tx: &tokio_postgres::Transaction<'_>,
+/// A per-org quota on the rows of one table, checked inside the transaction that inserts one.
+pub(crate) struct OrgQuota {
     table: &'static str,
-    org_id: uuid::Uuid,
-    max: u32,
     var: &'static str,
-) -> Result<(), DbError> {
-    let n: i64 = tx
-        .query_one(
-            &format!("SELECT count(*) FROM {table} WHERE org_id = $1"),
-            &[&org_id],
-        )
-        .await?
-        .get(0);
-    if n >= i64::from(max) {
-        return Err(DbError::Quota {
-            what: table,
-            max,
-            var,
-        });
-    }
-    Ok(())
+    lock: Statement,
+    count: Statement,
 }
 
-/// Locks the org row for the rest of the transaction; `NotFound` if it is not active.
-pub(crate) async fn lock_org(
-    tx: &tokio_postgres::Transaction<'_>,
-    org_id: uuid::Uuid,
-) -> Result<(), DbError> {
-    tx.query_opt(
-        "SELECT 1 FROM orgs WHERE id = $1 AND state = 'active' FOR UPDATE",
-        &[&org_id],
-    )
-    .await?
-    .map(|_| ())
-    .ok_or(DbError::NotFound)
+impl OrgQuota {
+    /// Prepares the check on `conn` (once per connection), before its transaction begins.
+    pub(crate) async fn prepare(
+        conn: &Client,
+        table: &'static str,
+        var: &'static str,
+    ) -> Result<Self, DbError> {
+        Ok(OrgQuota {
+            table,
+            var,
+            lock: conn
+                .prepared("SELECT 1 FROM orgs WHERE id = $1 AND state = 'active' FOR UPDATE")
+                .await?,
+            count: conn
+                .prepared(&format!("SELECT count(*) FROM {table} WHERE org_id = $1"))
+                .await?,
+        })
+    }
+
+    /// Locks the org's row (which must be active: else [`DbError::NotFound`]), so parallel
+    /// creations cannot both pass, and fails with [`DbError::Quota`] if the org already has
+    /// `max` rows. The two statements go together; the server counts once it holds the lock.
+    pub(crate) async fn check(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        org_id: uuid::Uuid,
+        max: u32,
+    ) -> Result<(), DbError> {
+        let by_org: [&(dyn ToSql + Sync); 1] = [&org_id];
+        let (locked, count) = tokio::try_join!(
+            tx.query_opt(&self.lock, &by_org),
+            tx.query_one(&self.count, &by_org)
+        )?;
+        locked.ok_or(DbError::NotFound)?;
+        if count.get::<_, i64>(0) >= i64::from(max) {
+            return Err(DbError::Quota {
+                what: self.table,
+                max,
+                var: self.var,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// True if a trivial query answers.

@@ -1,6 +1,7 @@
 //! Orgs (tenants): the row every kernel object of a tenant derives from.
 
 use super::machines::{self, Machine};
+use super::pending::Table;
 use super::policies;
 use super::{Conn, DbError, PORT_LOCK, Pool};
 use crate::crypto::SealedKey;
@@ -257,18 +258,25 @@ pub async fn snapshot(pool: &Pool, id: Uuid) -> Result<Option<Snapshot>, DbError
     Ok(snapshot_seen(pool, id).await?.map(|(snap, _)| snap))
 }
 
+/// The oldest transaction still running now: every lower id had ended.
+async fn oldest_running(conn: &Conn<'_>) -> Result<u64, DbError> {
+    let xmin: i64 = conn
+        .query_opt_cached(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+            &[],
+        )
+        .await?
+        .ok_or_else(|| DbError::Corrupt("pg_current_snapshot".into()))?
+        .get(0);
+    Ok(xmin as u64)
+}
+
 /// [`snapshot`], with the oldest transaction still running before it was read (the snapshot
 /// `xmin`): every transaction whose id is lower had ended, so what it committed was read.
 pub async fn snapshot_seen(pool: &Pool, id: Uuid) -> Result<Option<(Snapshot, u64)>, DbError> {
     let conn = pool.get().await?;
     // Taken first: each read below sees at least what this snapshot does.
-    let xmin: i64 = conn
-        .query_one(
-            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-            &[],
-        )
-        .await?
-        .get(0);
+    let xmin = oldest_running(&conn).await?;
     // Then the three reads, pipelined on the one connection (one round trip).
     let (org, machines, policies) = tokio::try_join!(
         get_with(&conn, id),
@@ -283,7 +291,112 @@ pub async fn snapshot_seen(pool: &Pool, id: Uuid) -> Result<Option<(Snapshot, u6
         machines,
         policies,
     };
-    Ok(Some((snap, xmin as u64)))
+    Ok(Some((snap, xmin)))
+}
+
+/// Machine and policy rows of one tenant, named by id: what a change or a notification says
+/// must be read again (see [`rows_seen`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rows {
+    pub machines: BTreeSet<Uuid>,
+    pub policies: BTreeSet<Uuid>,
+}
+
+impl Rows {
+    pub fn machine(id: Uuid) -> Rows {
+        Rows {
+            machines: BTreeSet::from([id]),
+            ..Rows::default()
+        }
+    }
+
+    pub fn policy(id: Uuid) -> Rows {
+        Rows {
+            policies: BTreeSet::from([id]),
+            ..Rows::default()
+        }
+    }
+
+    pub fn insert(&mut self, table: Table, id: Uuid) {
+        match table {
+            Table::Machines => self.machines.insert(id),
+            Table::Policies => self.policies.insert(id),
+        };
+    }
+
+    pub fn extend(&mut self, other: Rows) {
+        self.machines.extend(other.machines);
+        self.policies.extend(other.policies);
+    }
+
+    pub fn len(&self) -> usize {
+        self.machines.len() + self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.machines.iter().chain(&self.policies).copied()
+    }
+}
+
+/// The rows named by a [`Rows`], as read by [`rows_seen`].
+#[derive(Debug)]
+pub struct Reread {
+    pub org: Org,
+    /// Those of the named rows that the kernel should have (the others are gone, or pending
+    /// past their deadline).
+    pub machines: Vec<Machine>,
+    pub policies: Vec<Policy>,
+    /// As in [`snapshot_seen`].
+    pub xmin: u64,
+}
+
+impl Snapshot {
+    /// Puts what was read again of `rows` in place of what was held of them, in the order
+    /// [`snapshot`] reads (machines by address, policies by priority, creation, id).
+    pub fn patch(&mut self, rows: &Rows, reread: Reread) {
+        self.org = reread.org;
+        self.machines.retain(|m| !rows.machines.contains(&m.id));
+        self.machines.extend(reread.machines);
+        self.machines.sort_by_key(|m| m.address);
+        self.policies.retain(|p| !rows.policies.contains(&p.id));
+        self.policies.extend(reread.policies);
+        self.policies
+            .sort_by_key(|p| (p.priority, p.created_at, p.id));
+    }
+}
+
+/// The org row and the named machine and policy rows, read on one connection after a
+/// snapshot was taken (as [`snapshot_seen`] does); `None` when the org is gone.
+pub async fn rows_seen(pool: &Pool, id: Uuid, rows: &Rows) -> Result<Option<Reread>, DbError> {
+    let conn = pool.get().await?;
+    let xmin = oldest_running(&conn).await?;
+    let machines: Vec<Uuid> = rows.machines.iter().copied().collect();
+    let policies: Vec<Uuid> = rows.policies.iter().copied().collect();
+    let (org, machines, policies) = tokio::try_join!(
+        get_with(&conn, id),
+        async {
+            if machines.is_empty() {
+                return Ok(Vec::new());
+            }
+            machines::some_with(&conn, id, &machines).await
+        },
+        async {
+            if policies.is_empty() {
+                return Ok(Vec::new());
+            }
+            policies::some_with(&conn, id, &policies).await
+        },
+    )?;
+    Ok(org.map(|org| Reread {
+        org,
+        machines,
+        policies,
+        xmin,
+    }))
 }
 
 #[cfg(test)]

@@ -18,6 +18,15 @@ pub enum Table {
 }
 
 impl Table {
+    /// The table named `name` (as in a notification).
+    pub fn parse(name: &str) -> Option<Table> {
+        match name {
+            "machines" => Some(Table::Machines),
+            "policies" => Some(Table::Policies),
+            _ => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Table::Machines => "machines",
@@ -49,24 +58,23 @@ pub async fn confirm(
     id: Uuid,
     entry: &Entry<'_>,
 ) -> Result<bool, DbError> {
-    let mut conn = pool.get().await?;
-    let tx = conn.transaction().await?;
-    let n = tx
+    let conn = pool.get().await?;
+    // One statement (one round trip, atomic): the audit entry is written only if the row was
+    // confirmed.
+    let sql = format!(
+        "WITH confirmed AS (UPDATE {} SET pending_until = NULL \
+         WHERE org_id = $8 AND id = $9 AND pending_until > now() RETURNING id) {}",
+        table.name(),
+        audit::insert_per_row("confirmed")
+    );
+    let [a, b, c, d, e, f, g] = entry.params();
+    let n = conn
         .execute(
-            &format!(
-                "UPDATE {} SET pending_until = NULL \
-                 WHERE org_id = $1 AND id = $2 AND pending_until > now()",
-                table.name()
-            ),
-            &[&org_id, &id],
+            &conn.prepared(&sql).await?,
+            &[a, b, c, d, e, f, g, &org_id, &id],
         )
         .await?;
-    if n != 1 {
-        return Ok(false);
-    }
-    audit::record_in(&tx, entry).await?;
-    tx.commit().await?;
-    Ok(true)
+    Ok(n == 1)
 }
 
 /// Deletes a row that is still pending; `false` if there was none (confirmed rows stay).

@@ -90,6 +90,25 @@ pub(crate) async fn list_with(conn: &Conn<'_>, org_id: Uuid) -> Result<Vec<Polic
     list_where(conn, org_id, pending::LIVE).await
 }
 
+/// Those of `ids` the kernel should enforce (see [`list_with`]).
+pub(crate) async fn some_with(
+    conn: &Conn<'_>,
+    org_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<Policy>, DbError> {
+    conn.query_cached(
+        &format!(
+            "SELECT {COLUMNS} FROM policies WHERE org_id = $1 AND id = ANY($2) AND {}",
+            pending::LIVE
+        ),
+        &[&org_id, &ids],
+    )
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
 /// The org's policies (confirmed ones: a policy being created is not one yet).
 pub async fn list(pool: &Pool, org_id: Uuid) -> Result<Vec<Policy>, DbError> {
     let conn = pool.get().await?;
@@ -186,19 +205,28 @@ async fn insert_until(
     max: Option<u32>,
 ) -> Result<Policy, DbError> {
     let mut conn = pool.get().await?;
+    let quota = match max {
+        Some(max) => Some((
+            super::OrgQuota::prepare(&conn, "policies", "MAX_POLICIES_PER_ORG").await?,
+            max,
+        )),
+        None => None,
+    };
+    let insert = conn
+        .prepared(&format!(
+            "INSERT INTO policies (id, org_id, name, priority, action, src, dst, protocol, ports, \
+             enabled, pending_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             CASE WHEN $11::float8 IS NULL THEN NULL ELSE {} END) RETURNING {COLUMNS}",
+            pending::deadline(11)
+        ))
+        .await?;
     let tx = conn.transaction().await?;
-    if let Some(max) = max {
-        super::lock_org(&tx, org_id).await?;
-        super::within_quota(&tx, "policies", org_id, max, "MAX_POLICIES_PER_ORG").await?;
+    if let Some((quota, max)) = &quota {
+        quota.check(&tx, org_id, *max).await?;
     }
     let row = tx
         .query_one(
-            &format!(
-                "INSERT INTO policies (id, org_id, name, priority, action, src, dst, protocol, ports, \
-                 enabled, pending_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                 CASE WHEN $11::float8 IS NULL THEN NULL ELSE {} END) RETURNING {COLUMNS}",
-                pending::deadline(11)
-            ),
+            &insert,
             &[
                 &id,
                 &org_id,
@@ -226,7 +254,7 @@ pub async fn update(
     f: &PolicyFields,
 ) -> Result<Option<Policy>, DbError> {
     let conn = pool.get().await?;
-    conn.query_opt(
+    conn.query_opt_cached(
         &format!(
             "UPDATE policies SET name = $3, priority = $4, action = $5, src = $6, dst = $7, protocol = $8, \
              ports = $9, enabled = $10, updated_at = now() WHERE org_id = $1 AND id = $2 AND {} \

@@ -101,9 +101,9 @@ pub async fn create(
     max: u32,
 ) -> Result<User, DbError> {
     let mut conn = pool.get().await?;
+    let quota = super::OrgQuota::prepare(&conn, "users", "MAX_USERS_PER_ORG").await?;
     let tx = conn.transaction().await?;
-    super::lock_org(&tx, org_id).await?;
-    super::within_quota(&tx, "users", org_id, max, "MAX_USERS_PER_ORG").await?;
+    quota.check(&tx, org_id, max).await?;
     let row = tx
         .query_one(
             &format!(

@@ -178,6 +178,8 @@ pub const INCREMENTAL_MAX: usize = 32;
 /// Where new rules wait to be copied into the ACL chain (see the module's head); gone at the end
 /// of every edit, and emptied by the next one if a crash left it.
 pub const STAGE_CHAIN: &str = "MWG-STAGE";
+/// How often the ruleset generation is read while `iptables-restore` stages rules.
+const STAGE_PEEK: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The in-place edit that turns the chain `have` into `want`: the rules after the common head
 /// and before the common tail go, the new ones take their place.
@@ -425,13 +427,30 @@ impl Iptables {
         let mut staged = Vec::new();
         if !edit.new.is_empty() {
             let script = edit.stage_script().ok_or("a rule outside the chain")?;
-            Cmd::new("iptables-restore")
-                .arg("--noflush")
-                .netns(&names.netns)
-                .stdin(script.into_bytes())
-                .run()
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut staging = Box::pin(
+                Cmd::new("iptables-restore")
+                    .arg("--noflush")
+                    .netns(&names.netns)
+                    .stdin(script.into_bytes())
+                    .run(),
+            );
+            // The staging commit is in the kernel well before `iptables-restore` exits: closing
+            // its netlink socket waits for nf_tables' deferred release of the commit (an RCU
+            // grace period, 10–30 ms here, longer on a busy host). So the ruleset generation is
+            // peeked at meanwhile; once it moved by one, the staged rules are read at once.
+            let exited = loop {
+                tokio::select! {
+                    done = &mut staging => {
+                        done.map_err(|e| e.to_string())?;
+                        break true;
+                    }
+                    () = tokio::time::sleep(STAGE_PEEK) => {
+                        if nft::generation(&h.nfnl).await.ok() == Some(next_generation(read_at)) {
+                            break false;
+                        }
+                    }
+                }
+            };
             let read = async {
                 let g = nft::generation(&h.nfnl).await?;
                 Ok::<_, super::nl::NlError>((
@@ -444,8 +463,21 @@ impl Iptables {
                     if g == next_generation(read_at) && rules.len() == edit.new.len() =>
                 {
                     (generation, staged) = (g, rules);
+                    if !exited {
+                        let netns = names.netns.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = staging.await {
+                                tracing::warn!(netns, error = %e, "staging rules ended badly after committing them");
+                            }
+                        });
+                    }
                 }
                 other => {
+                    // Whatever committed was not (all) ours: let ours end before the staging
+                    // chain goes, so that it cannot come back after.
+                    if !exited {
+                        let _ = staging.await;
+                    }
                     drop_stage(h).await;
                     return Err(match other {
                         Err(e) => e.to_string(),

@@ -28,6 +28,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const START_DEADLINE: Duration = Duration::from_secs(5);
+/// The daemons' niceness: with the CPU contended (a thousand daemons' timers, one tenant's
+/// traffic), the controller — which enforces every tenant's policy — and the commands it runs
+/// come first. An idle CPU serves the daemons as if nothing was set.
+pub const DAEMON_NICE: libc::c_int = 10;
+/// Go's scheduler threads per daemon (see `start`): one tenant's hub encrypts on one core.
+const DAEMON_GOMAXPROCS: &str = "1";
 const STOP_DEADLINE: Duration = Duration::from_secs(3);
 /// A live daemon that failed to answer this many reads in a row is taken for hung and replaced;
 /// fewer failures are a slow daemon, which is left alone.
@@ -343,14 +349,19 @@ impl WireGuard for Userspace {
             .env("PATH", SAFE_PATH)
             .env("WG_PROCESS_FOREGROUND", "1")
             .env("LOG_LEVEL", "error")
+            // One scheduler thread per daemon: a thousand Go runtimes each spinning a thread per
+            // core to look for work keep both cores' run queues long on an idle host.
+            .env("GOMAXPROCS", DAEMON_GOMAXPROCS)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2));
-        // SAFETY: setsid(2) is async-signal-safe; it detaches the daemon from our session so
-        // that signals aimed at the controller's process group never reach it.
+        // SAFETY: setsid(2) and setpriority(2) are async-signal-safe. setsid detaches the
+        // daemon from our session so that signals aimed at the controller's process group never
+        // reach it; the niceness (inherited by every thread the daemon makes) is best effort.
         unsafe {
             command.pre_exec(|| {
                 libc::setsid();
+                libc::setpriority(libc::PRIO_PROCESS, 0, DAEMON_NICE);
                 Ok(())
             });
         }

@@ -102,20 +102,48 @@ fn open_event_sockets(expect_inode: u64) -> io::Result<(Socket, Socket)> {
     Ok((route, nft))
 }
 
+/// `NFT_MSG_NEWGEN` in the nf_tables subsystem: the end of a commit, with its generation.
+const NFT_NEWGEN: u16 = (10 << 8) | 15;
+const NFTA_GEN_ID: u16 = 1;
+
+/// The generation a `NEWGEN` notification announces, from the message's first bytes.
+fn newgen_id(msg: &[u8]) -> Option<u32> {
+    if msg.len() < 20 || u16::from_ne_bytes([msg[4], msg[5]]) != NFT_NEWGEN {
+        return None;
+    }
+    // After the 16-byte header and the 4-byte nfgenmsg: attributes.
+    let mut attrs = &msg[20..];
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if kind == NFTA_GEN_ID && len >= 8 {
+            return Some(u32::from_be_bytes(attrs[4..8].try_into().ok()?));
+        }
+        attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
+    }
+    None
+}
+
 /// Reads every queued datagram; returns the dirty bits they carry (`classify` maps a message
-/// type to bits; `None` maps every message to `all`).
-fn drain(s: &Socket, classify: Option<fn(u16) -> u32>, all: u32) -> io::Result<u32> {
-    let mut bits = 0;
+/// type to bits) and the generation of the newest nf_tables commit announced, if any.
+fn drain(s: &Socket, classify: fn(u16) -> u32) -> io::Result<(u32, Option<u32>)> {
+    let (mut bits, mut newest) = (0, None);
     let mut head = [0u8; 64];
     loop {
         let mut buf = &mut head[..];
         match s.recv(&mut buf, libc::MSG_DONTWAIT | libc::MSG_TRUNC) {
             Ok(n) if n >= 6 => {
                 let t = u16::from_ne_bytes([head[4], head[5]]);
-                bits |= classify.map_or(all, |f| f(t));
+                bits |= classify(t);
+                if let Some(g) = newgen_id(&head[..n.min(head.len())]) {
+                    newest = Some(g);
+                }
             }
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(bits),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((bits, newest)),
             // Notifications were dropped: anything may have changed.
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => bits |= Dirty::ALL,
             Err(e) => return Err(e),
@@ -150,12 +178,13 @@ impl Drop for TenantWatch {
 
 impl TenantWatch {
     /// Subscribes to the namespace `netns` (which must still be the one with `inode`) and, if
-    /// given, to the exit of daemon `pid`; `notify` gets the dirty bits of every batch of events.
+    /// given, to the exit of daemon `pid`; `notify` gets the dirty bits of every batch of events
+    /// and, for a batch of nf_tables notifications alone, the newest commit's generation.
     pub async fn start(
         netns: &str,
         inode: u64,
         pid: Option<u32>,
-        notify: impl Fn(u32) + Send + Sync + 'static,
+        notify: impl Fn(u32, Option<u32>) + Send + Sync + 'static,
     ) -> Result<Self, NlError> {
         let file = match File::open(handle_path(netns)) {
             Ok(f) => f,
@@ -184,7 +213,7 @@ impl TenantWatch {
             Some(Ok(fd)) => Some(unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?),
             // Already gone: say so at once.
             Some(Err(_)) => {
-                notify(Dirty::DEVICE);
+                notify(Dirty::DEVICE, None);
                 None
             }
             None => None,
@@ -201,34 +230,34 @@ async fn watch_loop(
     route: AsyncFd<Socket>,
     nft: AsyncFd<Socket>,
     mut pidfd: Option<AsyncFd<OwnedFd>>,
-    notify: impl Fn(u32),
+    notify: impl Fn(u32, Option<u32>),
 ) {
     loop {
         let bits = tokio::select! {
             g = route.readable() => {
                 let Ok(mut g) = g else { return };
-                let bits = drain(route.get_ref(), Some(route_kind), 0);
+                let bits = drain(route.get_ref(), route_kind);
                 g.clear_ready();
                 bits
             }
             g = nft.readable() => {
                 let Ok(mut g) = g else { return };
-                let bits = drain(nft.get_ref(), None, Dirty::FIREWALL);
+                let bits = drain(nft.get_ref(), |_| Dirty::FIREWALL);
                 g.clear_ready();
                 bits
             }
             _ = async { pidfd.as_ref().expect("guarded").readable().await }, if pidfd.is_some() => {
                 // The daemon exited; nothing more to hear from this pid.
                 pidfd = None;
-                Ok(Dirty::DEVICE)
+                Ok((Dirty::DEVICE, None))
             }
         };
         match bits {
-            Ok(0) => {}
-            Ok(bits) => notify(bits),
+            Ok((0, _)) => {}
+            Ok((bits, generation)) => notify(bits, generation),
             Err(e) => {
                 tracing::warn!(error = %e, "kernel event socket failed; relying on polls");
-                notify(Dirty::ALL);
+                notify(Dirty::ALL, None);
                 return;
             }
         }
@@ -286,4 +315,39 @@ pub fn watch_netns_dir(
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `NEWGEN` notification as the kernel sends it: header, nfgenmsg, then the generation
+    /// (big-endian), the committing process's pid and name.
+    fn newgen(generation: u32) -> Vec<u8> {
+        let mut body = vec![0u8, 0, 0, 0];
+        body.extend(8u16.to_ne_bytes());
+        body.extend(NFTA_GEN_ID.to_ne_bytes());
+        body.extend(generation.to_be_bytes());
+        body.extend(8u16.to_ne_bytes());
+        body.extend(2u16.to_ne_bytes());
+        body.extend(4242u32.to_be_bytes());
+        let mut msg = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
+        msg.extend(NFT_NEWGEN.to_ne_bytes());
+        msg.extend([0u8; 10]);
+        msg.extend(body);
+        msg
+    }
+
+    #[test]
+    fn the_generation_of_a_commit_is_read_from_its_notification() {
+        assert_eq!(newgen_id(&newgen(7)), Some(7));
+        assert_eq!(newgen_id(&newgen(u32::MAX)), Some(u32::MAX));
+        // Another nf_tables message (a new rule) carries no generation.
+        let mut rule = newgen(7);
+        rule[4..6].copy_from_slice(&((10u16 << 8) | 6).to_ne_bytes());
+        assert_eq!(newgen_id(&rule), None);
+        // Cut short: nothing read past the end.
+        assert_eq!(newgen_id(&newgen(7)[..22]), None);
+        assert_eq!(newgen_id(&[]), None);
+    }
 }

@@ -12,7 +12,7 @@ use super::{ApiError, App, Ctx};
 use crate::actors::CoreError;
 use crate::controller::Audit;
 use crate::db::machines::{self, Machine, NewMachine};
-use crate::db::orgs::OrgState;
+use crate::db::orgs::{OrgState, Rows};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::secret::Secret;
 use crate::wgconfig::{MachineConfig, render};
@@ -114,9 +114,17 @@ pub async fn create(app: &App, ctx: &Ctx, input: MachineCreate) -> Result<Create
         public_key,
         tags,
     };
-    let m = app.ctl.add_machine_by(org.id, new, audit).await?;
+    // The config and its QR code are made while the hub takes the machine.
+    let endpoint = app.config.public_endpoint.clone();
+    let of = org.clone();
+    let (m, made) = app
+        .ctl
+        .add_machine_then(org.id, new, audit, move |m| {
+            config_of(&endpoint, &of, &m, generated.as_ref())
+        })
+        .await?;
     app.reads.wrote(org.id);
-    let (config, config_qr_svg) = config_of(app, &org, &m, generated.as_ref())?;
+    let (config, config_qr_svg) = made?;
     Ok(Created {
         machine: MachineView::of(&m),
         config,
@@ -126,7 +134,7 @@ pub async fn create(app: &App, ctx: &Ctx, input: MachineCreate) -> Result<Create
 
 /// A machine's wg-quick config (with `private_key` if the server made it) and its QR code.
 fn config_of(
-    app: &App,
+    endpoint: &str,
     org: &crate::db::orgs::Org,
     m: &Machine,
     private_key: Option<&PrivateKey>,
@@ -138,7 +146,7 @@ fn config_of(
         private_key,
         org_name: &org.name,
         hub_public_key: &org.hub_public_key,
-        endpoint: &app.config.public_endpoint,
+        endpoint,
         listen_port: org.listen_port,
     });
     let qr = qr_svg(&config)?;
@@ -204,7 +212,7 @@ pub async fn rotate_key(app: &App, ctx: &Ctx, input: RotateKey) -> Result<Rotate
     let m = rotated?;
     let (config, config_qr_svg) = match &generated {
         Some(k) => {
-            let (c, q) = config_of(app, &org, &m, Some(k))?;
+            let (c, q) = config_of(&app.config.public_endpoint, &org, &m, Some(k))?;
             (Some(c), Some(q))
         }
         None => (None, None),
@@ -282,7 +290,11 @@ pub async fn update(app: &App, ctx: &Ctx, input: MachinePatch) -> Result<Machine
     app.reads.wrote(ctx.org());
     // Saved either way: audited either way.
     let applied = match tags {
-        Some(_) => app.ctl.apply_saved(ctx.org()).await,
+        Some(_) => {
+            app.ctl
+                .apply_saved_rows(ctx.org(), Rows::machine(m.id))
+                .await
+        }
         None => Ok(()),
     };
     let detail = serde_json::json!({"name": m.name, "tags": m.tags});

@@ -8,7 +8,7 @@ use super::validate::{self, non_null, present};
 use super::views::PolicyView;
 use super::{ApiError, App, Ctx};
 use crate::controller::Audit;
-use crate::db::orgs::Org;
+use crate::db::orgs::{Org, Rows};
 use crate::db::policies::{self, PolicyFields};
 use crate::kernel::RuleObserved;
 use crate::policy::{Policy, PortRange, Protocol, Selector, Verdict, valid_tag};
@@ -208,7 +208,7 @@ pub async fn update(app: &App, ctx: &Ctx, input: PolicyPatch) -> Result<PolicyVi
         .ok_or_else(ApiError::not_found)?;
     app.reads.wrote(org.id);
     // Saved either way: audited either way, and a kernel that did not confirm is reported.
-    let applied = app.ctl.apply_saved(org.id).await;
+    let applied = app.ctl.apply_saved_rows(org.id, Rows::policy(p.id)).await;
     let view = PolicyView::of(&p, &rules(app, org.id).await);
     let detail = serde_json::to_value(&view).unwrap_or_default();
     record_by(app, ctx, "policy.update", "policy", p.id, detail).await;
@@ -275,7 +275,10 @@ pub async fn delete(app: &App, ctx: &Ctx) -> Result<(), ApiError> {
         return Err(ApiError::not_found());
     }
     app.reads.wrote(ctx.org());
-    let applied = app.ctl.apply_saved(ctx.org()).await;
+    let applied = app
+        .ctl
+        .apply_saved_rows(ctx.org(), Rows::policy(ctx.id()))
+        .await;
     record_by(
         app,
         ctx,

@@ -3,6 +3,7 @@
 //! `LISTEN meshwg` (a tenant's rows changed by another process; see migration V3).
 
 use super::SupervisorMsg;
+use crate::db::pending::Table;
 use crate::kernel::watch::{Dirty, watch_netns_dir};
 use crate::names::KernelPrefix;
 use futures_util::StreamExt;
@@ -57,14 +58,29 @@ pub fn database_feed(
 }
 
 /// `<org id>` (migration V3) or `<org id> <transaction id>` (V5).
-fn parse_payload(payload: &str) -> Option<(Uuid, Option<u64>)> {
+/// What a `meshwg` notification says: `<org id>`, `<org id> <txid>` (migration V5) or, for a
+/// machine or policy row, `<org id> <txid> <table> <row id>` (V6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Note {
+    pub org_id: Uuid,
+    /// The transaction that made the change.
+    pub xid: Option<u64>,
+    /// The row changed, if it is one the tenant can read alone.
+    pub row: Option<(Table, Uuid)>,
+}
+
+fn parse_payload(payload: &str) -> Option<Note> {
     let mut words = payload.split(' ');
     let org_id = words.next()?.parse().ok()?;
     let xid = match words.next() {
         Some(w) => Some(w.parse().ok()?),
         None => None,
     };
-    words.next().is_none().then_some((org_id, xid))
+    let row = match words.next() {
+        Some(table) => Some((Table::parse(table)?, words.next()?.parse().ok()?)),
+        None => None,
+    };
+    words.next().is_none().then_some(Note { org_id, xid, row })
 }
 
 /// One `LISTEN` connection, until it breaks.
@@ -97,8 +113,8 @@ async fn listen_once(
             });
         }
         while let Some(payload) = rx.recv().await {
-            if let Some((org_id, xid)) = parse_payload(&payload) {
-                let _ = supervisor.cast(SupervisorMsg::Notified { org_id, xid });
+            if let Some(note) = parse_payload(&payload) {
+                let _ = supervisor.cast(SupervisorMsg::Notified(note));
             }
         }
     }
@@ -108,20 +124,41 @@ async fn listen_once(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_payload;
+    use super::{Note, parse_payload};
+    use crate::db::pending::Table;
     use uuid::Uuid;
 
     #[test]
-    fn payloads_with_and_without_a_transaction() {
+    fn payloads_with_and_without_a_transaction_or_a_row() {
         let id = Uuid::new_v4();
-        assert_eq!(parse_payload(&id.to_string()), Some((id, None)));
-        assert_eq!(parse_payload(&format!("{id} 7345")), Some((id, Some(7345))));
+        let row = Uuid::new_v4();
+        let note = |xid, row| {
+            Some(Note {
+                org_id: id,
+                xid,
+                row,
+            })
+        };
+        assert_eq!(parse_payload(&id.to_string()), note(None, None));
+        assert_eq!(parse_payload(&format!("{id} 7345")), note(Some(7345), None));
+        assert_eq!(
+            parse_payload(&format!("{id} 7345 policies {row}")),
+            note(Some(7345), Some((Table::Policies, row)))
+        );
+        assert_eq!(
+            parse_payload(&format!("{id} 1 machines {row}")),
+            note(Some(1), Some((Table::Machines, row)))
+        );
         for bad in [
             "",
             "x",
             &format!("{id} x"),
             &format!("{id} 1 2"),
             &format!("{id}  1"),
+            &format!("{id} 1 orgs {row}"),
+            &format!("{id} 1 policies"),
+            &format!("{id} 1 policies x"),
+            &format!("{id} 1 policies {row} 2"),
         ] {
             assert_eq!(parse_payload(bad), None, "{bad:?}");
         }

@@ -63,11 +63,8 @@ pub enum SupervisorMsg {
         org_id: Uuid,
         bits: u32,
     },
-    /// A tenant's rows changed (a database notification), in transaction `xid` if known.
-    Notified {
-        org_id: Uuid,
-        xid: Option<u64>,
-    },
+    /// A tenant's rows changed (a database notification).
+    Notified(events::Note),
     /// The same, for the tenant with this kernel id.
     KickKid {
         kid: i64,
@@ -487,9 +484,9 @@ impl Actor for Supervisor {
                     let _ = child.actor.cast(TenantMsg::Kick(bits));
                 }
             }
-            SupervisorMsg::Notified { org_id, xid } => {
-                if let Some(child) = state.tenants.get(&org_id) {
-                    let _ = child.actor.cast(TenantMsg::Notified(xid));
+            SupervisorMsg::Notified(note) => {
+                if let Some(child) = state.tenants.get(&note.org_id) {
+                    let _ = child.actor.cast(TenantMsg::Notified(note.xid, note.row));
                 }
             }
             SupervisorMsg::KickKid { kid, bits } => {

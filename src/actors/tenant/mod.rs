@@ -10,9 +10,11 @@
 //! - a **full check** ([`Observer::full`]) re-reads the database and the whole kernel state.
 //!
 //! A reconcile observes natively, plans and applies until the kernel agrees (`converge`). A
-//! change (`Sync`, answered only once the kernel reflects the database) reloads the database; a
-//! repair uses the desired state last read, so a database outage never empties a tenant and
-//! drift is still repaired meanwhile.
+//! change (`Sync`, answered only once the kernel reflects the database) reads the database
+//! again — only the rows it names when it names them, and only the rows a notification names
+//! (so one policy changed among 2,000 costs a one-row read); a repair uses the desired state
+//! last read, so a database outage never empties a tenant and drift is still repaired
+//! meanwhile.
 
 mod history;
 mod ring;
@@ -26,7 +28,8 @@ pub use watches::WatchInfo;
 
 use super::poller::{Expect, with_counters};
 use super::{CoreError, Deps, Observer};
-use crate::db::orgs::{self, OrgState, Snapshot};
+use crate::db::orgs::{self, OrgState, Rows, Snapshot};
+use crate::db::pending::Table;
 use crate::kernel::watch::{Dirty, TenantWatch};
 use crate::kernel::{DeviceObserved, DeviceState, FlowKey, RuleObserved};
 use crate::names::TenantNames;
@@ -36,7 +39,7 @@ use crate::reconcile::Action;
 use crate::reconcile::apply::{Converged, converge};
 use crate::reconcile::{Desired, Observed};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +52,8 @@ const MAX_CONSECUTIVE_FAILURES: u32 = 10;
 const RETRY: Duration = Duration::from_millis(1500);
 /// Events arriving together are handled by one reconcile.
 const DEBOUNCE: Duration = Duration::from_millis(20);
+/// More rows than this to read again are read with all the others (one query, no id list).
+const MAX_REREAD: usize = 64;
 
 pub struct TenantActor;
 
@@ -69,11 +74,15 @@ pub struct TenantState {
     /// The database as last read, and the desired state made of it.
     snapshot: Option<Arc<Snapshot>>,
     desired: Option<Desired>,
-    /// Something changed in the database since it was last read.
+    /// Something changed in the database since it was last read: read all of it again.
     db_stale: bool,
+    /// These rows changed since they were last read: read them again.
+    reread: Rows,
     /// Transactions below this id had ended when the database was last read (so a
     /// notification of one of them brings nothing new).
     seen_below: Option<u64>,
+    /// The same for rows read alone since: row id → `seen_below` of that read.
+    rows_seen: HashMap<Uuid, u64>,
     /// The kernel as the last successful reconcile left it.
     observed: Option<Observed>,
     status: Option<Arc<TenantStatus>>,
@@ -83,6 +92,8 @@ pub struct TenantState {
     watch: Option<TenantWatch>,
     /// A debounced reconcile is already on its way.
     kicked: bool,
+    /// Kernel kinds ([`Dirty`]) announced changed since the last reconcile began.
+    dirty_kernel: u32,
     counters_at: Option<Instant>,
     failures: u32,
     /// The org is gone from the database (or being deleted): stop and let the supervisor decide.
@@ -100,12 +111,17 @@ pub enum TenantMsg {
     Full,
     /// Something of these kinds ([`Dirty`]) changed.
     Kick(u32),
-    /// The tenant's rows changed (a database notification), in this transaction if known.
-    Notified(Option<u64>),
+    /// The tenant's kernel events: these kinds changed; for nf_tables commits alone, the newest
+    /// one's generation.
+    Events(u32, Option<u32>),
+    /// The tenant's rows changed (a database notification), in this transaction if known;
+    /// only this row if it is named.
+    Notified(Option<u64>, Option<(Table, Uuid)>),
     /// The debounced reconcile after events.
     Reconcile,
-    /// Reconcile now; answered once the kernel reflects the database.
-    Sync(RpcReplyPort<Result<(), CoreError>>),
+    /// Reconcile now; answered once the kernel reflects the database. With rows named, a
+    /// change to those rows alone was committed: only they are read again.
+    Sync(Option<Rows>, RpcReplyPort<Result<(), CoreError>>),
     /// Runs one reconcile for everybody waiting (many `Sync`s coalesce into one).
     Flush,
     /// The last observed kernel state.
@@ -143,6 +159,11 @@ enum Outcome {
     Failed(CoreError),
 }
 
+/// Whether nf_tables generation `g` is `read` or older (generations wrap around).
+fn not_after(g: u32, read: u32) -> bool {
+    g.wrapping_sub(read) as i32 <= 0
+}
+
 /// Spreads tenants' timers over the period, so a thousand tenants do not poll at once.
 fn phase(kid: i64, period: Duration) -> Duration {
     let ms = period.as_millis().max(1) as u64;
@@ -168,15 +189,67 @@ impl TenantState {
             self.desired = Some(desired);
         }
         self.db_stale = false;
+        self.reread = Rows::default();
+        self.rows_seen.clear();
         self.seen_below = Some(xmin);
         Ok(true)
     }
 
+    /// Reads again the rows in `reread` (and the org's row) and puts them in the snapshot;
+    /// `Ok(false)` when the org is gone or being deleted. Everything is read when the org's
+    /// row moved.
+    async fn load_rows(&mut self) -> Result<bool, CoreError> {
+        let Some(mut snap) = self.snapshot.as_deref().cloned() else {
+            return self.load().await;
+        };
+        let reread = match orgs::rows_seen(&self.deps.pool, self.org_id, &self.reread).await {
+            Ok(Some(r)) if r.org.state != OrgState::Deleting => r,
+            Ok(_) => return Ok(false),
+            Err(e) => {
+                tracing::warn!(tenant = %self.org_id, error = %e, "database unreadable");
+                return Err(e.into());
+            }
+        };
+        if reread.org != snap.org {
+            return self.load().await;
+        }
+        let xmin = reread.xmin;
+        let rows = std::mem::take(&mut self.reread);
+        snap.patch(&rows, reread);
+        for id in rows.ids() {
+            self.rows_seen.insert(id, xmin);
+        }
+        if self.snapshot.as_deref() != Some(&snap) {
+            let desired = status::desired(&self.names, &self.deps, &snap, self.status.as_deref())?;
+            self.snapshot = Some(Arc::new(snap));
+            self.desired = Some(desired);
+        }
+        Ok(true)
+    }
+
+    /// Whether a notification of transaction `xid` (about `row` alone, if named) announces
+    /// nothing the last reads did not see.
+    fn seen(&self, xid: Option<u64>, row: Option<(Table, Uuid)>) -> bool {
+        let Some(xid) = xid else {
+            return false;
+        };
+        self.seen_below.is_some_and(|below| xid < below)
+            || row.is_some_and(|(_, id)| self.rows_seen.get(&id).is_some_and(|below| xid < *below))
+    }
+
     async fn reconcile(&mut self, why: Why) -> (Outcome, bool) {
         let before = self.desired.as_ref().map(Desired::target);
-        let must_read = why != Why::Drift || self.db_stale || self.desired.is_none();
-        if must_read {
-            match self.load().await {
+        let read_all = why == Why::Full
+            || self.db_stale
+            || self.desired.is_none()
+            || self.reread.len() > MAX_REREAD;
+        if read_all || !self.reread.is_empty() {
+            let read = if read_all {
+                self.load().await
+            } else {
+                self.load_rows().await
+            };
+            match read {
                 Ok(true) => {}
                 Ok(false) => return (Outcome::Gone, false),
                 // A change must be read to be applied; a repair can use what was last read.
@@ -215,6 +288,8 @@ impl TenantState {
         why: Why,
     ) -> Result<(), ActorProcessingErr> {
         let waiting = std::mem::take(&mut self.waiting);
+        // This run looks at the whole kernel: what was announced so far is covered by it.
+        self.dirty_kernel = 0;
         let started = Instant::now();
         let (outcome, target_moved) = self.reconcile(why).await;
         let took = started.elapsed();
@@ -450,8 +525,8 @@ impl TenantState {
         }
         self.watch = None;
         let actor = myself.clone();
-        match TenantWatch::start(&self.names.netns, inode, pid, move |bits| {
-            let _ = actor.send_message(TenantMsg::Kick(bits));
+        match TenantWatch::start(&self.names.netns, inode, pid, move |bits, generation| {
+            let _ = actor.send_message(TenantMsg::Events(bits, generation));
         })
         .await
         {
@@ -488,7 +563,37 @@ impl TenantState {
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
+    /// Whether nf_tables commits up to `generation` are ones the last reconcile saw: its final
+    /// look read the ruleset at that generation or later (our own commits, mostly).
+    fn saw_commits(&self, generation: u32) -> bool {
+        let read = self
+            .observed
+            .as_ref()
+            .and_then(|o| o.firewall.as_ref())
+            .and_then(|fw| fw.generation);
+        read.is_some_and(|read| not_after(generation, read))
+    }
+
+    /// Kernel events: a reconcile, unless they are only commits the last one already saw.
+    fn events(&mut self, myself: &ActorRef<TenantMsg>, bits: u32, generation: Option<u32>) {
+        if bits == Dirty::FIREWALL && generation.is_some_and(|g| self.saw_commits(g)) {
+            return;
+        }
+        self.kick(myself, bits);
+    }
+
+    /// Whether a debounced reconcile has nothing to do: no kernel event since the last one
+    /// began, no row to read, and that one succeeded (what kicked it was read meanwhile, by a
+    /// change that also converged the kernel).
+    fn nothing_to_do(&self) -> bool {
+        self.dirty_kernel == 0
+            && self.reread.is_empty()
+            && !self.db_stale
+            && self.observed.is_some()
+    }
+
     fn kick(&mut self, myself: &ActorRef<TenantMsg>, bits: u32) {
+        self.dirty_kernel |= bits & !Dirty::DATABASE;
         if bits & Dirty::DATABASE != 0 {
             self.db_stale = true;
             self.db_changed();
@@ -540,11 +645,14 @@ impl Actor for TenantActor {
             snapshot: None,
             desired: None,
             db_stale: true,
+            reread: Rows::default(),
             seen_below: None,
+            rows_seen: HashMap::new(),
             observed: None,
             status: None,
             watch: None,
             kicked: !args.fresh,
+            dirty_kernel: 0,
             counters_at: None,
             failures: 0,
             gone: false,
@@ -564,20 +672,31 @@ impl Actor for TenantActor {
             TenantMsg::Numbers(device, rules) => state.numbers(*device, rules).await,
             TenantMsg::Full => state.run(&myself, Why::Full).await?,
             TenantMsg::Kick(bits) => state.kick(&myself, bits),
-            TenantMsg::Notified(xid) => {
+            TenantMsg::Events(bits, generation) => state.events(&myself, bits, generation),
+            TenantMsg::Notified(xid, row) => {
                 // Our own change's notification arrives after the reconcile that read it: no
                 // second read for it (readers' views are still refreshed).
-                if xid.is_some_and(|x| state.seen_below.is_some_and(|below| x < below)) {
+                if state.seen(xid, row) {
                     state.db_changed();
+                } else if let Some((table, id)) = row {
+                    state.reread.insert(table, id);
+                    state.db_changed();
+                    state.kick(&myself, 0);
                 } else {
                     state.kick(&myself, Dirty::DATABASE);
                 }
             }
             TenantMsg::Reconcile => {
                 state.kicked = false;
-                state.run(&myself, Why::Drift).await?;
+                if !state.nothing_to_do() {
+                    state.run(&myself, Why::Drift).await?;
+                }
             }
-            TenantMsg::Sync(reply) => {
+            TenantMsg::Sync(rows, reply) => {
+                match rows {
+                    Some(rows) => state.reread.extend(rows),
+                    None => state.db_stale = true,
+                }
                 state.db_changed();
                 state.waiting.push(reply);
                 myself.send_message(TenantMsg::Flush)?;
@@ -618,5 +737,19 @@ impl Actor for TenantActor {
             myself.stop(Some("org no longer in the database".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_after;
+
+    #[test]
+    fn commits_up_to_the_generation_read_were_seen_across_the_wrap() {
+        assert!(not_after(5, 5));
+        assert!(not_after(4, 5));
+        assert!(!not_after(6, 5));
+        assert!(not_after(u32::MAX, 2));
+        assert!(!not_after(1, u32::MAX));
     }
 }
