@@ -125,10 +125,19 @@ pub async fn insert_lowest_free(
     from_row(&row)
 }
 
-async fn list_where(conn: &Conn<'_>, org_id: Uuid, rows: &str) -> Result<Vec<Machine>, DbError> {
+/// The org's rows that satisfy `rows` (SQL over `$2`… from `more`), in the order the kernel
+/// takes them.
+async fn list_where(
+    conn: &Conn<'_>,
+    org_id: Uuid,
+    rows: &str,
+    more: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<Machine>, DbError> {
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&org_id];
+    params.extend_from_slice(more);
     conn.query_cached(
         &format!("SELECT {COLUMNS} FROM machines WHERE org_id = $1 AND {rows} ORDER BY address"),
-        &[&org_id],
+        &params,
     )
     .await?
     .iter()
@@ -138,7 +147,7 @@ async fn list_where(conn: &Conn<'_>, org_id: Uuid, rows: &str) -> Result<Vec<Mac
 
 /// The machines the hub should have as peers: confirmed or pending within their deadline.
 pub(crate) async fn list_with(conn: &Conn<'_>, org_id: Uuid) -> Result<Vec<Machine>, DbError> {
-    list_where(conn, org_id, pending::LIVE).await
+    list_where(conn, org_id, pending::LIVE, &[]).await
 }
 
 /// Those of `ids` the hub should have as peers (see [`list_with`]).
@@ -147,23 +156,14 @@ pub(crate) async fn some_with(
     org_id: Uuid,
     ids: &[Uuid],
 ) -> Result<Vec<Machine>, DbError> {
-    conn.query_cached(
-        &format!(
-            "SELECT {COLUMNS} FROM machines WHERE org_id = $1 AND id = ANY($2) AND {}",
-            pending::LIVE
-        ),
-        &[&org_id, &ids],
-    )
-    .await?
-    .iter()
-    .map(from_row)
-    .collect()
+    let rows = format!("id = ANY($2) AND {}", pending::LIVE);
+    list_where(conn, org_id, &rows, &[&ids]).await
 }
 
 /// The org's machines (confirmed ones: a machine being created is not one yet).
 pub async fn list(pool: &Pool, org_id: Uuid) -> Result<Vec<Machine>, DbError> {
     let conn = pool.get().await?;
-    list_where(&conn, org_id, pending::CONFIRMED).await
+    list_where(&conn, org_id, pending::CONFIRMED, &[]).await
 }
 
 pub async fn get(pool: &Pool, org_id: Uuid, id: Uuid) -> Result<Option<Machine>, DbError> {

@@ -71,13 +71,22 @@ fn json(sel: &Selector) -> serde_json::Value {
     serde_json::to_value(sel).expect("selectors always serialise")
 }
 
-async fn list_where(conn: &Conn<'_>, org_id: Uuid, rows: &str) -> Result<Vec<Policy>, DbError> {
+/// The org's rows that satisfy `rows` (SQL over `$2`… from `more`), in the order the kernel
+/// takes them.
+async fn list_where(
+    conn: &Conn<'_>,
+    org_id: Uuid,
+    rows: &str,
+    more: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<Policy>, DbError> {
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&org_id];
+    params.extend_from_slice(more);
     conn.query_cached(
         &format!(
             "SELECT {COLUMNS} FROM policies WHERE org_id = $1 AND {rows} \
              ORDER BY priority, created_at, id"
         ),
-        &[&org_id],
+        &params,
     )
     .await?
     .iter()
@@ -87,7 +96,7 @@ async fn list_where(conn: &Conn<'_>, org_id: Uuid, rows: &str) -> Result<Vec<Pol
 
 /// The policies the kernel should enforce: confirmed or pending within their deadline.
 pub(crate) async fn list_with(conn: &Conn<'_>, org_id: Uuid) -> Result<Vec<Policy>, DbError> {
-    list_where(conn, org_id, pending::LIVE).await
+    list_where(conn, org_id, pending::LIVE, &[]).await
 }
 
 /// Those of `ids` the kernel should enforce (see [`list_with`]).
@@ -96,23 +105,14 @@ pub(crate) async fn some_with(
     org_id: Uuid,
     ids: &[Uuid],
 ) -> Result<Vec<Policy>, DbError> {
-    conn.query_cached(
-        &format!(
-            "SELECT {COLUMNS} FROM policies WHERE org_id = $1 AND id = ANY($2) AND {}",
-            pending::LIVE
-        ),
-        &[&org_id, &ids],
-    )
-    .await?
-    .iter()
-    .map(from_row)
-    .collect()
+    let rows = format!("id = ANY($2) AND {}", pending::LIVE);
+    list_where(conn, org_id, &rows, &[&ids]).await
 }
 
 /// The org's policies (confirmed ones: a policy being created is not one yet).
 pub async fn list(pool: &Pool, org_id: Uuid) -> Result<Vec<Policy>, DbError> {
     let conn = pool.get().await?;
-    list_where(&conn, org_id, pending::CONFIRMED).await
+    list_where(&conn, org_id, pending::CONFIRMED, &[]).await
 }
 
 /// Up to `limit` of the org's policies in evaluation order (priority, creation, id), after
